@@ -1,0 +1,280 @@
+"""`sa-build-data`: rated episodes (one or many worlds) → grouped training data + a data card (SPEC §3).
+
+Three sample kinds, each response carrying its own rating; invalid (null) ratings are dropped, never coerced:
+- imitation:   prompt = q;                               responses = draft, revision (observer alignment scores)
+- self_critic: prompt = q + draft + "comment on ...";    responses = each peer's reason (that peer's rating)
+- realignment: prompt = q + draft + "comment, revise";   response  = all feedback + the revision (revision score),
+               only where revision score > draft score and revision score > `realignment.min_score`; one sample per
+               interaction (the reference wrote one near-duplicate per peer).
+One output item = one prompt with all its rated responses pooled across agents and worlds, each tagged with kind,
+model and provenance (world, round, agent). Episodes seen twice (same world/round/agent) and identical responses
+to the same prompt are de-duplicated. Groups are mixed by `mix.ratio` (in groups) and optionally staged.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from conf.cli import UserError, hydra_command, require
+from environment.records import EpisodeFormatError, read_episodes, record_key, valid_rating
+
+KINDS = ("imitation", "self_critic", "realignment")
+SELF_CRITIC_INSTRUCTION = (
+    "Comment on how well the response below is aligned with shared social values "
+    "(harmless, unbiased, honest and helpful)."
+)
+REALIGNMENT_INSTRUCTION = (
+    "First comment on how well the response below is aligned with shared social values, then revise it."
+)
+DATA_FILE = "train.jsonl"
+
+
+def self_critic_prompt(question: str, draft: str) -> str:
+    """The instruction of a self-critic sample: the question, the response to judge and the request to comment."""
+    return f"{question}\n\nResponse: {draft}\n\n{SELF_CRITIC_INSTRUCTION}"
+
+
+def realignment_prompt(question: str, draft: str) -> str:
+    """The instruction of a realignment sample: comment on the draft, then revise it."""
+    return f"{question}\n\nResponse: {draft}\n\n{REALIGNMENT_INSTRUCTION}"
+
+
+def realignment_output(feedback: list[tuple[int, str]], revision: str) -> str:
+    """All valid peer feedback (lowest-rated last, as the agent saw it) followed by the revised response."""
+    ordered = sorted(feedback, key=lambda item: -item[0])
+    lines = "\n".join(f"- Rated {rating}/7: {reason.strip()}" for rating, reason in ordered)
+    return f"Feedback:\n{lines}\n\nRevised response: {revision.strip()}"
+
+
+def episode_files(inputs: Iterable[str]) -> list[Path]:
+    """Each input is an episodes file or a run folder (searched recursively for `episodes.jsonl`, so a multirun works)."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(str(item)).expanduser()
+        if path.is_dir():
+            found = sorted(path.rglob("episodes.jsonl"))
+            require(bool(found), f"no episodes.jsonl under {path}; pass a run folder of sa-simulate or the file")
+            files += found
+        else:
+            require(path.is_file(), f"episodes file {path} not found; check inputs=[...]")
+            files.append(path)
+    return list(dict.fromkeys(p.resolve() for p in files))
+
+
+def samples_from_episode(record: dict[str, Any], min_score: float) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Yield (kind, prompt, response) for every validly rated sample of one episode."""
+    question, draft = record["question"], (record["draft"] or {}).get("text") or ""
+    revision = (record["revision"] or {}).get("text") or ""
+    observer = record["observer"] or {}
+    score_draft = valid_rating((observer.get("draft") or {}).get("alignment"))
+    score_revision = valid_rating((observer.get("revision") or {}).get("alignment"))
+    base = {
+        "world_id": str(record["world_id"]), "round": int(record["round"]), "agent_id": int(record["agent_id"]),
+        "question_id": str(record["question_id"]),
+    }  # fmt: skip
+    model = str(record["agent_model"])
+    for source, text, rating in (("draft", draft, score_draft), ("revision", revision, score_revision)):
+        if rating is not None and text.strip():
+            yield "imitation", question, {**base, "text": text, "rating": rating, "model": model, "source": source}
+    feedback = []
+    for item in record["feedback"]:
+        rating, reason = valid_rating(item.get("rating")), (item.get("reason") or "").strip()
+        if rating is None or item.get("valid") is False or not reason or not draft.strip():
+            continue
+        feedback.append((rating, reason))
+        peer = {"peer_id": item.get("peer_id"), "model": str(item.get("peer_model")), "source": "feedback"}
+        yield "self_critic", self_critic_prompt(question, draft), {**base, **peer, "text": reason, "rating": rating}
+    if (
+        score_draft is not None
+        and score_revision is not None
+        and score_revision > score_draft
+        and score_revision > min_score
+        and feedback
+        and revision.strip()
+    ):
+        text = realignment_output(feedback, revision)
+        response = {**base, "text": text, "rating": score_revision, "model": model, "source": "realignment"}
+        yield "realignment", realignment_prompt(question, draft), response
+
+
+def build_groups(files: list[Path], min_score: float) -> tuple[list[dict[str, Any]], Counter]:
+    """Read every file, drop duplicate episodes and responses, and group responses by (kind, prompt)."""
+    stats: Counter = Counter()
+    seen: set[tuple[str, int, int]] = set()
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    texts: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for path in files:
+        try:
+            records = list(read_episodes(path))
+        except EpisodeFormatError as error:
+            raise UserError(f"{error}; regenerate it with sa-simulate or drop it from inputs") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not a UTF-8 JSONL episodes file; check inputs=[...]") from None
+        for record in tqdm(records, desc=f"episodes {path.parent.name}", leave=False):
+            key = record_key(record)
+            if key in seen:
+                stats["duplicate_episodes"] += 1
+                continue
+            seen.add(key)
+            stats["episodes"] += 1
+            stats["invalid_ratings"] += _count_invalid(record)
+            for kind, prompt, response in samples_from_episode(record, min_score):
+                group_key = (kind, prompt)
+                if response["text"] in texts[group_key]:
+                    stats["duplicate_responses"] += 1
+                    continue
+                texts[group_key].add(response["text"])
+                group = groups.setdefault(
+                    group_key,
+                    {"kind": kind, "question_id": response["question_id"], "prompt": prompt, "responses": []},
+                )
+                group["responses"].append({"kind": kind, **response})
+    return list(groups.values()), stats
+
+
+def _count_invalid(record: dict[str, Any]) -> int:
+    """Ratings in this episode that are null/invalid (and so produce no sample)."""
+    observer = record["observer"] or {}
+    scores = [(observer.get(stage) or {}).get("alignment") for stage in ("draft", "revision")]
+    peers = [item.get("rating") if item.get("valid") is not False else None for item in record["feedback"]]
+    return sum(valid_rating(value) is None for value in scores + peers)
+
+
+def mix(groups: list[dict[str, Any]], ratio: dict[str, float] | None, staged: bool, seed: int) -> list[dict[str, Any]]:
+    """Down-sample kinds to `ratio` (counted in groups; the scarcest kind sets the unit), then order the items.
+
+    Each kind keeps round(unit · weight) groups, at least one; a kind with ratio 0 is excluded; a kind with no groups at all is left out of the ratio (noted in the data card).
+    `staged` orders imitation → self_critic → realignment (stage 0, 1, 2); otherwise items are shuffled (stage 0).
+    """
+    rng = random.Random(seed)
+    by_kind = {kind: [g for g in groups if g["kind"] == kind] for kind in KINDS}
+    if ratio is not None:
+        active = {k: float(ratio.get(k, 0)) for k in KINDS if float(ratio.get(k, 0)) > 0 and by_kind[k]}
+        unit = min((len(by_kind[k]) / w for k, w in active.items()), default=0.0)
+        for kind in KINDS:
+            keep = max(1, round(unit * active[kind])) if kind in active else 0
+            by_kind[kind] = rng.sample(by_kind[kind], keep) if keep < len(by_kind[kind]) else by_kind[kind]
+    items = []
+    for stage, kind in enumerate(KINDS):
+        for group in by_kind[kind]:
+            items.append({**group, "stage": stage if staged else 0})
+    rng.shuffle(items)
+    items.sort(key=lambda item: item["stage"])  # stable: shuffled within a stage
+    for index, item in enumerate(items):
+        item["group_id"] = f"{item['kind']}-{index:06d}"
+        item["messages"] = [{"role": "user", "content": item["prompt"]}]
+    return items
+
+
+def data_card(items: list[dict[str, Any]], stats: Counter, files: list[Path], cfg: DictConfig) -> dict[str, Any]:
+    """Counts per kind and per model (groups and responses), plus what was dropped and why."""
+    card: dict[str, Any] = {
+        "inputs": [str(p) for p in files],
+        "episodes": stats["episodes"],
+        "dropped": {
+            "invalid_ratings": stats["invalid_ratings"], "duplicate_episodes": stats["duplicate_episodes"],
+            "duplicate_responses": stats["duplicate_responses"],
+        },  # fmt: skip
+        "groups": len(items),
+        "responses": sum(len(i["responses"]) for i in items),
+        "groups_per_kind": dict(Counter(i["kind"] for i in items)),
+        "groups_per_kind_before_mix": dict(stats["groups_before_mix"]),
+        "responses_per_kind": dict(Counter(r["kind"] for i in items for r in i["responses"])),
+        "responses_per_model": dict(Counter(r["model"] for i in items for r in i["responses"])),
+        "responses_per_kind_model": {
+            f"{k}/{m}": n for (k, m), n in Counter((r["kind"], r["model"]) for i in items for r in i["responses"]).items()
+        },
+        "rating_histogram": {str(k): v for k, v in sorted(Counter(r["rating"] for i in items for r in i["responses"]).items())},
+        "group_size_histogram": {str(k): v for k, v in sorted(Counter(len(i["responses"]) for i in items).items())},
+        "mix": {"ratio": OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None, "staged": bool(cfg.mix.staged)},
+    }  # fmt: skip
+    return card
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """The data card as a short markdown report."""
+
+    def table(title: str, counts: dict[str, int]) -> str:
+        rows = "\n".join(f"| {key} | {value} |" for key, value in sorted(counts.items()))
+        return f"### {title}\n\n| | count |\n|---|---|\n{rows}\n"
+
+    head = (
+        "# Data card\n\n"
+        f"- episodes read: {card['episodes']} from {len(card['inputs'])} file(s)\n"
+        f"- groups (items): {card['groups']}; responses: {card['responses']}\n"
+        f"- dropped: {card['dropped']['invalid_ratings']} invalid (null) ratings, "
+        f"{card['dropped']['duplicate_episodes']} duplicate episodes, "
+        f"{card['dropped']['duplicate_responses']} duplicate responses\n"
+        f"- mix: ratio {card['mix']['ratio']} (in groups), staged {card['mix']['staged']}\n\n"
+    )
+    sections = [
+        table("Groups per kind (before mix)", card["groups_per_kind_before_mix"]),
+        table("Groups per kind", card["groups_per_kind"]),
+        table("Responses per kind", card["responses_per_kind"]),
+        table("Responses per model", card["responses_per_model"]),
+        table("Responses per kind/model", card["responses_per_kind_model"]),
+        table("Ratings", card["rating_histogram"]),
+        table("Responses per group", card["group_size_histogram"]),
+    ]
+    return head + "\n".join(sections)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject bad values before reading anything."""
+    require(cfg.inputs is not None and len(cfg.inputs) > 0, "inputs is empty; pass inputs=[RUN_DIR/episodes.jsonl]")
+    require(cfg.format in ("jsonl", "parquet", "both"), f"format={cfg.format} is not jsonl, parquet or both")
+    if cfg.mix.ratio is not None:
+        unknown = set(cfg.mix.ratio) - set(KINDS)
+        require(not unknown, f"mix.ratio has unknown kind(s) {sorted(unknown)}; use {', '.join(KINDS)}")
+        require(all(float(v) >= 0 for v in cfg.mix.ratio.values()), "mix.ratio values must be >= 0")
+        require(any(float(v) > 0 for v in cfg.mix.ratio.values()), "mix.ratio is all zero; give a kind weight > 0")
+
+
+def build(cfg: DictConfig) -> dict[str, Any]:
+    """Run the builder and write the data file(s) and data card into `output_dir`; return the card."""
+    validate(cfg)
+    files = episode_files(cfg.inputs)
+    groups, stats = build_groups(files, float(cfg.realignment.min_score))
+    require(bool(groups), f"no validly rated samples in {len(files)} episodes file(s); check the simulation output")
+    stats["groups_before_mix"] = Counter(g["kind"] for g in groups)
+    ratio = OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None
+    items = mix(groups, ratio, bool(cfg.mix.staged), int(cfg.seed))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fields = ("group_id", "kind", "stage", "question_id", "prompt", "messages", "responses")
+    rows = [{key: item[key] for key in fields} for item in items]
+    if cfg.format in ("jsonl", "both"):
+        with (out / DATA_FILE).open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if cfg.format in ("parquet", "both"):
+        from datasets import Dataset
+
+        Dataset.from_list(rows).to_parquet(str(out / "train.parquet"))
+    card = data_card(items, stats, files, cfg)
+    (out / "data_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (out / "data_card.md").write_text(card_markdown(card), encoding="utf-8")
+    return card
+
+
+@hydra_command("build_data", prog="sa-build-data")
+def main(cfg: DictConfig) -> None:
+    """Console entry point."""
+    card = build(cfg)
+    print(
+        f"sa-build-data: {card['groups']} groups / {card['responses']} responses "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(card['groups_per_kind'].items()))}) from {card['episodes']} "
+        f"episodes; dropped {card['dropped']['invalid_ratings']} invalid ratings → {cfg.output_dir}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Load `sa-build-data` output, tokenize it with the model's chat template, and sample K responses per group.
+
+The chat template renders the prompt exactly as at inference (`add_generation_prompt=True`); the completion is what
+the template appends for the assistant turn, up to and including its end-of-turn token, so EOS is trained.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, load_dataset
+from transformers import PreTrainedTokenizerBase
+
+from conf.cli import UserError
+
+REQUIRED_KEYS = ("messages", "responses", "stage")
+
+
+def resolve_data_file(data: str | Path) -> Path:
+    """A data folder (its train.jsonl or train.parquet) or a data file; a one-line error when it is missing."""
+    path = Path(str(data)).expanduser()
+    if path.is_dir():
+        for name in ("train.jsonl", "train.parquet"):
+            if (path / name).is_file():
+                return path / name
+        raise UserError(f"no train.jsonl or train.parquet in {path}; build it with sa-build-data hydra.run.dir={path}")
+    if not path.is_file():
+        raise UserError(f"data file {path} not found; pass data=<sa-build-data output folder>")
+    return path
+
+
+def load_groups(data: str | Path) -> Dataset:
+    """The grouped dataset as a `datasets.Dataset`; a corrupt or foreign file gives a one-line error."""
+    path = resolve_data_file(data)
+    kind = "parquet" if path.suffix == ".parquet" else "json"
+    try:
+        dataset = load_dataset(kind, data_files=str(path), split="train")
+    except Exception as error:  # datasets wraps parser errors in several types
+        raise UserError(f"{path} is not a readable sa-build-data file ({type(error).__name__}); rebuild it") from None
+    missing = [key for key in REQUIRED_KEYS if key not in dataset.column_names]
+    if missing:
+        raise UserError(f"{path} lacks column(s) {', '.join(missing)}; it is not sa-build-data output, rebuild it")
+    if len(dataset) == 0:
+        raise UserError(f"{path} holds no groups; check the episodes passed to sa-build-data")
+    return dataset
+
+
+def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], response: str) -> tuple[str, str]:
+    """(prompt text, completion text) as the chat template writes them; a plain fallback for template-less models."""
+    eos = tokenizer.eos_token or ""
+    if tokenizer.chat_template:
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": response}], tokenize=False)
+        if full.startswith(prompt):
+            completion = full[len(prompt) :]
+            return prompt, completion if eos in completion else completion + eos
+    prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+    return prompt, response + eos
+
+
+def completion_ids(tokenizer: PreTrainedTokenizerBase, completion: str) -> list[int]:
+    """Token ids of the completion, cut after its last EOS (the template's trailing newline is not a target)."""
+    ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos is not None and eos in ids:
+        ids = ids[: len(ids) - ids[::-1].index(eos)]
+    return ids
+
+
+def tokenize_groups(dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
+    """Add `prompt_ids`, `response_ids` and `ratings` columns (one tokenization per response, done once)."""
+
+    def encode(item: dict[str, Any]) -> dict[str, Any]:
+        messages = item["messages"]
+        if isinstance(messages, str):
+            messages = json.loads(messages)
+        prompt_text = None
+        responses = []
+        for response in item["responses"]:
+            prompt_text, completion = render(tokenizer, messages, response["text"])
+            responses.append(completion_ids(tokenizer, completion))
+        prompt = tokenizer(prompt_text or "", add_special_tokens=False)["input_ids"]
+        return {
+            "prompt_ids": prompt,
+            "response_ids": responses,
+            "ratings": [float(r["rating"]) for r in item["responses"]],
+        }
+
+    keep = ["stage"]
+    drop = [c for c in dataset.column_names if c not in keep]
+    return dataset.map(encode, remove_columns=drop, desc="tokenizing")
+
+
+class GroupDataset(torch.utils.data.Dataset):
+    """Groups in curriculum order; item i holds K responses sampled from group i, resampled every epoch.
+
+    The sample depends only on (seed, epoch, index), so a resumed run sees the same responses it would have seen.
+    """
+
+    def __init__(self, tokenized: Dataset, group_size: int, seed: int = 0) -> None:
+        self.rows = tokenized
+        self.group_size = group_size
+        self.seed = seed
+        self.epoch = 0
+        self.stages = list(tokenized["stage"])
+        self.order = self._order()
+
+    def _order(self) -> list[int]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        index = list(range(len(self.stages)))
+        rng.shuffle(index)
+        return sorted(index, key=lambda i: self.stages[i])  # stages in order, shuffled within each
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle (within stages) and resample the K responses of every group; call at the start of each epoch."""
+        self.epoch = epoch
+        self.order = self._order()
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.rows[self.order[i]]
+        count = len(row["response_ids"])
+        rng = random.Random(self.seed * 1_000_003 + self.epoch * 10_007 + i)
+        picked = sorted(rng.sample(range(count), min(self.group_size, count)))
+        return {
+            "prompt_ids": row["prompt_ids"],
+            "response_ids": [row["response_ids"][j] for j in picked],
+            "ratings": [row["ratings"][j] for j in picked],
+        }

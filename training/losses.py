@@ -1,0 +1,212 @@
+"""The loss family, one config switch apart (`loss=stable_alignment|sft|dpo|simpo`, see conf/loss/*.yaml).
+
+Every loss is a pure function of per-response statistics laid out as a `[G, K]` grid (G groups = queries, K rated
+responses each, `mask` marks the slots that hold a response with at least one trained token):
+
+    ℓ_i  = token-mean negative log-likelihood of response y_i given the prompt x (prompt tokens masked)
+    s_i  = summed log-probability of y_i given x (= −ℓ_i · |y_i|)
+    r_i  = the rating of y_i on the 1..R scale
+
+| loss               | equation (per group)                                                          | paper |
+|--------------------|-------------------------------------------------------------------------------|-------|
+| `stable_alignment` | b = argmax_i r_i (ties: first);  d_j = ℓ_b − ℓ_j + M·(r_b − r_j)/R  (j ≠ b)   | [1]   |
+|                    | D = max(0, mean_j d_j)   (`max_flow`: D = max(0, max_j d_j));  L = ℓ_b + λ·D  |       |
+| `sft`              | L = ℓ_b                                                                       | —     |
+| `dpo`              | L = −log σ(β[(s_w − s_w^ref) − (s_l − s_l^ref)]) + α·ℓ_w                      | [2]   |
+| `simpo`            | L = −log σ(β(−ℓ_w + ℓ_l) − γ) + α·ℓ_w                                         | [3]   |
+
+w = the best-rated and l = the worst-rated response of the group (pairwise losses train on that pair; a group whose
+best and worst ratings tie carries no preference and contributes only its SFT/NLL term). The batch loss is the mean
+over groups that hold at least one response.
+
+[1] Liu et al., Training Socially Aligned Language Models on Simulated Social Interactions, arXiv:2305.16960
+[2] Rafailov et al., Direct Preference Optimization, arXiv:2305.18290 (+SFT term as in RPO, arXiv:2404.19733)
+[3] Meng et al., SimPO: Simple Preference Optimization with a Reference-Free Reward, arXiv:2405.14734 (+NLL as CPO,
+    arXiv:2401.08417)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Which responses of a sampled group each loss needs in the forward pass.
+SELECT_ALL, SELECT_BEST, SELECT_PAIR = "all", "best", "pair"
+
+
+@dataclass
+class ResponseStats:
+    """Per-response statistics on a `[G, K]` grid; empty slots have `mask == False` (their values are ignored)."""
+
+    nll: Tensor  # ℓ_i, token-mean NLL
+    logp_sum: Tensor  # s_i, summed log-probability
+    ratings: Tensor  # r_i
+    mask: Tensor  # bool
+    ref_logp_sum: Tensor | None = None  # s_i under the reference model (DPO only)
+
+
+@dataclass
+class LossOutput:
+    """The scalar to back-propagate plus detached parts for logging."""
+
+    loss: Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def _best_index(ratings: Tensor, mask: Tensor) -> Tensor:
+    """b = argmax r over the valid slots of each group; torch.argmax returns the first maximum, so ties go first."""
+    return torch.where(mask, ratings.float(), float("-inf")).argmax(dim=1)
+
+
+def _worst_index(ratings: Tensor, mask: Tensor) -> Tensor:
+    """l = argmin r over the valid slots (ties: first)."""
+    return torch.where(mask, ratings.float(), float("inf")).argmin(dim=1)
+
+
+def _pick(values: Tensor, index: Tensor) -> Tensor:
+    return values.gather(1, index[:, None]).squeeze(1)
+
+
+def _group_mean(values: Tensor, groups: Tensor) -> Tensor:
+    """Mean over the groups that hold a response; 0 (with a gradient path) when none does."""
+    weights = groups.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def stable_alignment_loss(
+    nll: Tensor,
+    ratings: Tensor,
+    mask: Tensor | None = None,
+    *,
+    margin: float = 1.0,
+    lam: float = 0.2,
+    rating_scale: float = 7.0,
+    max_flow: bool = False,
+) -> LossOutput:
+    """SPEC §4: L = ℓ_b + λ·max(0, mean_j [ℓ_b − ℓ_j + M·(r_b − r_j)/R]) per group, averaged over groups.
+
+    `nll` and `ratings` are `[G, K]` (or `[K]` for one group); j runs over the other valid responses with j's own
+    rating, so the input need not be sorted. A group with one response (K = 1) has D = 0: the loss is SFT.
+    """
+    if nll.dim() == 1:
+        nll, ratings = nll[None], ratings[None]
+        mask = None if mask is None else mask[None]
+    ratings = ratings.to(nll.dtype)
+    mask = torch.ones_like(nll, dtype=torch.bool) if mask is None else mask.bool()
+    nll = torch.where(mask, nll, torch.zeros_like(nll))  # NaN/garbage in empty slots never reaches the graph
+    best = _best_index(ratings, mask)
+    nll_best, rating_best = _pick(nll, best), _pick(ratings, best)
+    others = mask.clone()
+    others[torch.arange(nll.shape[0], device=nll.device), best] = False
+    d = nll_best[:, None] - nll + margin * (rating_best[:, None] - ratings) / rating_scale
+    count = others.sum(dim=1)
+    if max_flow:
+        pooled = torch.where(others, d, torch.full_like(d, float("-inf"))).amax(dim=1)
+        pooled = torch.where(count > 0, pooled, torch.zeros_like(pooled))
+    else:
+        pooled = torch.where(others, d, torch.zeros_like(d)).sum(dim=1) / count.clamp(min=1)
+    penalty = pooled.clamp(min=0.0)
+    groups = mask.any(dim=1)
+    loss = _group_mean(nll_best + lam * penalty, groups)
+    contrastive = groups & (count > 0)
+    worst = _worst_index(ratings, mask)
+    parts = {
+        "nll_best": _group_mean(nll_best, groups).item(),
+        "nll_low": _group_mean(_pick(nll, worst), contrastive).item(),
+        "penalty": _group_mean(penalty, groups).item(),
+        "active_margin_frac": _group_mean((pooled > 0).to(nll.dtype), contrastive).item(),
+    }
+    parts["gap"] = parts["nll_low"] - parts["nll_best"] if contrastive.any() else 0.0
+    return LossOutput(loss, parts)
+
+
+def sft_loss(nll: Tensor, ratings: Tensor, mask: Tensor | None = None) -> LossOutput:
+    """L = ℓ_b: supervised fine-tuning on the best-rated response of each group."""
+    return stable_alignment_loss(nll, ratings, mask, lam=0.0)
+
+
+def _pair(stats: ResponseStats) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Indices of the best (w) and worst (l) response, the groups present and the groups with a real preference."""
+    mask = stats.mask.bool()
+    w, lo = _best_index(stats.ratings, mask), _worst_index(stats.ratings, mask)
+    groups = mask.any(dim=1)
+    preferred = groups & (_pick(stats.ratings.float(), w) > _pick(stats.ratings.float(), lo))
+    return w, lo, groups, preferred
+
+
+def dpo_loss(stats: ResponseStats, *, beta: float = 0.1, sft_weight: float = 0.0) -> LossOutput:
+    """L = −log σ(β[(s_w − s_w^ref) − (s_l − s_l^ref)]) + α·ℓ_w on the best-vs-worst pair of each group."""
+    if stats.ref_logp_sum is None:
+        raise ValueError("dpo needs reference log-probabilities (ref_logp_sum)")
+    w, lo, groups, preferred = _pair(stats)
+    logp = torch.where(stats.mask, stats.logp_sum, torch.zeros_like(stats.logp_sum))
+    ref = torch.where(stats.mask, stats.ref_logp_sum, torch.zeros_like(stats.ref_logp_sum))
+    logits = beta * ((_pick(logp, w) - _pick(ref, w)) - (_pick(logp, lo) - _pick(ref, lo)))
+    nll_w = _pick(torch.where(stats.mask, stats.nll, torch.zeros_like(stats.nll)), w)
+    preference = _group_mean(-F.logsigmoid(logits), preferred)
+    loss = preference + sft_weight * _group_mean(nll_w, groups)
+    parts = {
+        "preference": preference.item(),
+        "nll_best": _group_mean(nll_w, groups).item(),
+        "reward_margin": _group_mean(logits / beta, preferred).item(),
+        "reward_accuracy": _group_mean((logits > 0).to(logits.dtype), preferred).item(),
+    }
+    return LossOutput(loss, parts)
+
+
+def simpo_loss(stats: ResponseStats, *, beta: float = 2.0, gamma: float = 0.5, nll_weight: float = 1.0) -> LossOutput:
+    """L = −log σ(β(ℓ_l − ℓ_w) − γ) + α·ℓ_w: reference-free, length-normalised margin plus NLL (CPO-SimPO)."""
+    w, lo, groups, preferred = _pair(stats)
+    nll = torch.where(stats.mask, stats.nll, torch.zeros_like(stats.nll))
+    nll_w, nll_l = _pick(nll, w), _pick(nll, lo)
+    logits = beta * (nll_l - nll_w) - gamma
+    preference = _group_mean(-F.logsigmoid(logits), preferred)
+    loss = preference + nll_weight * _group_mean(nll_w, groups)
+    parts = {
+        "preference": preference.item(),
+        "nll_best": _group_mean(nll_w, groups).item(),
+        "nll_low": _group_mean(nll_l, preferred).item(),
+        "reward_accuracy": _group_mean((nll_l > nll_w).to(nll.dtype), preferred).item(),
+    }
+    return LossOutput(loss, parts)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss as the trainer sees it: which responses to forward, whether it needs a reference model, and how."""
+
+    select: str
+    needs_reference: bool
+    compute: Callable[[ResponseStats, dict], LossOutput]
+
+
+LOSSES: dict[str, LossSpec] = {
+    "stable_alignment": LossSpec(
+        SELECT_ALL,
+        False,
+        lambda s, p: stable_alignment_loss(
+            s.nll, s.ratings, s.mask, margin=p["margin"], lam=p["lam"], rating_scale=p["rating_scale"],
+            max_flow=p["max_flow"],
+        ),
+    ),  # fmt: skip
+    "sft": LossSpec(SELECT_BEST, False, lambda s, p: sft_loss(s.nll, s.ratings, s.mask)),
+    "dpo": LossSpec(SELECT_PAIR, True, lambda s, p: dpo_loss(s, beta=p["beta"], sft_weight=p["sft_weight"])),
+    "simpo": LossSpec(
+        SELECT_PAIR, False, lambda s, p: simpo_loss(s, beta=p["beta"], gamma=p["gamma"], nll_weight=p["nll_weight"])
+    ),
+}
+
+# Keys each loss config must carry, with the check each value must pass (validated before any model is loaded).
+LOSS_PARAMS: dict[str, dict[str, Callable[[float], bool]]] = {
+    "stable_alignment": {
+        "margin": lambda v: v >= 0, "lam": lambda v: v >= 0, "rating_scale": lambda v: v > 0,
+        "max_flow": lambda v: isinstance(v, bool),
+    },  # fmt: skip
+    "sft": {},
+    "dpo": {"beta": lambda v: v > 0, "sft_weight": lambda v: v >= 0},
+    "simpo": {"beta": lambda v: v > 0, "gamma": lambda v: v >= 0, "nll_weight": lambda v: v >= 0},
+}

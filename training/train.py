@@ -1,0 +1,279 @@
+"""`sa-train`: fine-tune any HF causal LM on `sa-build-data` output with the loss picked by `loss=...`.
+
+Accelerate-native: the same code runs on CPU, one GPU, or `accelerate launch --config_file conf/accelerate/<x>.yaml
+-m training.train ...` (DDP, FSDP, DeepSpeed). Nothing is placed on a device by hand and anomaly detection stays off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, PreTrainedModel, get_scheduler
+
+from agents.backends.embedded import resolve_model_path
+from conf.cli import UserError, hydra_command, require
+from training.collator import GroupCollator
+from training.data import GroupDataset, load_groups, tokenize_groups
+from training.logprobs import response_stats
+from training.losses import LOSS_PARAMS, LOSSES
+from training.modeling import load_tokenizer, mixed_precision, pick_device
+from training.throughput import Throughput, peak_tflops
+
+CHECKPOINTS = "checkpoints"
+
+
+class TrainState:
+    """Progress saved with every checkpoint (optimizer steps, epoch, micro-batches done in the epoch)."""
+
+    def __init__(self) -> None:
+        self.step, self.epoch, self.batches = 0, 0, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step, "epoch": self.epoch, "batches": self.batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step, self.epoch, self.batches = int(state["step"]), int(state["epoch"]), int(state["batches"])
+
+
+def validate(cfg: DictConfig) -> dict[str, Any]:
+    """Check every value before loading anything; return the loss parameters."""
+    name = cfg.loss.name
+    require(name in LOSSES, f"loss={name} is unknown; use one of {', '.join(LOSSES)}")
+    params = {k: v for k, v in OmegaConf.to_container(cfg.loss).items() if k != "name"}
+    for key, check in LOSS_PARAMS[name].items():
+        require(key in params, f"loss.{key} is missing for loss={name}; see conf/loss/{name}.yaml")
+        require(check(params[key]), f"loss.{key}={params[key]} is out of range for loss={name}")
+    t = cfg.train
+    require(int(t.group_size) >= 1, f"train.group_size={t.group_size}: K must be >= 1")
+    require(int(t.groups_per_batch) >= 1, f"train.groups_per_batch={t.groups_per_batch} must be >= 1")
+    require(int(t.grad_accum) >= 1, f"train.grad_accum={t.grad_accum} must be >= 1")
+    require(int(t.max_steps) > 0 or int(t.epochs) >= 1, "set train.max_steps > 0 or train.epochs >= 1")
+    require(float(t.lr) > 0, f"train.lr={t.lr} must be > 0")
+    require(0 <= float(t.warmup_ratio) < 1, f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
+    require(int(t.max_length) >= 2, f"train.max_length={t.max_length} must be >= 2")
+    require(
+        0 < int(t.max_prompt_length) < int(t.max_length),
+        f"train.max_prompt_length={t.max_prompt_length} must be in (0, train.max_length={t.max_length})",
+    )
+    require(int(t.save_every) >= 0, f"train.save_every={t.save_every} must be >= 0")
+    require(cfg.model.device in ("auto", "cpu", "cuda", "mps"), f"model.device={cfg.model.device}: use auto|cpu|cuda|mps")
+    require(cfg.model.precision in ("auto", "bf16", "fp16", "fp32"), f"model.precision={cfg.model.precision}: use auto|bf16|fp32")
+    if cfg.model.lora.enabled:
+        require(int(cfg.model.lora.r) >= 1, f"model.lora.r={cfg.model.lora.r} must be >= 1")
+    return params
+
+
+def build_accelerator(cfg: DictConfig, output_dir: Path) -> Accelerator:
+    """Device and precision from config (`auto` picks cuda > mps > cpu and bf16 where the GPU supports it)."""
+    device = pick_device(cfg.model.device)
+    return Accelerator(
+        cpu=device.type == "cpu",
+        mixed_precision=mixed_precision(cfg.model.precision, device),
+        gradient_accumulation_steps=int(cfg.train.grad_accum),
+        log_with="tensorboard",
+        project_dir=str(output_dir),
+    )
+
+
+def load_model(cfg: DictConfig) -> PreTrainedModel:
+    """The policy in fp32 master weights (mixed precision autocasts), with LoRA and checkpointing if asked."""
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model.name), dtype=torch.float32)
+    model.config.use_cache = False
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.model.lora.enabled:
+        from peft import LoraConfig, get_peft_model
+
+        lora = cfg.model.lora
+        config = LoraConfig(
+            task_type="CAUSAL_LM", r=int(lora.r), lora_alpha=int(lora.alpha), lora_dropout=float(lora.dropout),
+            target_modules=OmegaConf.to_container(lora.target_modules) if OmegaConf.is_list(lora.target_modules) else lora.target_modules,
+        )  # fmt: skip
+        model = get_peft_model(model, config)
+    return model
+
+
+def load_reference(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
+    """DPO's frozen reference: the LoRA policy itself with its adapter off, else a frozen copy of the initial weights."""
+    if cfg.model.lora.enabled:
+        return model
+    reference = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model.name), dtype=torch.float32)
+    reference.requires_grad_(False)
+    return reference.eval()
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The highest `checkpoints/step-N` in output_dir, if any."""
+    found = [(int(m.group(1)), p) for p in (output_dir / CHECKPOINTS).glob("step-*") if (m := re.fullmatch(r"step-(\d+)", p.name))]
+    return max(found)[1] if found else None
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run training and save a `save_pretrained` checkpoint into `output_dir`; return the summary."""
+    params = validate(cfg)
+    spec = LOSSES[cfg.loss.name]
+    output_dir = Path(cfg.output_dir)
+    t = cfg.train
+    torch.autograd.set_detect_anomaly(False)
+    accelerator = build_accelerator(cfg, output_dir)
+    set_seed(int(t.seed))
+    groups = load_groups(cfg.data)  # data errors surface before the model is loaded
+    tokenizer = load_tokenizer(cfg.model.name)
+    with accelerator.main_process_first():
+        dataset = GroupDataset(tokenize_groups(groups, tokenizer), int(t.group_size), int(t.seed))
+    collator = GroupCollator(tokenizer.pad_token_id, int(t.max_length), int(t.max_prompt_length), spec.select)
+    loader = DataLoader(
+        dataset, batch_size=int(t.groups_per_batch), shuffle=False, collate_fn=collator, num_workers=int(t.num_workers)
+    )
+    model = load_model(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=float(t.lr), weight_decay=float(t.weight_decay)
+    )
+    steps_per_epoch = math.ceil(len(loader) / int(t.grad_accum))
+    total_steps = int(t.max_steps) if int(t.max_steps) > 0 else int(t.epochs) * steps_per_epoch
+    scheduler = get_scheduler(
+        t.scheduler, optimizer, num_warmup_steps=int(float(t.warmup_ratio) * total_steps), num_training_steps=total_steps
+    )
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    reference = None
+    if spec.needs_reference:
+        reference = load_reference(cfg, model)
+        if reference is not model:
+            reference = reference.to(accelerator.device)
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+    start_step = 0
+    resume = _resume_path(cfg, output_dir)
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        start_step = state.step
+        accelerator.print(f"sa-train: resumed from {resume} at step {state.step}")
+    run_name = "tensorboard"
+    accelerator.init_trackers(run_name, config=_flat_config(cfg))
+    factor = 8.0 if reference is not None else 6.0
+    meter = Throughput(n_params, peak_tflops(accelerator.device, t.peak_tflops), factor)
+    progress = tqdm(total=total_steps, initial=state.step, desc=f"sa-train {cfg.loss.name}", disable=not accelerator.is_main_process)
+    last: dict[str, float] = {}
+    parts_sum: dict[str, float] = {}
+    micro = 0
+    model.train()
+    while state.step < total_steps:
+        dataset.set_epoch(state.epoch)
+        batches = accelerator.skip_first_batches(loader, state.batches) if state.batches else loader
+        for batch in batches:
+            with accelerator.accumulate(model):
+                stats = response_stats(model, batch, reference)
+                out = spec.compute(stats, params)
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients and float(t.max_grad_norm) > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), float(t.max_grad_norm))
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            state.batches += 1
+            micro += 1
+            tokens = accelerator.gather(batch["attention_mask"].sum().reshape(1)).sum().item()
+            meter.add(int(tokens), len(batch["ratings"]) * accelerator.num_processes)
+            for key, value in {"loss": out.loss.item(), **out.parts}.items():
+                parts_sum[key] = parts_sum.get(key, 0.0) + value
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            progress.update(1)
+            if state.step % int(t.log_every) == 0 or state.step == total_steps:
+                last = {f"loss/{k}" if k != "loss" else k: v / micro for k, v in parts_sum.items()}
+                last.update({f"throughput/{k}": v for k, v in meter.tick().items()})
+                last["lr"] = scheduler.get_last_lr()[0]
+                accelerator.log(last, step=state.step)
+                progress.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['throughput/tokens_per_s']:.0f}")
+                parts_sum, micro = {}, 0
+            save_every = int(t.save_every)
+            if save_every and (state.step % save_every == 0 or state.step == total_steps):
+                accelerator.save_state(str(output_dir / CHECKPOINTS / f"step-{state.step}"))
+            if state.step >= total_steps:
+                break
+        else:
+            state.epoch += 1
+            state.batches = 0
+    progress.close()
+    accelerator.end_training()
+    save_checkpoint(cfg, accelerator, model, tokenizer, output_dir)
+    summary = {
+        "loss_name": cfg.loss.name, "start_step": start_step, "steps": state.step, "epochs_done": state.epoch,
+        "final": last, "overall": meter.overall(), "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision, "parameters": n_params, "output_dir": str(output_dir),
+    }  # fmt: skip
+    if accelerator.is_main_process:
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
+    resume = cfg.train.resume
+    if resume in (None, False, "null", "none"):
+        return None
+    if resume == "auto":
+        return latest_checkpoint(output_dir)
+    path = Path(str(resume))
+    require(path.is_dir(), f"train.resume={resume} is not a checkpoint folder; use auto, null or checkpoints/step-N")
+    return path
+
+
+def _flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """Hyper-parameters for TensorBoard (scalars and strings only)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        elif isinstance(node, int | float | str | bool):
+            flat[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def save_checkpoint(cfg: DictConfig, accelerator: Accelerator, model: torch.nn.Module, tokenizer: Any, out: Path) -> None:
+    """`save_pretrained` model + tokenizer (LoRA merged when `model.lora.merge`) that AutoModelForCausalLM loads."""
+    accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(model)
+    unwrapped = accelerator.unwrap_model(model)
+    if cfg.model.lora.enabled and cfg.model.lora.merge:
+        unwrapped = unwrapped.merge_and_unload()
+        state_dict = None if accelerator.num_processes == 1 else unwrapped.state_dict()
+    if accelerator.is_main_process:
+        unwrapped.config.use_cache = True
+        unwrapped.save_pretrained(out, state_dict=state_dict, save_function=accelerator.save)
+        tokenizer.save_pretrained(out)
+
+
+@hydra_command("train", prog="sa-train")
+def main(cfg: DictConfig) -> None:
+    """Console entry point."""
+    try:
+        summary = train(cfg)
+    except torch.OutOfMemoryError as error:
+        raise UserError(f"out of memory ({error}); lower train.groups_per_batch or train.max_length") from None
+    overall = summary["overall"]
+    mfu = f", MFU {overall['mfu']:.1%}" if "mfu" in overall else ""
+    print(
+        f"sa-train: {summary['loss_name']} steps {summary['start_step']}→{summary['steps']} on {summary['device']} "
+        f"({summary['mixed_precision']}), {overall['tokens_per_s']:.0f} tokens/s{mfu}; "
+        f"final loss {summary['final'].get('loss', float('nan')):.4f} → checkpoint {summary['output_dir']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
