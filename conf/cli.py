@@ -43,6 +43,21 @@ def one_line(error: BaseException) -> str:
     return text
 
 
+class _DropHydraJobBanner:
+    """A stderr proxy that drops Hydra's "Error executing job with overrides" line (the error follows in one line)."""
+
+    BANNER = "Error executing job with overrides"
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return len(text) if text.startswith(self.BANNER) else self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], None]]:
     """Turn `task(cfg)` into a console-script `main()` backed by `conf/<config_name>.yaml`."""
 
@@ -53,6 +68,7 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
         def main() -> None:
             wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
             os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
+            stderr, sys.stderr = sys.stderr, _DropHydraJobBanner(sys.stderr)
             try:
                 hydra_main()
             except UserError as error:
@@ -65,6 +81,8 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
                     raise
                 print(f"{prog}: error: {one_line(error)} (see `{prog} --cfg job` for valid keys)", file=sys.stderr)
                 sys.exit(EXIT_USER_ERROR)
+            finally:
+                sys.stderr = stderr
 
         return main
 
