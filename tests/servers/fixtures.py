@@ -1,0 +1,161 @@
+"""Pytest fixtures for real servers on loopback: `openai_stub` (tests.servers.openai_server) and `llama_server`.
+
+    def test_x(openai_stub):
+        server = openai_stub(latency=0.2, p429=0.1, retry_after=0.5, log=True)
+        server.base_url        # "http://127.0.0.1:PORT/v1"
+        server.stats()         # GET /stats: counters + request log
+        server.log_entries()   # the request log file (when log=True), readable even after the server stopped
+
+Options are the server's command-line flags with underscores (`latency`, `p429`, `retry_after`, `p500`, `pslow`,
+`slow_s`, `pgarbage`, `fail_first`, `rating_style`, `embed_dim`, `api_key`, `model`, `seed`, `latency_jitter`).
+Each server runs in its own process and is stopped (by pid) at teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class RunningServer:
+    """A server process on loopback."""
+
+    base_url: str
+    port: int
+    process: subprocess.Popen
+    log_file: Path | None = None
+    model: str = "stub-model"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/stats", timeout=30) as response:
+            return json.load(response)
+
+    def log_entries(self) -> list[dict[str, Any]]:
+        if self.log_file is None or not self.log_file.exists():
+            return []
+        return [json.loads(line) for line in self.log_file.read_text().splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Stop a server started by a fixture, by its pid: SIGTERM, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(grace_s)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_models(base_url: str, process: subprocess.Popen, timeout_s: float) -> list[str]:
+    """Poll GET {base_url}/models until it answers; fail early if the process died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode} before answering")
+        try:
+            with urllib.request.urlopen(base_url + "/models", timeout=5) as response:
+                return [m["id"] for m in json.load(response)["data"]]
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{base_url}/models did not answer within {timeout_s} s")
+
+
+def start_openai_stub(folder: Path, **options: Any) -> RunningServer:
+    """Start tests.servers.openai_server in its own process with `options` (flag names with underscores)."""
+    log = options.pop("log", True)
+    folder.mkdir(parents=True, exist_ok=True)
+    port_file = folder / f"port-{time.monotonic_ns()}"
+    log_file = folder / f"requests-{time.monotonic_ns()}.jsonl" if log else None
+    command = [sys.executable, "-m", "tests.servers.openai_server", "--port", "0", "--port-file", str(port_file)]
+    if log_file is not None:
+        command += ["--log-file", str(log_file)]
+    models = options.pop("model", None) or ["stub-model"]
+    for name in [models] if isinstance(models, str) else models:
+        command += ["--model", name]
+    for key, value in options.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not port_file.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"openai_server failed: {process.stderr.read().decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            stop_process(process)
+            raise TimeoutError("openai_server did not report its port within 30 s")
+        time.sleep(0.02)
+    port = int(port_file.read_text())
+    base_url = f"http://127.0.0.1:{port}/v1"
+    model = [models] if isinstance(models, str) else models
+    return RunningServer(base_url, port, process, log_file, model[0])
+
+
+@pytest.fixture
+def openai_stub(tmp_path_factory) -> Iterator[Callable[..., RunningServer]]:
+    """A factory: `openai_stub(**options) -> RunningServer`; every server it started is stopped at teardown."""
+    started: list[RunningServer] = []
+    folder = tmp_path_factory.mktemp("openai-stub")
+
+    def start(**options: Any) -> RunningServer:
+        server = start_openai_stub(folder, **options)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+LLAMA_MODEL_NAME = "smollm2"
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory) -> Iterator[RunningServer]:
+    """llama.cpp's OpenAI-compatible server with the embedded SmolLM2 GGUF on loopback (model name `smollm2`)."""
+    from agents.backends.embedded import smollm2_gguf
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", LLAMA_MODEL_NAME,
+        "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2", "--n_ctx", "4096",
+    ]  # fmt: skip
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_for_models(base_url, process, timeout_s=120)
+    except Exception:
+        stop_process(process)
+        raise RuntimeError(f"llama.cpp server did not start: {log.read_text()[-2000:]}") from None
+    server = RunningServer(base_url, port, process, None, LLAMA_MODEL_NAME, {"log": log})
+    try:
+        yield server
+    finally:
+        server.stop()
