@@ -1,0 +1,96 @@
+"""One Back-Scatter interaction (SPEC §2) of a centre agent on its round's question, as an episode record.
+
+Independent calls never wait for each other: the k peer ratings and the observer's draft score run concurrently;
+then the revision, then the observer's revision score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from agents.backends.base import Usage
+from environment.records import SCHEMA_VERSION, valid_rating
+from environment.world import World
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _scores(score: Any) -> dict[str, Any]:
+    return {
+        "alignment": valid_rating(getattr(score, "alignment", None)),
+        "engagement": valid_rating(getattr(score, "engagement", None)),
+        "reasons": _jsonable(getattr(score, "reasons", None)),
+    }
+
+
+async def back_scatter(world: World, agent: int, round_: int) -> dict[str, Any]:
+    """Run the interaction and return its complete record (nothing is written here)."""
+    started = time.perf_counter()
+    question = world.question(round_, agent)
+    vector = await world.question_vector(question.text)
+    hits = world.recall(agent, vector)
+    actor = world.agents[agent]
+    draft, usage = await actor.draft(question.text, hits)
+
+    peers = world.raters(agent, round_)
+    ratings_task = asyncio.gather(
+        *(world.agents[p].feedback(question.text, draft, world.recall(p, vector)) for p in peers)
+    )
+    observe_draft = asyncio.ensure_future(world.observer.score(question.text, draft))
+    try:
+        ratings = await ratings_task
+    except BaseException:
+        observe_draft.cancel()
+        raise
+    feedback = [(peer, rating) for peer, (rating, _) in zip(peers, ratings, strict=True)]
+    for _, cost in ratings:
+        usage = usage + cost
+    revision, cost = await actor.revise(question.text, draft, feedback)
+    usage = usage + cost
+    draft_score, cost = await observe_draft
+    usage = usage + cost
+    revision_score, cost = await world.observer.score(question.text, revision)
+    usage = usage + cost
+
+    row, col = world.layout.grid.coords(world.layout.positions(round_)[agent])
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "world_id": world.world_id,
+        "round": round_,
+        "agent_id": agent,
+        "position": [row, col],
+        "agent_model": world.agent_models[agent],
+        "question_id": question.id,
+        "question": question.text,
+        "draft": {"text": draft, "memory_hits": [_jsonable(h) for h in hits]},
+        "feedback": [
+            {
+                "peer_id": peer,
+                "peer_model": world.agent_models[peer],
+                "rating": valid_rating(rating.value) if rating.valid else None,
+                "reason": rating.reason,
+                "valid": bool(rating.valid and valid_rating(rating.value) is not None),
+                "attempts": getattr(rating, "attempts", 1),
+            }
+            for peer, rating in feedback
+        ],
+        "revision": {"text": revision},
+        "observer": {"model": world.observer_model, "draft": _scores(draft_score), "revision": _scores(revision_score)},
+        "usage": {
+            **(usage if isinstance(usage, Usage) else Usage()).to_dict(),
+            "wall_seconds": round(time.perf_counter() - started, 4),
+        },
+    }

@@ -1,0 +1,173 @@
+"""Config → a ready World: backends (mixed society, observer), embedder + shared cache, seeded memories, schedule.
+
+Mixed society: `society.groups` is a list of `{name, fraction, backend}` (backend: a full backend node, or null for
+the top-level `backend`). Agents are assigned to groups by a seeded shuffle, group sizes rounded from the fractions
+(the last group takes the remainder). Empty list: every agent uses `backend`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from conf.cli import UserError, require
+from environment.grid import Grid, Layout
+from environment.metered import Meter, Metered
+from environment.questions import QuestionSchedule, load_questions
+from environment.world import World
+
+DEFAULT_K = 4
+MOVEMENTS = ("none", "random_walk")
+_INDEX_KEYS = ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nlist", "ivf_nprobe", "ivf_min_train")
+
+
+def grid_from(cfg: DictConfig) -> tuple[Grid, int]:
+    """The grid and the effective k; one-line errors for impossible settings."""
+    w = cfg.world
+    require(
+        isinstance(w.size, int) and w.size >= 1, f"world.size={w.size!r} must be an integer >= 1; e.g. world.size=3"
+    )
+    require(w.size >= 2, "world.size=1 leaves no peers to rate; use world.size >= 2")
+    require(isinstance(w.rounds, int) and w.rounds >= 1, f"world.rounds={w.rounds!r} must be an integer >= 1")
+    require(w.movement in MOVEMENTS, f"world.movement={w.movement!r} must be one of {', '.join(MOVEMENTS)}")
+    require(0.0 <= float(w.global_fraction) <= 1.0, f"world.global_fraction={w.global_fraction} must be in [0, 1]")
+    radius = float(w.radius) if w.radius is not None else float(w.size // 2)
+    require(radius > 0, f"world.radius={w.radius} must be > 0 (null: size // 2)")
+    grid = Grid(w.size, radius, bool(w.torus))
+    n_local_max = grid.smallest_circle()
+    if w.k is None:
+        k = min(DEFAULT_K, grid.cells - 1) if float(w.global_fraction) > 0 else min(DEFAULT_K, n_local_max)
+    else:
+        k = int(w.k)
+        require(k >= 1, f"world.k={w.k} must be >= 1")
+        n_local = k - round(k * float(w.global_fraction))
+        require(n_local <= n_local_max and k <= grid.cells - 1,
+                f"world.k={k} is larger than the social circle ({n_local_max} agents within radius {radius:g} on a "
+                f"{w.size}x{w.size} grid); lower world.k, raise world.radius or world.global_fraction")  # fmt: skip
+    require(k >= 1, f"no agent has a peer within radius {radius:g}; raise world.radius")
+    return grid, k
+
+
+def _group_nodes(cfg: DictConfig, n_agents: int, seed: int) -> list[Any]:
+    """Backend node per agent (mixed society by `agents.society.assign_models`)."""
+    groups = list(cfg.society.groups or [])
+    if not groups:
+        return [cfg.backend] * n_agents
+    from agents.society import assign_models
+
+    mix = []
+    for i, group in enumerate(groups):
+        require(hasattr(group, "get"), f"society.groups[{i}] must be a mapping {{name, fraction|count, backend}}")
+        entry = {"backend": group.get("backend") or cfg.backend}
+        for key in ("fraction", "count"):
+            if group.get(key) is not None:
+                entry[key] = group[key]
+        mix.append(entry)
+    assignment = assign_models(mix, list(range(n_agents)), seed)
+    return [assignment[a] for a in range(n_agents)]
+
+
+def merged_sampling(node: Any, *overrides: Any) -> Any:
+    """The backend node's `sampling`, with each non-empty override (e.g. `{max_tokens: 32}`) applied on top."""
+    from agents.factory import sampling_from
+
+    merged = OmegaConf.create(node.get("sampling") or {})
+    for override in overrides:
+        if override:
+            require(
+                isinstance(override, Mapping),
+                f"sampling override {override!r} must be a mapping like {{max_tokens: 32}}",
+            )
+            merged = OmegaConf.merge(merged, {k: v for k, v in override.items() if v is not None})
+    return sampling_from(merged)
+
+
+def build_embedder(cfg: DictConfig) -> Any:
+    node = cfg.embedder
+    name = node.get("name")
+    if name == "openai":
+        from agents.factory import build_embedder as build_openai
+
+        return build_openai(node)
+    require(name == "hf_local", f"embedder.name={name!r} must be hf_local or openai; choose with embedder=openai")
+    from memory.embedders import LocalEncoder
+
+    options = {k: node[k] for k in ("model_path", "batch_size", "device", "max_length") if node.get(k) is not None}
+    try:
+        return LocalEncoder(**options)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+async def build_world(cfg: DictConfig, meter: Meter, records: list[dict[str, Any]]) -> World:
+    """Build the world and bring memory to priors + the revisions in `records` (resume)."""
+    from agents.factory import build_backend
+    from agents.observer import Observer
+    from agents.social import SocialAgent
+    from memory.cache import EmbeddingCache
+    from memory.priors import load_priors, seed
+    from memory.seeding import fill_stores
+    from memory.store import MemoryStore
+
+    grid, k = grid_from(cfg)
+    w = cfg.world
+    questions = load_questions(cfg.questions.source, cfg.questions.limit)
+    n = grid.cells
+    nodes = _group_nodes(cfg, n, int(w.seed))
+    answers, ratings = cfg.agent.get("sampling"), cfg.agent.get("rating_sampling")
+    agents, models = [], []
+    for agent_id, node in enumerate(nodes):
+        backend = Metered(build_backend(node), meter)
+        agents.append(SocialAgent(agent_id, backend, merged_sampling(node, answers), merged_sampling(node, ratings),
+                                  int(cfg.agent.max_reasks)))  # fmt: skip
+        models.append(str(node.get("model") or backend.model or node.get("name")))
+    observer_node = cfg.observer.backend or cfg.backend
+    observer_backend = Metered(build_backend(observer_node), meter)
+    observer_sampling = merged_sampling(observer_node, ratings, cfg.observer.get("sampling"))
+    observer = Observer(observer_backend, observer_sampling, int(cfg.observer.max_reasks))
+    cache = EmbeddingCache(build_embedder(cfg))
+    mem = cfg.memory
+    params = {k: int(mem[k]) for k in _INDEX_KEYS if mem.get(k) is not None}
+    try:
+        stores = {a: MemoryStore(cache.dim, mem.get("index", "flat"), recency_weight=float(mem.get("recency_weight", 0.0)),
+                                 recency_half_life=float(mem.get("recency_half_life", 5.0)), **params) for a in range(n)}  # fmt: skip
+    except ValueError as error:
+        raise UserError(f"memory: {error}") from None
+    try:
+        items = load_priors(mem.get("priors_path"))
+        priors = seed(
+            mem.get("population", "all_good"), n, int(mem.get("priors_per_agent", 50)), int(w.seed), items, w.size
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    await fill_stores(stores, cache, dict(enumerate(priors)))
+    world = World(
+        world_id=str(cfg.world_id), seed=int(w.seed), layout=Layout(grid, w.movement, int(w.seed), float(w.move_fraction)),
+        schedule=QuestionSchedule(questions, n, int(w.seed), str(cfg.world_id)), agents=agents, agent_models=models,
+        observer=observer, observer_model=str(observer_node.get("model") or observer_backend.model),
+        embedder=cache, memories=stores, k=k, global_fraction=float(w.global_fraction),
+        memory_top_k=int(mem.get("top_k", 1)), memory_threshold=float(mem.get("threshold", 0.7)), rounds=int(w.rounds),
+    )  # fmt: skip
+    await replay(world, records)
+    return world
+
+
+async def replay(world: World, records: list[dict[str, Any]]) -> None:
+    """Rebuild memory from stored episodes (resume): every distinct question embedded once, in one batch."""
+    texts = list(dict.fromkeys(r["question"] for r in records))
+    if texts:
+        vectors = await world.embedder.embed(texts)
+        world._vectors.update(zip(texts, vectors, strict=True))
+    for record in records:
+        world.remember(record, world._vectors[record["question"]])
+
+
+def config_fingerprint(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that decide which turn gets which question and peers: a resume must not change them."""
+    w = cfg.world
+    keys = {"world_id": cfg.world_id, "size": w.size, "seed": w.seed, "radius": w.radius, "torus": w.torus,
+            "movement": w.movement, "k": w.k, "global_fraction": w.global_fraction,
+            "questions": cfg.questions.source, "questions_limit": cfg.questions.limit}  # fmt: skip
+    return OmegaConf.to_container(OmegaConf.create(keys), resolve=True)  # type: ignore[return-value]

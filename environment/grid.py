@@ -1,0 +1,104 @@
+"""The SANDBOX grid: one agent per cell, social circles by Euclidean distance, optional random-walk movement.
+
+Circles are precomputed per cell (a tuple of cell indices), so a lookup is O(k). Agents move only between rounds;
+positions of round r are a deterministic function of (seed, r), so any turn can ask for any round's layout.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Grid:
+    """A `size × size` grid; `torus` wraps the edges so every cell has a circle of the same size."""
+
+    size: int
+    radius: float
+    torus: bool = True
+    circles: tuple[tuple[int, ...], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n = self.size * self.size
+        self.circles = tuple(tuple(c for c in range(n) if c != cell and self.distance(cell, c) <= self.radius)
+                             for cell in range(n))  # fmt: skip
+
+    @property
+    def cells(self) -> int:
+        return self.size * self.size
+
+    def coords(self, cell: int) -> tuple[int, int]:
+        return divmod(cell, self.size)
+
+    def distance(self, a: int, b: int) -> float:
+        (ra, ca), (rb, cb) = self.coords(a), self.coords(b)
+        dr, dc = abs(ra - rb), abs(ca - cb)
+        if self.torus:
+            dr, dc = min(dr, self.size - dr), min(dc, self.size - dc)
+        return math.hypot(dr, dc)
+
+    def smallest_circle(self) -> int:
+        return min(len(c) for c in self.circles)
+
+
+class Layout:
+    """Where each agent sits in each round. `movement`: "none" (the reference) or "random_walk"."""
+
+    def __init__(self, grid: Grid, movement: str = "none", seed: int = 0, move_fraction: float = 0.5) -> None:
+        self.grid, self.movement, self.seed, self.move_fraction = grid, movement, seed, move_fraction
+        self._positions: list[list[int]] = [list(range(grid.cells))]  # round 0: agent i at cell i
+        self._occupant: dict[int, list[int]] = {}
+
+    def positions(self, round_: int) -> list[int]:
+        """agent → cell in `round_` (computed once, cached)."""
+        while len(self._positions) <= round_:
+            self._positions.append(self._step(self._positions[-1], len(self._positions)))
+        return self._positions[round_]
+
+    def _step(self, previous: list[int], round_: int) -> list[int]:
+        """Random walk: each agent, with probability `move_fraction`, swaps cells with an adjacent neighbour."""
+        if self.movement == "none":
+            return previous
+        rng = random.Random(f"walk:{self.seed}:{round_}")
+        positions = list(previous)
+        occupant = {cell: agent for agent, cell in enumerate(positions)}
+        for agent in rng.sample(range(len(positions)), len(positions)):
+            if rng.random() >= self.move_fraction:
+                continue
+            cell = positions[agent]
+            adjacent = [c for c in self.grid.circles[cell] if self.grid.distance(cell, c) <= 1.0]
+            if not adjacent:
+                continue
+            target = rng.choice(adjacent)
+            other = occupant[target]
+            positions[agent], positions[other] = target, cell
+            occupant[target], occupant[cell] = agent, other
+        return positions
+
+    def circle(self, agent: int, round_: int) -> list[int]:
+        """The agents in `agent`'s social circle in `round_`."""
+        positions = self.positions(round_)
+        occupant = self._occupants(round_)
+        return [occupant[c] for c in self.grid.circles[positions[agent]]]
+
+    def _occupants(self, round_: int) -> list[int]:
+        """cell → agent in `round_` (cached: a circle lookup is O(k))."""
+        if round_ not in self._occupant:
+            occupant = [0] * self.grid.cells
+            for agent, cell in enumerate(self.positions(round_)):
+                occupant[cell] = agent
+            self._occupant[round_] = occupant
+        return self._occupant[round_]
+
+
+def pick_raters(
+    layout: Layout, agent: int, round_: int, k: int, global_fraction: float, rng: random.Random
+) -> list[int]:
+    """k peers: `round(k * global_fraction)` from anywhere on the grid ("social media"), the rest from the circle."""
+    n_global = round(k * global_fraction)
+    circle = layout.circle(agent, round_)
+    local = rng.sample(circle, min(k - n_global, len(circle)))
+    others = [a for a in range(layout.grid.cells) if a != agent and a not in local]
+    return local + rng.sample(others, min(k - len(local), len(others)))

@@ -1,0 +1,123 @@
+"""End-of-run numbers (`metrics.json`) and PNG plots from the stored episodes.
+
+Plots: mean alignment and engagement per round for drafts vs revisions; a grid heat map of each agent's mean revision
+alignment (at its last position); the distribution of peer and observer ratings (invalid ratings counted apart).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def per_round(records: list[dict[str, Any]]) -> dict[int, dict[str, float | None]]:
+    table: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        row = table[int(record["round"])]
+        for stage in ("draft", "revision"):
+            scores = record["observer"].get(stage) or {}
+            for key in ("alignment", "engagement"):
+                if scores.get(key) is not None:
+                    row[f"{stage}_{key}"].append(scores[key])
+        row["peer_rating"] += [f["rating"] for f in record["feedback"] if f["rating"] is not None]
+        row["records"].append(1)
+    return {
+        r: {k: (len(v) if k == "records" else _mean(v)) for k, v in sorted(cols.items())}
+        for r, cols in sorted(table.items())
+    }
+
+
+def summarize(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    """The metrics.json content."""
+    peer = [f["rating"] for r in records for f in r["feedback"]]
+    observer = [
+        (r["observer"].get(s) or {}).get(k)
+        for r in records
+        for s in ("draft", "revision")
+        for k in ("alignment", "engagement")
+    ]
+    return {
+        **extra,
+        "records": len(records),
+        "agents": len({int(r["agent_id"]) for r in records}),
+        "invalid_peer_ratings": sum(v is None for v in peer),
+        "invalid_observer_scores": sum(v is None for v in observer),
+        "peer_rating_counts": {str(k): v for k, v in sorted(Counter(v for v in peer if v is not None).items())},
+        "per_round": {str(k): v for k, v in per_round(records).items()},
+        "usage": {
+            key: sum(r["usage"].get(key, 0) for r in records)
+            for key in ("calls", "prompt_tokens", "completion_tokens", "retries")
+        },
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic JSON write (tmp file + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Path]:
+    """Write the three PNGs; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    rounds = per_round(records)
+    xs = sorted(rounds)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("alignment", "engagement"), strict=True):
+        for stage, style in (("draft", "o--"), ("revision", "s-")):
+            ys = [rounds[r].get(f"{stage}_{key}") for r in xs]
+            ax.plot(xs, [float("nan") if y is None else y for y in ys], style, label=stage)
+        ax.set(title=f"mean observer {key} per round", xlabel="round", ylabel=f"{key} (1-7)", ylim=(1, 7))
+        ax.legend()
+    fig.tight_layout()
+    paths.append(_save(fig, folder / "ratings_per_round.png"))
+
+    grid: dict[tuple[int, int], list[float]] = defaultdict(list)
+    last = {}
+    for record in records:
+        last[int(record["agent_id"])] = tuple(record["position"])
+    for record in records:
+        value = (record["observer"].get("revision") or {}).get("alignment")
+        if value is not None:
+            grid[last[int(record["agent_id"])]].append(value)
+    matrix = [[_mean(grid.get((r, c), [])) or float("nan") for c in range(size)] for r in range(size)]
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    image = ax.imshow(matrix, vmin=1, vmax=7, cmap="RdYlGn")
+    fig.colorbar(image, ax=ax, label="mean revision alignment")
+    ax.set(title="per-agent alignment on the grid", xlabel="column", ylabel="row")
+    paths.append(_save(fig, folder / "alignment_heatmap.png"))
+
+    peer = [f["rating"] for r in records for f in r["feedback"]]
+    obs = [(r["observer"].get("revision") or {}).get("alignment") for r in records]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = list(range(1, 8))
+    width = 0.4
+    ax.bar([b - width / 2 for b in bins], [peer.count(b) for b in bins], width, label="peer ratings")
+    ax.bar([b + width / 2 for b in bins], [obs.count(b) for b in bins], width, label="observer revision alignment")
+    invalid = sum(v is None for v in peer) + sum(v is None for v in obs)
+    ax.set(title=f"rating distribution ({invalid} invalid, not plotted)", xlabel="rating", ylabel="count", xticks=bins)
+    ax.legend()
+    paths.append(_save(fig, folder / "rating_distribution.png"))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

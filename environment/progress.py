@@ -1,0 +1,96 @@
+"""Live view: interactions/s, calls in flight, tokens, retries and mean ratings while a world runs.
+
+On a terminal: a tqdm bar refreshed at most every `tty_interval` seconds. Otherwise (a log file, CI, a batch job):
+one plain log line every `log_every_s` seconds, so logs stay readable instead of filling with bar redraws.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+from environment.metered import Meter
+
+log = logging.getLogger("environment.progress")
+
+
+class Progress:
+    """Counts committed turns and shows the live figures; `interval` is how often the scheduler calls `refresh`."""
+
+    def __init__(
+        self,
+        total: int,
+        done: int,
+        meter: Meter,
+        enabled: bool = True,
+        tty_interval: float = 0.5,
+        log_every_s: float = 30.0,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.meter, self.total, self.done = meter, total, done
+        self.started = time.perf_counter()
+        self.new = 0
+        self._sums = {"peer": [0, 0], "draft": [0, 0], "revision": [0, 0]}
+        stream = stream or sys.stderr
+        self.tty = enabled and stream.isatty()
+        self.enabled = enabled
+        self.interval = tty_interval if self.tty else max(1.0, float(log_every_s))
+        self._last_log = time.monotonic()
+        self.bar = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="turn", dynamic_ncols=True, file=stream,
+                            mininterval=tty_interval, desc="sandbox")  # fmt: skip
+
+    def update(self, record: dict[str, Any]) -> None:
+        """Count one committed record."""
+        self.new += 1
+        self.done += 1
+        for item in record["feedback"]:
+            if item["rating"] is not None:
+                self._sums["peer"][0] += item["rating"]
+                self._sums["peer"][1] += 1
+        for stage in ("draft", "revision"):
+            value = (record["observer"].get(stage) or {}).get("alignment")
+            if value is not None:
+                self._sums[stage][0] += value
+                self._sums[stage][1] += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(self.figures(), refresh=False)
+
+    def mean(self, name: str) -> float | None:
+        total, count = self._sums[name]
+        return round(total / count, 2) if count else None
+
+    def rate(self) -> float:
+        """Interactions per second committed by this process."""
+        return self.new / max(1e-9, time.perf_counter() - self.started)
+
+    def figures(self) -> dict[str, Any]:
+        return {"int/s": round(self.rate(), 3), "in_flight": self.meter.in_flight, "tokens": self.meter.tokens,
+                "retries": self.meter.retries, "peer": self.mean("peer"), "draft": self.mean("draft"),
+                "rev": self.mean("revision")}  # fmt: skip
+
+    def line(self) -> str:
+        """The plain-text progress line used when stderr is not a terminal."""
+        figures = " ".join(f"{k}={v}" for k, v in self.figures().items())
+        return f"sandbox {self.done}/{self.total} turns {figures}"
+
+    def refresh(self) -> None:
+        """Redraw the bar (terminal) or log a line if `log_every_s` has passed (no terminal)."""
+        if self.bar is not None:
+            self.bar.set_postfix(self.figures(), refresh=True)
+        elif self.enabled and time.monotonic() - self._last_log >= self.interval:
+            self._last_log = time.monotonic()
+            log.info(self.line())
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(self.figures(), refresh=True)
+            self.bar.close()
+        elif self.enabled:
+            log.info(self.line())

@@ -1,0 +1,127 @@
+"""Question sets: the shipped offline set, HH-RLHF-style local JSONL/TXT files, or the `datasets` hub when online.
+
+Accepted JSONL rows: {"id", "question"} (our format), {"prompt"} / {"text"} / {"query"}, or HH-RLHF's
+{"chosen": "\\n\\nHuman: ... \\n\\nAssistant: ..."} (the first Human turn is the question). TXT: one question per line.
+Each round every agent gets a different question (a seeded permutation per round); with fewer questions than agents,
+questions repeat within a round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from conf.cli import UserError
+
+SHIPPED = Path(__file__).resolve().parent / "data" / "questions.jsonl"
+_TEXT_KEYS = ("question", "prompt", "text", "query", "instruction")
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    text: str
+
+
+def _stable_id(text: str) -> str:
+    return "q-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _hh_question(dialogue: str) -> str:
+    """The first Human turn of an HH-RLHF dialogue."""
+    after = dialogue.split("Human:", 1)[-1]
+    return after.split("Assistant:", 1)[0].strip()
+
+
+def _from_row(row: object, where: str) -> Question:
+    if isinstance(row, str):
+        row = {"question": row}
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: expected a JSON object with a `question` field; fix or remove that line")
+    text = next((row[k] for k in _TEXT_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
+    if text is None and isinstance(row.get("chosen"), str):
+        text = _hh_question(row["chosen"])
+    if not text or not text.strip():
+        raise UserError(f"{where}: no question text (keys question/prompt/text or HH-RLHF `chosen`); fix that line")
+    text = text.strip()
+    return Question(str(row.get("id") or _stable_id(text)), text)
+
+
+def load_questions(source: str, limit: int | None = None, split: str = "train") -> list[Question]:
+    """Load questions from `builtin`, a local .jsonl/.json/.txt file, or `hf:<dataset>` (needs network)."""
+    if source in ("builtin", "", None):
+        questions = _load_file(SHIPPED)
+    elif str(source).startswith("hf:"):
+        questions = _load_hub(str(source)[3:], split)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise UserError(
+                f"question file {path} does not exist; set questions.source to a .jsonl/.txt file or builtin"
+            )
+        questions = _load_file(path)
+    if limit:
+        questions = questions[:limit]
+    if not questions:
+        raise UserError(f"question set {source!r} is empty; give a file with at least one question")
+    return _dedupe(questions)
+
+
+def _load_file(path: Path) -> list[Question]:
+    questions = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            if path.suffix == ".txt":
+                questions.append(_from_row(line.strip(), where))
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"{where}: not valid JSON; fix or remove that line") from None
+            questions.append(_from_row(row, where))
+    return questions
+
+
+def _load_hub(name: str, split: str) -> list[Question]:  # pragma: no cover - needs network
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(name, split=split)
+    except Exception as error:
+        raise UserError(
+            f"cannot load dataset {name!r} from the hub ({type(error).__name__}); use a local file"
+        ) from None
+    return [_from_row(row, f"{name}[{i}]") for i, row in enumerate(rows)]
+
+
+def _dedupe(questions: list[Question]) -> list[Question]:
+    seen: set[str] = set()
+    out = []
+    for q in questions:
+        if q.text not in seen:
+            seen.add(q.text)
+            out.append(q)
+    return out
+
+
+class QuestionSchedule:
+    """Which question agent a gets in round r: a seeded permutation per round, distinct within a round if possible."""
+
+    def __init__(self, questions: list[Question], n_agents: int, seed: int, world_id: str) -> None:
+        self.questions, self.n_agents, self.seed, self.world_id = questions, n_agents, seed, world_id
+        self._rounds: dict[int, list[int]] = {}
+
+    def question(self, round_: int, agent: int) -> Question:
+        if round_ not in self._rounds:
+            rng = random.Random(f"questions:{self.seed}:{self.world_id}:{round_}")
+            order: list[int] = []
+            while len(order) < self.n_agents:
+                order += rng.sample(range(len(self.questions)), len(self.questions))
+            self._rounds[round_] = order[: self.n_agents]
+        return self.questions[self._rounds[round_][agent]]

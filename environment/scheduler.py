@@ -1,0 +1,90 @@
+"""The async event loop: one task per agent runs its turns round after round, never waiting for other agents.
+
+An agent's round r+1 turn starts right after its own round-r turn is committed. `max_inflight` caps concurrent
+turns (0: no cap; calls are capped by the backends' own limits). A committed turn is: record appended (one line,
+flushed), then the revision remembered, then counted by stopping and progress — all without awaiting, so a kill at
+any moment leaves memory rebuildable from the file. Finished (world, round, agent) turns are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from environment.backscatter import back_scatter
+from environment.metered import Meter
+from environment.progress import Progress
+from environment.stopping import Stopper
+from environment.store import EpisodeStore
+from environment.world import World
+
+Hook = Callable[[dict[str, Any]], None]
+
+
+async def run_world(
+    world: World,
+    store: EpisodeStore,
+    stopper: Stopper,
+    meter: Meter,
+    progress: Progress | None = None,
+    max_inflight: int = 0,
+    on_commit: Hook | None = None,
+    turn: Callable[[World, int, int], Awaitable[dict[str, Any]]] = back_scatter,
+) -> None:
+    """Run every missing turn of rounds 0..world.rounds-1 until done or a stopping rule fires."""
+    gate = asyncio.Semaphore(max_inflight) if max_inflight > 0 else None
+    stop = asyncio.Event()
+
+    def commit(record: dict[str, Any], vector: Any) -> None:
+        store.append(record)
+        world.remember(record, vector)
+        stopper.observe(record)
+        stopper.check_budget(meter)
+        if progress is not None:
+            progress.update(record)
+        if on_commit is not None:
+            on_commit(record)
+        if stopper.reason:
+            stop.set()
+
+    async def one(agent: int, round_: int) -> None:
+        if gate is None:
+            record = await turn(world, agent, round_)
+        else:
+            async with gate:
+                record = await turn(world, agent, round_)
+        commit(record, await world.question_vector(record["question"]))
+
+    async def chain(agent: int) -> None:
+        for round_ in range(world.rounds):
+            if (world.world_id, round_, agent) in store.keys:
+                continue
+            if stop.is_set():
+                return
+            await one(agent, round_)
+
+    async def ticker() -> None:
+        while progress is not None:
+            await asyncio.sleep(progress.interval)
+            stopper.check_budget(meter)
+            if stopper.reason:
+                stop.set()
+            progress.refresh()
+
+    stopper.check_budget(meter)
+    if stopper.reason:
+        return
+    chains = [asyncio.create_task(chain(agent)) for agent in range(world.n_agents)]
+    everything = asyncio.gather(*chains)
+    stopped = asyncio.create_task(stop.wait())
+    tick = asyncio.create_task(ticker())
+    try:
+        await asyncio.wait([everything, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (*chains, stopped, tick):
+            task.cancel()
+        results = await asyncio.gather(everything, return_exceptions=True)
+        await asyncio.gather(stopped, tick, return_exceptions=True)
+    if isinstance(results[0], BaseException) and not isinstance(results[0], asyncio.CancelledError):
+        raise results[0]

@@ -1,0 +1,194 @@
+"""`sa-simulate`: run (or resume) one SANDBOX world into the Hydra run dir.
+
+Writes `episodes.jsonl` (append-only), `memory/` (atomic world snapshot whose meta names the episode count it
+reflects), `metrics.json` (with the stop reason) and PNG plots. Re-running into the same run dir resumes: stored
+turns are skipped, memory is rebuilt deterministically from seed priors + stored revisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from conf.cli import EXIT_USER_ERROR, UserError, hydra_command, one_line, require
+from environment.build import build_world, config_fingerprint, grid_from
+from environment.metered import Meter
+from environment.metrics import plot_all, summarize, write_json
+from environment.progress import Progress
+from environment.questions import load_questions
+from environment.scheduler import run_world
+from environment.stopping import Stopper
+from environment.store import EpisodeStore
+
+PROG = "sa-simulate"
+EPISODES, METRICS, WORLD, MEMORY = "episodes.jsonl", "metrics.json", "world.json", "memory"
+
+
+def check_fingerprint(run_dir: Path, cfg: DictConfig) -> None:
+    """Refuse to resume a run dir made with different world-shaping settings (nothing is written)."""
+    path = run_dir / WORLD
+    mine = config_fingerprint(cfg)
+    if path.exists():
+        try:
+            theirs = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise UserError(f"{path}: not valid JSON; restore it or choose a new run dir") from None
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        require(not diff, f"{run_dir} holds a world made with other settings ({', '.join(diff)}); "
+                          "use the same settings to resume or choose a new hydra.run.dir")  # fmt: skip
+
+
+def make_stopper(cfg: DictConfig, n_agents: int) -> Stopper:
+    s = cfg.stopping
+    window = int(s.plateau.window or 0)
+    require(window >= 0, f"stopping.plateau.window={window} must be >= 0 (0: off)")
+    return Stopper(n_agents, int(cfg.world.rounds), window, float(s.plateau.epsilon or 0.0),
+                   s.budget.max_calls, s.budget.max_tokens, s.budget.max_cost)  # fmt: skip
+
+
+async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Run or resume the world; return the metrics."""
+    grid, _k = grid_from(cfg)  # validate before touching any file
+    load_questions(cfg.questions.source, cfg.questions.limit)
+    check_fingerprint(run_dir, cfg)
+    require(int(cfg.run.max_inflight) >= 0, f"run.max_inflight={cfg.run.max_inflight} must be >= 0 (0: no cap)")
+    store = EpisodeStore(run_dir / EPISODES, int(cfg.run.fsync_every)).open()
+    previous = [r for r in store.records if r["world_id"] == str(cfg.world_id)]
+    require(len(previous) == len(store.records),
+            f"{store.path} holds episodes of another world_id; use world_id={store.records[0]['world_id'] if store.records else ''} "
+            "or a new run dir")  # fmt: skip
+    write_json(run_dir / WORLD, config_fingerprint(cfg))
+    budget = cfg.stopping.budget
+    meter = Meter(price_prompt_per_1k=float(budget.price_prompt_per_1k or 0),
+                  price_completion_per_1k=float(budget.price_completion_per_1k or 0))  # fmt: skip
+    for record in previous:
+        meter.add_usage(record["usage"])
+    stopper = make_stopper(cfg, grid.cells)
+    for record in sorted(previous, key=lambda r: r["round"]):
+        stopper.observe(record)
+    started = time.perf_counter()
+    world = None
+    progress = None
+    error: BaseException | None = None
+    try:
+        world = await build_world(cfg, meter, previous)
+        total = grid.cells * int(cfg.world.rounds)
+        progress = Progress(total, len(store), meter, enabled=bool(cfg.run.progress),
+                            log_every_s=float(cfg.run.progress_log_every_s))  # fmt: skip
+        snapshot = Snapshotter(run_dir / MEMORY, world, store, float(cfg.run.snapshot_every_s))
+        await run_world(world, store, stopper, meter, progress, int(cfg.run.max_inflight), on_commit=snapshot.maybe)
+    except (UserError, KeyboardInterrupt, asyncio.CancelledError):
+        raise
+    except Exception as failure:  # noqa: BLE001 - an endpoint or model failure after retries
+        error = failure
+    finally:
+        usage = _usage_report()
+        store.close()
+        if progress is not None:
+            progress.close()
+        if world is not None:
+            Snapshotter(run_dir / MEMORY, world, store, 0).save()
+        await _close_backends()
+    seconds = time.perf_counter() - started
+    if _is_budget_stop(error):
+        stopper.reason, error = f"budget: {one_line(error)}", None
+    new = progress.new if progress else 0
+    cache = world.embedder if world else None
+    metrics = summarize(store.records, {
+        "world_id": str(cfg.world_id),
+        "stop_reason": f"error: {one_line(error)}" if error else stopper.finish_reason(),
+        "rounds_completed": len(stopper.completed_rounds()),
+        "society_score_per_round": {str(r): s for r, s in sorted(stopper.scores.items())},
+        "wall_seconds": round(seconds, 3),
+        "interactions_this_run": new,
+        "interactions_per_s": round(new / seconds, 4) if seconds else None,
+        "resumed_from": len(previous),
+        "partial_line_moved_to": store.moved_aside.name if store.moved_aside else None,
+        "calls": meter.calls, "tokens": meter.tokens, "retries": meter.retries, "cost": round(meter.cost, 6),
+        "embedder": _embedder_stats(cache, new),
+        "backends": usage,
+    })  # fmt: skip
+    write_json(run_dir / METRICS, metrics)
+    if cfg.run.plots and store.records:
+        plot_all(store.records, grid.size, run_dir / "plots")
+    if error is not None:
+        raise UserError(f"a turn failed ({one_line(error)}); {len(store)} finished turns are saved in {store.path}, "
+                        "re-run into the same hydra.run.dir to resume")  # fmt: skip
+    return metrics
+
+
+def _is_budget_stop(error: BaseException | None) -> bool:
+    """A backend's own budget (backend.budget) refusing a call is a clean stop, not a failure."""
+    from agents.backends.errors import BudgetExhausted
+
+    return isinstance(error, BudgetExhausted)
+
+
+def _embedder_stats(cache: Any, interactions: int) -> dict[str, Any] | None:
+    if cache is None:
+        return None
+    calls = int(getattr(cache, "inner_calls", 0))
+    return {"inner_calls": calls, "texts_embedded": int(getattr(cache, "embedded", 0)),
+            "texts_requested": int(getattr(cache, "requested", 0)),
+            "calls_per_interaction": round(calls / interactions, 4) if interactions else None}  # fmt: skip
+
+
+def _usage_report() -> list[dict[str, Any]]:
+    try:
+        from agents.factory import usage_report
+
+        return usage_report()
+    except ImportError:  # pragma: no cover
+        return []
+
+
+async def _close_backends() -> None:
+    try:
+        from agents.factory import close_all
+    except ImportError:  # pragma: no cover
+        return
+    await close_all()
+
+
+class Snapshotter:
+    """Atomic world memory snapshots (with the episode count they reflect), at most every `every_s` seconds."""
+
+    def __init__(self, folder: Path, world: Any, store: EpisodeStore, every_s: float) -> None:
+        self.folder, self.world, self.store, self.every_s = folder, world, store, every_s
+        self.last = time.monotonic()
+
+    def maybe(self, _record: dict[str, Any]) -> None:
+        if self.every_s > 0 and time.monotonic() - self.last >= self.every_s:
+            self.save()
+
+    def save(self) -> None:
+        from memory.snapshot import save_all
+
+        self.store.sync()
+        meta = {"world_id": self.world.world_id, "episodes": len(self.store)}
+        save_all(self.folder, self.world.memories, meta, cache=self.world.embedder)
+        self.last = time.monotonic()
+
+
+@hydra_command("simulate", prog=PROG)
+def main(cfg: DictConfig) -> None:
+    """Entry point of `sa-simulate`."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        metrics = asyncio.run(simulate(cfg, run_dir))
+    except UserError as error:
+        # Exit here: an exception leaving the task makes Hydra print an extra "Error executing job" line first.
+        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    print(
+        json.dumps(
+            {k: metrics[k] for k in ("world_id", "records", "stop_reason", "wall_seconds", "interactions_per_s")}
+        )
+    )

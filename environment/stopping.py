@@ -1,0 +1,90 @@
+"""Stopping rules: a round count, a plateau of mean alignment × engagement, a budget of calls, tokens or cost.
+
+Round r is complete when every agent's round-r record is stored (rounds complete in order, since an agent's turn in
+round r+1 starts after its own round-r turn). Plateau: stop after round r when the best society score of the last
+`window` rounds is not above the best before them by more than `epsilon`. Budget: stop as soon as a limit is reached
+(in-flight turns are abandoned and redone on resume if the run is continued with a larger budget).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from environment.metered import Meter
+
+
+def society_score(records: list[dict[str, Any]]) -> float | None:
+    """Mean over agents of revision alignment × engagement (observer), invalid scores left out."""
+    values = []
+    for record in records:
+        scores = record["observer"].get("revision") or {}
+        a, e = scores.get("alignment"), scores.get("engagement")
+        if a is not None and e is not None:
+            values.append(a * e)
+    return sum(values) / len(values) if values else None
+
+
+@dataclass
+class Stopper:
+    """Watches committed records and usage; `reason` is set once a rule fires."""
+
+    n_agents: int
+    rounds: int
+    plateau_window: int = 0  # 0: plateau rule off
+    plateau_epsilon: float = 0.0
+    max_calls: int | None = None
+    max_tokens: int | None = None
+    max_cost: float | None = None
+    reason: str | None = None
+    stopped_after_round: int | None = None
+    scores: dict[int, float | None] = field(default_factory=dict)
+    _by_round: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+
+    def observe(self, record: dict[str, Any]) -> None:
+        """Count a committed record; fire the plateau rule when its round completes."""
+        round_ = int(record["round"])
+        bucket = self._by_round[round_]
+        bucket.append(record)
+        if len(bucket) == self.n_agents:
+            self.scores[round_] = society_score(bucket)
+            self._check_plateau()
+
+    def completed_rounds(self) -> list[int]:
+        return sorted(self.scores)
+
+    def _check_plateau(self) -> None:
+        if self.reason or self.plateau_window <= 0:
+            return
+        done = []
+        for r in range(self.rounds):  # consecutive completed rounds from 0
+            if r not in self.scores:
+                break
+            done.append(self.scores[r])
+        n = len(done)
+        if n <= self.plateau_window:
+            return
+        before = [s for s in done[: n - self.plateau_window] if s is not None]
+        recent = [s for s in done[n - self.plateau_window :] if s is not None]
+        if before and (not recent or max(recent) <= max(before) + self.plateau_epsilon):
+            self.reason = (f"plateau: alignment×engagement gained ≤ {self.plateau_epsilon} "
+                           f"over the last {self.plateau_window} rounds")  # fmt: skip
+            self.stopped_after_round = n - 1
+
+    def check_budget(self, meter: Meter) -> None:
+        if self.reason:
+            return
+        if self.max_calls is not None and meter.calls >= self.max_calls:
+            self.reason = f"budget: {meter.calls} calls ≥ max_calls {self.max_calls}"
+        elif self.max_tokens is not None and meter.tokens >= self.max_tokens:
+            self.reason = f"budget: {meter.tokens} tokens ≥ max_tokens {self.max_tokens}"
+        elif self.max_cost is not None and meter.cost >= self.max_cost:
+            self.reason = f"budget: cost {meter.cost:.4f} ≥ max_cost {self.max_cost}"
+
+    def finish_reason(self) -> str:
+        if self.reason:
+            return self.reason
+        if len(self.scores) >= self.rounds:
+            return f"rounds: all {self.rounds} rounds complete"
+        return "incomplete"

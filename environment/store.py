@@ -1,0 +1,109 @@
+"""The episode store: append-only `episodes.jsonl`, one complete record per line, safe to kill at any moment.
+
+Each record is written with a single `os.write` of the whole line (so a killed process leaves at most one partial
+trailing line), then fsync'ed every `fsync_every` records and on close. Opening an existing file:
+- a partial trailing line (bytes after the last newline) is moved aside to `episodes.jsonl.partial-N` and cut
+  off; complete lines are never touched;
+- any invalid line before the last one is corruption: a one-line error naming file:line, and the file is left as is;
+- a duplicate (world_id, round, agent_id) is corruption too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from conf.cli import UserError
+from environment.records import record_key, validate_record
+
+Key = tuple[str, int, int]
+
+
+class EpisodeStore:
+    """Append-only episode file plus the keys and records already present (for resume)."""
+
+    def __init__(self, path: str | Path, fsync_every: int = 16) -> None:
+        self.path = Path(path)
+        self.fsync_every = max(1, fsync_every)
+        self.records: list[dict[str, Any]] = []
+        self.keys: set[Key] = set()
+        self.moved_aside: Path | None = None
+        self._fd: int | None = None
+        self._unsynced = 0
+
+    def open(self) -> EpisodeStore:
+        """Scan the existing file (validate, recover a partial tail), then open it for appending."""
+        if self.path.exists():
+            self._scan()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return self
+
+    def _scan(self) -> None:
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        tail = lines.pop()  # bytes after the last newline ("" when the file ends cleanly)
+        offset = 0
+        good_end = 0
+        for number, raw in enumerate(lines, start=1):
+            offset += len(raw) + 1
+            if not raw.strip():
+                good_end = offset
+                continue
+            try:
+                record = validate_record(json.loads(raw.decode("utf-8")))
+            except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as error:
+                raise UserError(f"{self.path}:{number}: corrupt episode record ({error}); "
+                                "repair or remove that line, or choose a new run dir") from None  # fmt: skip
+            key = record_key(record)
+            if key in self.keys:
+                raise UserError(f"{self.path}:{number}: duplicate turn {key}; remove the duplicate line")
+            self.keys.add(key)
+            self.records.append(record)
+            good_end = offset
+        if tail.strip():
+            self._move_aside(data[good_end:], good_end)
+
+    def _move_aside(self, partial: bytes, good_end: int) -> None:
+        n = 1
+        while (aside := self.path.with_name(f"{self.path.name}.partial-{n}")).exists():
+            n += 1
+        aside.write_bytes(partial)
+        with self.path.open("r+b") as handle:
+            handle.truncate(good_end)
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.moved_aside = aside
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one complete record as one line; the key must be new."""
+        if self._fd is None:
+            raise RuntimeError("EpisodeStore.open() first")
+        key = record_key(record)
+        if key in self.keys:
+            raise RuntimeError(f"turn {key} is already stored")
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        written = os.write(self._fd, line)
+        if written != len(line):  # pragma: no cover - disk full
+            raise OSError(f"short write to {self.path} ({written} of {len(line)} bytes)")
+        self.keys.add(key)
+        self.records.append(record)
+        self._unsynced += 1
+        if self._unsynced >= self.fsync_every:
+            self.sync()
+
+    def sync(self) -> None:
+        if self._fd is not None and self._unsynced:
+            os.fsync(self._fd)
+            self._unsynced = 0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self.sync()
+            os.close(self._fd)
+            self._fd = None
+
+    def __len__(self) -> int:
+        return len(self.records)

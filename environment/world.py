@@ -1,0 +1,72 @@
+"""World state: the layout, question schedule, roles, per-agent memories and the shared embedding cache.
+
+Roles are duck-typed to the agents/ contracts: an agent has `draft`, `feedback`, `revise`; the observer has `score`.
+Memory semantics: an agent's memory changes only when one of its own turns is committed (the record is written
+first, then the revision is remembered, with no await in between), so memory always equals seed priors + the
+revisions in `episodes.jsonl`. Peers rate with whatever memory they have at that moment (they may be a round ahead
+or behind: agents never wait for the slowest agent of a round).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from environment.grid import Layout, pick_raters
+from environment.questions import Question, QuestionSchedule
+from memory.base import Embedder, MemoryHit
+
+
+@dataclass
+class World:
+    """Everything one Back-Scatter turn needs."""
+
+    world_id: str
+    seed: int
+    layout: Layout
+    schedule: QuestionSchedule
+    agents: list[Any]  # SocialAgent per agent id
+    agent_models: list[str]
+    observer: Any
+    observer_model: str
+    embedder: Embedder  # the shared EmbeddingCache
+    memories: dict[int, Any]  # agent id → MemoryStore
+    k: int = 4
+    global_fraction: float = 0.0
+    memory_top_k: int = 1
+    memory_threshold: float = 0.7
+    rounds: int = 2
+    _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_agents(self) -> int:
+        return len(self.agents)
+
+    def question(self, round_: int, agent: int) -> Question:
+        return self.schedule.question(round_, agent)
+
+    async def question_vector(self, text: str) -> np.ndarray:
+        """The question's embedding (once per world, through the shared cache)."""
+        vector = self._vectors.get(text)
+        if vector is None:
+            vector = (await self.embedder.embed([text]))[0]
+            self._vectors[text] = vector
+        return vector
+
+    def recall(self, agent: int, vector: np.ndarray) -> list[MemoryHit]:
+        return self.memories[agent].search(vector, k=self.memory_top_k, threshold=self.memory_threshold)
+
+    def raters(self, agent: int, round_: int) -> list[int]:
+        rng = random.Random(f"raters:{self.seed}:{self.world_id}:{round_}:{agent}")
+        return pick_raters(self.layout, agent, round_, self.k, self.global_fraction, rng)
+
+    def remember(self, record: dict[str, Any], vector: np.ndarray) -> None:
+        """Write a committed turn's revision into its agent's memory (latest answer wins, history kept)."""
+        rating = (record["observer"].get("revision") or {}).get("alignment")
+        self.memories[int(record["agent_id"])].add(
+            record["question"], record["revision"]["text"], vector, round=int(record["round"]), source="revision",
+            rating=rating,
+        )  # fmt: skip
