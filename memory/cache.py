@@ -1,8 +1,8 @@
 """A shared embedding cache: one embedding per distinct text per world, however many agents or calls ask.
 
 `EmbeddingCache(inner)` is itself an Embedder. Within a batch duplicates are embedded once; across calls a text seen
-before is served from the cache; and texts that another coroutine is embedding right now are awaited, not embedded
-twice. Counters: `requested` (texts asked for), `embedded` (texts sent to the inner embedder), `inner_calls`
+before is served from the cache; texts that another coroutine is embedding right now are awaited, not embedded
+twice; and misses asked for concurrently (in one event-loop iteration) go to the inner embedder as one batch. Counters: `requested` (texts asked for), `embedded` (texts sent to the inner embedder), `inner_calls`
 (batches sent to the inner embedder), `hits` (texts served without embedding).
 The cache saves and restores itself (`save(folder)`, `load(folder, inner)`), so a resumed world re-embeds nothing.
 """
@@ -25,13 +25,19 @@ VECTORS_FILE, TEXTS_FILE = "vectors.npy", "texts.json"
 
 
 class EmbeddingCache:
-    """Wraps any Embedder; dedups within a batch, across calls and across concurrent callers."""
+    """Wraps any Embedder; dedups within a batch, across calls and across concurrent callers.
+
+    Misses are not sent one call each: texts that coroutines of one event loop ask for in the same loop iteration
+    (e.g. every agent drafting at the start of a round) are gathered and sent to the inner embedder as one batch.
+    """
 
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.dim = int(inner.dim)
         self._vectors: dict[str, np.ndarray] = {}
         self._pending: dict[str, asyncio.Future[np.ndarray]] = {}
+        self._queues: dict[asyncio.AbstractEventLoop, list[tuple[str, asyncio.Future[np.ndarray]]]] = {}
+        self._flushers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
         self._lock = threading.Lock()
         self.requested = 0
         self.embedded = 0
@@ -42,48 +48,73 @@ class EmbeddingCache:
         """float32 (len(texts), dim), L2-normalised, in the order asked."""
         texts = list(texts)
         loop = asyncio.get_running_loop()
-        wait_for: dict[str, asyncio.Future[np.ndarray]] = {}
-        mine: list[str] = []
+        waits: list[asyncio.Future[np.ndarray]] = []
         with self._lock:
             self.requested += len(texts)
+            queued = 0
             for text in dict.fromkeys(texts):
                 if text in self._vectors:
                     continue
-                pending = self._pending.get(text)
-                if pending is not None and pending.get_loop() is loop and not pending.done():
-                    wait_for[text] = pending
-                else:
-                    future: asyncio.Future[np.ndarray] = loop.create_future()
+                future = self._pending.get(text)
+                if future is None or future.get_loop() is not loop:
+                    future = loop.create_future()
                     self._pending[text] = future
-                    mine.append(text)
-            self.embedded += len(mine)
-            self.inner_calls += bool(mine)
-            self.hits += len(texts) - len(mine)
-        if mine:
-            try:
-                vectors = np.asarray(await self.inner.embed(mine), dtype=np.float32)
-                if vectors.shape != (len(mine), self.dim):
-                    raise ValueError(f"embedder returned shape {vectors.shape} for {len(mine)} texts of dim {self.dim}")
-            except BaseException as error:
-                with self._lock:
-                    for text in mine:
-                        future = self._pending.pop(text)
-                        if not future.done():
-                            future.set_exception(error)
-                            future.exception()  # mark retrieved: the caller below re-raises
-                raise
-            with self._lock:
-                for text, vector in zip(mine, vectors, strict=True):
-                    self._vectors[text] = vector
-                    future = self._pending.pop(text)
-                    if not future.done():
-                        future.set_result(vector)
-        for future in wait_for.values():
-            await future
+                    self._queues.setdefault(loop, []).append((text, future))
+                    queued += 1
+                waits.append(future)
+            self.hits += len(texts) - queued
+            if queued and loop not in self._flushers:
+                self._flushers[loop] = loop.create_task(self._flush(loop))
+        for future in waits:
+            await asyncio.shield(future)  # a cancelled caller must not cancel a batch others wait for
         with self._lock:
             if not texts:
                 return np.zeros((0, self.dim), dtype=np.float32)
             return np.stack([self._vectors[text] for text in texts]).astype(np.float32, copy=False)
+
+    async def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send everything queued on `loop` to the inner embedder as one batch; resolve the waiting futures."""
+        try:
+            await asyncio.sleep(0)  # let coroutines woken in this loop iteration add their texts too
+        finally:
+            with self._lock:
+                batch = self._queues.pop(loop, [])
+                self._flushers.pop(loop, None)
+                self.embedded += len(batch)
+                self.inner_calls += bool(batch)
+        try:
+            texts = [text for text, _ in batch]
+            vectors = np.asarray(await self.inner.embed(texts), dtype=np.float32) if batch else None
+            if batch and vectors.shape != (len(texts), self.dim):
+                raise ValueError(f"embedder returned shape {vectors.shape} for {len(texts)} texts of dim {self.dim}")
+        except BaseException as error:
+            self._settle(batch, None, error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        self._settle(batch, vectors, None)
+
+    def _settle(
+        self,
+        batch: list[tuple[str, asyncio.Future[np.ndarray]]],
+        vectors: np.ndarray | None,
+        error: BaseException | None,
+    ) -> None:
+        with self._lock:
+            for i, (text, future) in enumerate(batch):
+                if vectors is not None:
+                    self._vectors[text] = vectors[i]
+                if self._pending.get(text) is future:
+                    del self._pending[text]
+                if future.done():
+                    continue
+                if vectors is not None:
+                    future.set_result(vectors[i])
+                elif isinstance(error, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(error)
+                    future.exception()  # mark retrieved: every waiting caller re-raises it
 
     async def embed_one(self, text: str) -> np.ndarray:
         """The (dim,) vector of one text."""

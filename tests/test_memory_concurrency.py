@@ -96,10 +96,10 @@ def test_cache_embeds_each_text_once_across_batches_calls_and_concurrent_callers
         return results, later
 
     results, later = asyncio.run(main())
-    embedded = [text for batch in inner.batches for text in batch]
-    assert sorted(embedded) == sorted(f"question {i}" for i in range(10))  # each text exactly once
+    # each text exactly once, and the 100 concurrent callers' misses went out as one batch
+    assert len(inner.batches) == 1 and sorted(inner.batches[0]) == sorted(f"question {i}" for i in range(10))
     stats = cache.stats()
-    assert stats == {"requested": 210, "embedded": 10, "inner_calls": 10, "hits": 200, "cached": 10}
+    assert stats == {"requested": 210, "embedded": 10, "inner_calls": 1, "hits": 200, "cached": 10}
     for a, pair in enumerate(results):
         np.testing.assert_array_equal(pair[0], later[a % 10])
         np.testing.assert_array_equal(pair[1], later[a % 10])
@@ -125,3 +125,23 @@ def test_cache_failure_propagates_and_is_retried():
 
     assert asyncio.run(main()).shape == (1, 8)
     assert "x" in cache
+
+
+def test_cache_sequential_misses_are_separate_calls_and_a_cancelled_caller_spoils_nothing():
+    inner = CountingEmbedder()
+    cache = EmbeddingCache(inner)
+
+    async def main():
+        await cache.embed(["a"])
+        await cache.embed(["b", "a"])
+        impatient = asyncio.ensure_future(cache.embed(["c"]))
+        patient = asyncio.ensure_future(cache.embed(["c", "d"]))
+        await asyncio.sleep(0.001)  # both queued; the batch is in flight
+        impatient.cancel()
+        got = await patient
+        assert impatient.cancelled()
+        return got
+
+    got = asyncio.run(main())
+    assert inner.batches == [["a"], ["b"], ["c", "d"]]
+    assert got.shape == (2, 8) and len(cache) == 4
