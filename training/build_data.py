@@ -7,12 +7,14 @@ Three sample kinds, each response carrying its own rating; invalid (null) rating
                only where revision score > draft score and revision score > `realignment.min_score`; one sample per
                interaction (the reference wrote one near-duplicate per peer).
 One output item = one prompt with all its rated responses pooled across agents and worlds, each tagged with kind,
-model and provenance (world, round, agent). Episodes seen twice (same world/round/agent) and identical responses
-to the same prompt are de-duplicated. Groups are mixed by `mix.ratio` (in groups) and optionally staged.
+model and provenance (world, round, agent). An episode seen twice (same world/round/agent *and* same content, e.g.
+a file passed both directly and through its run folder) is read once; two runs that reuse a world id but hold different
+interactions are both kept. An identical response text to the same prompt is kept once (its first rating wins). Groups are mixed by `mix.ratio` (in groups) and optionally staged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections import Counter, defaultdict
@@ -105,10 +107,17 @@ def samples_from_episode(record: dict[str, Any], min_score: float) -> Iterator[t
         yield "realignment", realignment_prompt(question, draft), response
 
 
+def episode_identity(record: dict[str, Any]) -> tuple[str, int, int, str]:
+    """(world, round, agent) plus a digest of what happened, so only a true repeat of an interaction is a duplicate."""
+    content = [record["question"], (record["draft"] or {}).get("text"), (record["revision"] or {}).get("text")]
+    digest = hashlib.sha1(json.dumps(content, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return (*record_key(record), digest)
+
+
 def build_groups(files: list[Path], min_score: float) -> tuple[list[dict[str, Any]], Counter]:
     """Read every file, drop duplicate episodes and responses, and group responses by (kind, prompt)."""
     stats: Counter = Counter()
-    seen: set[tuple[str, int, int]] = set()
+    seen: set[tuple[str, int, int, str]] = set()
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     texts: dict[tuple[str, str], set[str]] = defaultdict(set)
     for path in files:
@@ -119,7 +128,7 @@ def build_groups(files: list[Path], min_score: float) -> tuple[list[dict[str, An
         except UnicodeDecodeError:
             raise UserError(f"{path} is not a UTF-8 JSONL episodes file; check inputs=[...]") from None
         for record in tqdm(records, desc=f"episodes {path.parent.name}", leave=False):
-            key = record_key(record)
+            key = episode_identity(record)
             if key in seen:
                 stats["duplicate_episodes"] += 1
                 continue

@@ -46,7 +46,24 @@ def load_groups(data: str | Path) -> Dataset:
         raise UserError(f"{path} lacks column(s) {', '.join(missing)}; it is not sa-build-data output, rebuild it")
     if len(dataset) == 0:
         raise UserError(f"{path} holds no groups; check the episodes passed to sa-build-data")
+    check_ratings(dataset, path)
     return dataset
+
+
+def check_ratings(dataset: Dataset, path: Path) -> None:
+    """Every response needs a text and a numeric rating; a null/non-numeric rating is an error, never coerced."""
+    for row, responses in enumerate(dataset["responses"], start=1):
+        if not responses:
+            raise UserError(f"{path}:{row}: a group without responses; rebuild the data with sa-build-data")
+        for response in responses:
+            rating = response.get("rating")
+            if isinstance(rating, bool) or not isinstance(rating, int | float) or rating != rating:
+                raise UserError(
+                    f"{path}:{row}: response rating {rating!r} is not a number; drop invalid ratings "
+                    "(sa-build-data does) instead of coercing them"
+                )
+            if not isinstance(response.get("text"), str):
+                raise UserError(f"{path}:{row}: a response without text; rebuild the data with sa-build-data")
 
 
 def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], response: str) -> tuple[str, str]:
@@ -58,7 +75,8 @@ def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], r
         if full.startswith(prompt):
             completion = full[len(prompt) :]
             return prompt, completion if eos in completion else completion + eos
-    prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+    names = {"user": "Human", "assistant": "Assistant", "system": "System"}  # as training/eval renders prompts
+    prompt = "".join(f"\n{names.get(m['role'], m['role'])}: {m['content']}" for m in messages) + "\nAssistant: "
     return prompt, response + eos
 
 
