@@ -19,11 +19,32 @@ class Grid:
     radius: float
     torus: bool = True
     circles: tuple[tuple[int, ...], ...] = field(init=False, repr=False)
+    adjacent: tuple[tuple[int, ...], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        n = self.size * self.size
-        self.circles = tuple(tuple(c for c in range(n) if c != cell and self.distance(cell, c) <= self.radius)
-                             for cell in range(n))  # fmt: skip
+        self.circles = self._neighbourhoods(self.radius)
+        self.adjacent = self._neighbourhoods(1.0)
+
+    def _neighbourhoods(self, radius: float) -> tuple[tuple[int, ...], ...]:
+        """Each cell's cells within `radius` (itself excluded), from the offsets within reach: O(cells · k)."""
+        reach = min(int(math.floor(radius)), self.size - 1)
+        offsets = [(dr, dc) for dr in range(-reach, reach + 1) for dc in range(-reach, reach + 1)
+                   if (dr, dc) != (0, 0) and math.hypot(dr, dc) <= radius]  # fmt: skip
+        result = []
+        for cell in range(self.cells):
+            row, col = self.coords(cell)
+            found = set()
+            for dr, dc in offsets:
+                r, c = row + dr, col + dc
+                if self.torus:
+                    r, c = r % self.size, c % self.size
+                elif not (0 <= r < self.size and 0 <= c < self.size):
+                    continue
+                other = r * self.size + c
+                if other != cell and self.distance(cell, other) <= radius:
+                    found.add(other)
+            result.append(tuple(sorted(found)))
+        return tuple(result)
 
     @property
     def cells(self) -> int:
@@ -33,6 +54,7 @@ class Grid:
         return divmod(cell, self.size)
 
     def distance(self, a: int, b: int) -> float:
+        """Euclidean distance between two cells (the shorter way round on a torus)."""
         (ra, ca), (rb, cb) = self.coords(a), self.coords(b)
         dr, dc = abs(ra - rb), abs(ca - cb)
         if self.torus:
@@ -68,7 +90,7 @@ class Layout:
             if rng.random() >= self.move_fraction:
                 continue
             cell = positions[agent]
-            adjacent = [c for c in self.grid.circles[cell] if self.grid.distance(cell, c) <= 1.0]
+            adjacent = self.grid.adjacent[cell]
             if not adjacent:
                 continue
             target = rng.choice(adjacent)
@@ -100,5 +122,8 @@ def pick_raters(
     n_global = round(k * global_fraction)
     circle = layout.circle(agent, round_)
     local = rng.sample(circle, min(k - n_global, len(circle)))
-    others = [a for a in range(layout.grid.cells) if a != agent and a not in local]
+    if len(local) == k:
+        return local
+    taken = {agent, *local}
+    others = [a for a in range(layout.grid.cells) if a not in taken]
     return local + rng.sample(others, min(k - len(local), len(others)))

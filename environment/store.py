@@ -2,8 +2,9 @@
 
 Each record is written with a single `os.write` of the whole line (so a killed process leaves at most one partial
 trailing line), then fsync'ed every `fsync_every` records and on close. Opening an existing file:
-- a partial trailing line (bytes after the last newline) is moved aside to `episodes.jsonl.partial-N` and cut
-  off; complete lines are never touched;
+- a partial trailing line (bytes after the last newline that are not a valid record: a write cut by a kill) is
+  moved aside to `episodes.jsonl.partial-N` and cut off; a valid record lacking only its newline is kept;
+  complete lines are never touched;
 - any invalid line before the last one is corruption: a one-line error naming file:line, and the file is left as is;
 - a duplicate (world_id, round, agent_id) is corruption too.
 """
@@ -64,7 +65,22 @@ class EpisodeStore:
             self.records.append(record)
             good_end = offset
         if tail.strip():
-            self._move_aside(data[good_end:], good_end)
+            if self._complete_tail(tail):
+                with self.path.open("ab") as handle:  # a complete record that only lacks its newline: keep it
+                    handle.write(b"\n")
+            else:
+                self._move_aside(data[good_end:], good_end)
+
+    def _complete_tail(self, tail: bytes) -> bool:
+        try:
+            record = validate_record(json.loads(tail.decode("utf-8")))
+        except (ValueError, UnicodeDecodeError, AttributeError, TypeError):
+            return False
+        if record_key(record) in self.keys:
+            return False
+        self.keys.add(record_key(record))
+        self.records.append(record)
+        return True
 
     def _move_aside(self, partial: bytes, good_end: int) -> None:
         n = 1

@@ -1,0 +1,68 @@
+"""Stopping rules: rounds, plateau of mean alignment x engagement, budget of calls / tokens / cost."""
+
+from __future__ import annotations
+
+from environment.metered import Meter
+from environment.stopping import Stopper, society_score
+from tests.test_environment_store import make_record
+
+
+def scored(round_: int, agent: int, alignment: int | None, engagement: int | None) -> dict:
+    record = make_record(round_, agent)
+    record["observer"]["revision"] = {"alignment": alignment, "engagement": engagement, "reasons": {}}
+    return record
+
+
+def feed_round(stopper: Stopper, round_: int, pairs: list[tuple[int | None, int | None]]) -> None:
+    for agent, (a, e) in enumerate(pairs):
+        stopper.observe(scored(round_, agent, a, e))
+
+
+def test_society_score_is_the_mean_product_and_skips_invalid_scores() -> None:
+    records = [scored(0, 0, 3, 4), scored(0, 1, 5, 2), scored(0, 2, None, 7)]
+    assert society_score(records) == (12 + 10) / 2
+    assert society_score([scored(0, 0, None, None)]) is None
+
+
+def test_plateau_fires_when_the_last_window_gains_no_more_than_epsilon() -> None:
+    stopper = Stopper(n_agents=2, rounds=10, plateau_window=2, plateau_epsilon=1.0)
+    feed_round(stopper, 0, [(2, 2), (2, 2)])  # 4
+    feed_round(stopper, 1, [(3, 3), (3, 3)])  # 9
+    feed_round(stopper, 2, [(3, 3), (3, 4)])  # 10.5: gained 6.5 over round 0
+    assert stopper.reason is None
+    feed_round(stopper, 3, [(3, 3), (3, 3)])  # best of rounds 2-3 (10.5) > best before (9) + 1
+    assert stopper.reason is None
+    feed_round(stopper, 4, [(3, 3), (3, 3)])  # best of rounds 3-4 is 9 <= 10.5 + 1
+    assert stopper.reason is not None and stopper.reason.startswith("plateau")
+    assert stopper.stopped_after_round == 4
+
+
+def test_plateau_waits_for_complete_rounds() -> None:
+    stopper = Stopper(n_agents=3, rounds=5, plateau_window=1, plateau_epsilon=0.0)
+    feed_round(stopper, 0, [(4, 4)] * 3)
+    stopper.observe(scored(1, 0, 1, 1))  # round 1 incomplete: no decision on a partial round
+    stopper.observe(scored(1, 1, 1, 1))
+    assert stopper.reason is None and stopper.completed_rounds() == [0]
+    stopper.observe(scored(1, 2, 1, 1))
+    assert stopper.reason is not None and stopper.completed_rounds() == [0, 1]
+
+
+def test_rounds_reason_and_budget_rules() -> None:
+    stopper = Stopper(n_agents=1, rounds=2)
+    feed_round(stopper, 0, [(5, 5)])
+    assert stopper.finish_reason() == "incomplete"
+    feed_round(stopper, 1, [(5, 5)])
+    assert stopper.finish_reason().startswith("rounds")
+
+    meter = Meter(prompt_tokens=900, completion_tokens=200, price_prompt_per_1k=1.0, price_completion_per_1k=2.0)
+    for limits, expected in [
+        ({"max_calls": 0}, "calls"),
+        ({"max_tokens": 1000}, "tokens"),
+        ({"max_cost": 1.3}, "cost"),
+    ]:
+        budget = Stopper(n_agents=1, rounds=2, **limits)
+        budget.check_budget(meter)
+        assert budget.reason is not None and expected in budget.reason
+    unlimited = Stopper(n_agents=1, rounds=2, max_tokens=2000, max_cost=5.0)
+    unlimited.check_budget(meter)
+    assert unlimited.reason is None
