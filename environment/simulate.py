@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from environment.stopping import Stopper
 from environment.store import EpisodeStore
 
 PROG = "sa-simulate"
+NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "openai")
 EPISODES, METRICS, WORLD, MEMORY = "episodes.jsonl", "metrics.json", "world.json", "memory"
 
 
@@ -181,6 +183,8 @@ class Snapshotter:
 def main(cfg: DictConfig) -> None:
     """Entry point of `sa-simulate`."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    for name in NOISY_LOGGERS:  # one INFO line per HTTP request would bury the progress lines
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         metrics = asyncio.run(simulate(cfg, run_dir))
     except UserError as error:
