@@ -119,7 +119,7 @@ def test_corrupt_episodes_file_is_refused_and_kept_byte_for_byte(tmp_path: Path,
     result = sa_simulate(f"hydra.run.dir={out}", cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"episodes.jsonl:4" in lines[0], result.stderr
+    assert len(lines) == 1 and "episodes.jsonl:4" in lines[0], result.stderr
     assert (out / "episodes.jsonl").read_bytes() == data
 
 
