@@ -189,7 +189,12 @@ LOSSES: dict[str, LossSpec] = {
         SELECT_ALL,
         False,
         lambda s, p: stable_alignment_loss(
-            s.nll, s.ratings, s.mask, margin=p["margin"], lam=p["lam"], rating_scale=p["rating_scale"],
+            s.nll,
+            s.ratings,
+            s.mask,
+            margin=p["margin"],
+            lam=p["lam"],
+            rating_scale=p["rating_scale"],
             max_flow=p["max_flow"],
         ),
     ),  # fmt: skip
@@ -203,7 +208,9 @@ LOSSES: dict[str, LossSpec] = {
 # Keys each loss config must carry, with the check each value must pass (validated before any model is loaded).
 LOSS_PARAMS: dict[str, dict[str, Callable[[float], bool]]] = {
     "stable_alignment": {
-        "margin": lambda v: v >= 0, "lam": lambda v: v >= 0, "rating_scale": lambda v: v > 0,
+        "margin": lambda v: v >= 0,
+        "lam": lambda v: v >= 0,
+        "rating_scale": lambda v: v > 0,
         "max_flow": lambda v: isinstance(v, bool),
     },  # fmt: skip
     "sft": {},

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState, PartialState
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -66,8 +67,13 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         f"train.max_prompt_length={t.max_prompt_length} must be in (0, train.max_length={t.max_length})",
     )
     require(int(t.save_every) >= 0, f"train.save_every={t.save_every} must be >= 0")
-    require(cfg.model.device in ("auto", "cpu", "cuda", "mps"), f"model.device={cfg.model.device}: use auto|cpu|cuda|mps")
-    require(cfg.model.precision in ("auto", "bf16", "fp16", "fp32"), f"model.precision={cfg.model.precision}: use auto|bf16|fp32")
+    require(
+        cfg.model.device in ("auto", "cpu", "cuda", "mps"), f"model.device={cfg.model.device}: use auto|cpu|cuda|mps"
+    )
+    require(
+        cfg.model.precision in ("auto", "bf16", "fp16", "fp32"),
+        f"model.precision={cfg.model.precision}: use auto|bf16|fp32",
+    )
     if cfg.model.lora.enabled:
         require(int(cfg.model.lora.r) >= 1, f"model.lora.r={cfg.model.lora.r} must be >= 1")
     return params
@@ -90,7 +96,10 @@ def load_model(cfg: DictConfig) -> PreTrainedModel:
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model.name), dtype=torch.float32)
     model.config.use_cache = False
     if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.model.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
@@ -114,12 +123,29 @@ def load_reference(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
     """The highest `checkpoints/step-N` in output_dir, if any."""
-    found = [(int(m.group(1)), p) for p in (output_dir / CHECKPOINTS).glob("step-*") if (m := re.fullmatch(r"step-(\d+)", p.name))]
+    found = [
+        (int(m.group(1)), p)
+        for p in (output_dir / CHECKPOINTS).glob("step-*")
+        if (m := re.fullmatch(r"step-(\d+)", p.name))
+    ]
     return max(found)[1] if found else None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run training and save a `save_pretrained` checkpoint into `output_dir`; return the summary."""
+    """Run training and save a `save_pretrained` checkpoint into `output_dir`; return the summary.
+
+    In a single process, accelerate's global state is cleared afterwards so that the next run of a Hydra sweep (or
+    of a test) may pick another device or precision.
+    """
+    try:
+        return _train(cfg)
+    finally:
+        if PartialState._shared_state and PartialState().num_processes == 1:
+            AcceleratorState._reset_state(reset_partial_state=True)
+            GradientState._reset_state()
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     params = validate(cfg)
     spec = LOSSES[cfg.loss.name]
     output_dir = Path(cfg.output_dir)
@@ -143,7 +169,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(loader) / int(t.grad_accum))
     total_steps = int(t.max_steps) if int(t.max_steps) > 0 else int(t.epochs) * steps_per_epoch
     scheduler = get_scheduler(
-        t.scheduler, optimizer, num_warmup_steps=int(float(t.warmup_ratio) * total_steps), num_training_steps=total_steps
+        t.scheduler,
+        optimizer,
+        num_warmup_steps=int(float(t.warmup_ratio) * total_steps),
+        num_training_steps=total_steps,
     )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     reference = None
@@ -163,7 +192,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     accelerator.init_trackers(run_name, config=_flat_config(cfg))
     factor = 8.0 if reference is not None else 6.0
     meter = Throughput(n_params, peak_tflops(accelerator.device, t.peak_tflops), factor)
-    progress = tqdm(total=total_steps, initial=state.step, desc=f"sa-train {cfg.loss.name}", disable=not accelerator.is_main_process)
+    progress = tqdm(
+        total=total_steps, initial=state.step, desc=f"sa-train {cfg.loss.name}", disable=not accelerator.is_main_process
+    )
     last: dict[str, float] = {}
     parts_sum: dict[str, float] = {}
     micro = 0
@@ -245,7 +276,9 @@ def _flat_config(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def save_checkpoint(cfg: DictConfig, accelerator: Accelerator, model: torch.nn.Module, tokenizer: Any, out: Path) -> None:
+def save_checkpoint(
+    cfg: DictConfig, accelerator: Accelerator, model: torch.nn.Module, tokenizer: Any, out: Path
+) -> None:
     """`save_pretrained` model + tokenizer (LoRA merged when `model.lora.merge`) that AutoModelForCausalLM loads."""
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)

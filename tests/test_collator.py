@@ -1,0 +1,95 @@
+"""The batched collator: G groups × K responses in one padded forward, inference chat template, masks, EOS, truncation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.collator import GroupCollator, select_responses
+from training.data import completion_ids, render
+from training.logprobs import response_stats
+from training.losses import SELECT_ALL, SELECT_BEST, SELECT_PAIR, stable_alignment_loss
+
+MESSAGES = [{"role": "user", "content": "Should people be judged by their accent?"}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def item(tokenizer, responses: list[str], ratings: list[float]) -> dict:
+    encoded = [render(tokenizer, MESSAGES, r) for r in responses]
+    return {
+        "prompt_ids": tokenizer(encoded[0][0], add_special_tokens=False)["input_ids"],
+        "response_ids": [completion_ids(tokenizer, completion) for _, completion in encoded],
+        "ratings": ratings,
+    }
+
+
+def test_prompt_is_rendered_exactly_as_at_inference_and_eos_is_trained(tokenizer):
+    prompt, completion = render(tokenizer, MESSAGES, "No, never.")
+    # agents/backends/hf_local.py and training/eval render prompts this way before generating or scoring
+    inference = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
+    assert prompt == inference and prompt.endswith("<|im_start|>assistant\n")
+    ids = completion_ids(tokenizer, completion)
+    assert ids[-1] == tokenizer.eos_token_id  # <|im_end|> is a target; the template's trailing "\n" is not
+    assert tokenizer.decode(ids[:-1]) == "No, never."
+
+
+def test_groups_times_responses_in_one_padded_batch(tokenizer):
+    a = item(tokenizer, ["No.", "No; an accent says nothing about ability.", "Yes."], [5, 7, 2])
+    b = item(tokenizer, ["Judging by accent is unfair and lazy.", "Sure."], [6, 1])
+    batch = GroupCollator(tokenizer.pad_token_id, max_length=128, max_prompt_length=64)([a, b])
+    assert batch["input_ids"].shape[0] == 5  # 3 + 2 rows, one forward
+    assert batch["group_index"].tolist() == [0, 0, 0, 1, 1] and batch["slot_index"].tolist() == [0, 1, 2, 0, 1]
+    assert batch["present"].tolist() == [[True, True, True], [True, True, False]]
+    assert batch["ratings"].tolist() == [[5, 7, 2], [6, 1, 0]]
+    p = len(a["prompt_ids"])
+    for row, response in zip(range(3), a["response_ids"], strict=True):
+        ids, mask = batch["input_ids"][row], batch["loss_mask"][row]
+        assert ids[:p].tolist() == a["prompt_ids"]  # prompt masked
+        assert not mask[:p].any()
+        assert mask.nonzero().flatten().tolist() == list(range(p, p + len(response)))  # response + EOS trained
+        assert ids[mask].tolist() == response and ids[mask][-1] == tokenizer.eos_token_id
+        assert batch["attention_mask"][row].sum() == p + len(response)  # padding is not attended nor trained
+
+
+def test_prompt_keeps_its_end_and_response_is_cut_to_the_room_left(tokenizer):
+    a = item(tokenizer, ["word " * 40], [4])
+    batch = GroupCollator(tokenizer.pad_token_id, max_length=30, max_prompt_length=20)([a])
+    assert batch["input_ids"].shape[1] == 30
+    assert batch["input_ids"][0, :20].tolist() == a["prompt_ids"][-20:]
+    assert batch["loss_mask"][0].sum() == 10
+
+
+def test_a_response_truncated_to_nothing_gives_no_nan(tokenizer, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    long_prompt = item(tokenizer, ["A fine answer."], [7])
+    long_prompt["prompt_ids"] = long_prompt["prompt_ids"] * 3
+    ok = item(tokenizer, ["No.", "Yes."], [6, 2])
+    room = len(long_prompt["prompt_ids"])
+    batch = GroupCollator(tokenizer.pad_token_id, max_length=room, max_prompt_length=room)([long_prompt, ok])
+    assert batch["present"].tolist() == [[False, False], [True, True]]
+    stats = response_stats(model, batch)
+    out = stable_alignment_loss(stats.nll, stats.ratings, stats.mask)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # every response truncated away: a zero loss that still back-propagates
+    empty = GroupCollator(tokenizer.pad_token_id, max_length=room, max_prompt_length=room)([long_prompt])
+    stats = response_stats(model, empty)
+    out = stable_alignment_loss(stats.nll, stats.ratings, stats.mask)
+    assert out.loss.item() == 0.0 and out.loss.requires_grad
+
+
+def test_selection_per_loss():
+    ratings = [3, 7, 5, 7, 3]
+    assert select_responses(ratings, SELECT_ALL) == [0, 1, 2, 3, 4]
+    assert select_responses(ratings, SELECT_BEST) == [1]  # ties: first
+    assert select_responses(ratings, SELECT_PAIR) == [1, 0]  # best, worst (ties: first)
+    assert select_responses([4, 4], SELECT_PAIR) == [0]  # no preference: only the SFT term remains

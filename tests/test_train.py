@@ -1,0 +1,195 @@
+"""sa-train on a tiny random Llama: every loss from the same data, LoRA, resume, TensorBoard, device/precision, sweeps."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conf import CONFIG_DIR
+from conf.cli import UserError
+from training.build_data import build
+from training.data import load_groups
+from training.train import train, validate
+
+FIXTURE = Path(__file__).parent / "data" / "episodes_fixture.jsonl"
+TRAINING = Path(__file__).resolve().parent.parent / "training"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train-data")
+    cfg = OmegaConf.load(CONFIG_DIR / "build_data.yaml")
+    cfg.inputs, cfg.output_dir, cfg.mix.ratio = [str(FIXTURE)], str(out), None
+    build(cfg)  # 11 groups, 23 responses
+    return out
+
+
+def compose(*overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose("train", overrides=list(overrides))
+
+
+def run(tmp: Path, data: Path, model: Path, *overrides: str) -> dict:
+    cfg = compose(
+        f"data={data}", f"model.name={model}", f"output_dir={tmp}", "train.groups_per_batch=2", "train.max_steps=2",
+        "train.lr=1e-3", "train.max_length=128", "train.max_prompt_length=96", *overrides,
+    )  # fmt: skip
+    return train(cfg)
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return {k: v.detach().clone() for k, v in AutoModelForCausalLM.from_pretrained(folder).state_dict().items()}
+
+
+def changed(a: dict, b: dict) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("loss", ["stable_alignment", "sft", "dpo", "simpo"])
+def test_every_loss_trains_from_the_same_data(loss, tmp_path, data_dir, tiny_model_dir):
+    summary = run(tmp_path, data_dir, tiny_model_dir, f"loss={loss}")
+    assert summary["steps"] == 2 and summary["start_step"] == 0
+    assert torch.isfinite(torch.tensor(summary["final"]["loss"]))
+    assert changed(weights(tiny_model_dir), weights(tmp_path))  # AutoModelForCausalLM loads the checkpoint
+    assert (tmp_path / "tokenizer_config.json").is_file() and (tmp_path / "summary.json").is_file()
+
+
+def test_tensorboard_scalars_and_no_mfu_on_cpu(tmp_path, data_dir, tiny_model_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(tmp_path, data_dir, tiny_model_dir, "loss=stable_alignment", "train.max_steps=3")
+    events = list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events
+    tags = set()
+    for event in events:
+        accumulator = EventAccumulator(str(event))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    expected = {"loss", "loss/nll_best", "loss/penalty", "loss/active_margin_frac", "loss/gap"}
+    assert expected | {"throughput/tokens_per_s", "throughput/samples_per_s", "lr"} <= tags
+    assert "throughput/mfu" not in tags  # CPU: no known peak, so no MFU
+
+
+def test_lora_checkpointing_bf16_saves_a_merged_plain_checkpoint(tmp_path, data_dir, tiny_model_dir):
+    summary = run(
+        tmp_path, data_dir, tiny_model_dir, "model.lora.enabled=true", "model.lora.r=4",
+        "model.gradient_checkpointing=true", "model.precision=bf16", "train.lr=1e-2",
+    )  # fmt: skip
+    assert summary["mixed_precision"] == "bf16" and summary["device"] == "cpu"
+    assert not (tmp_path / "adapter_config.json").exists()  # merged: loads without peft
+    trained = weights(tmp_path)
+    assert not any("lora" in key for key in trained)
+    assert changed(weights(tiny_model_dir), trained)
+
+
+def test_dpo_with_lora_uses_the_adapter_free_base_as_reference(tmp_path, data_dir, tiny_model_dir):
+    summary = run(
+        tmp_path, data_dir, tiny_model_dir, "loss=dpo", "model.lora.enabled=true", "model.lora.r=4",
+        "train.max_steps=1", "train.groups_per_batch=11",
+    )  # fmt: skip
+    # first step: LoRA's B starts at zero, so policy == reference and the DPO term is exactly log 2
+    assert summary["final"]["loss/preference"] == pytest.approx(math.log(2), abs=1e-5)
+    assert summary["final"]["loss/reward_margin"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(tmp_path, data_dir, tiny_model_dir):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    first = run(full, data_dir, tiny_model_dir, "train.max_steps=4", "train.save_every=2")
+    assert first["start_step"] == 0 and first["steps"] == 4
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["step-2", "step-4"]
+    shutil.copytree(full / "checkpoints" / "step-2", resumed / "checkpoints" / "step-2")
+    second = run(resumed, data_dir, tiny_model_dir, "train.max_steps=4", "train.save_every=2")
+    assert second["start_step"] == 2 and second["steps"] == 4
+    a, b = weights(full), weights(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    third = run(tmp_path / "fresh", data_dir, tiny_model_dir, "train.max_steps=4", "train.resume=null")
+    assert third["start_step"] == 0
+
+
+def test_device_and_precision_selection_without_a_gpu(monkeypatch):
+    from training import modeling
+    from training.throughput import Throughput, peak_tflops
+
+    cpu = torch.device("cpu")
+    assert modeling.pick_device("auto").type in ("cpu", "mps")
+    assert modeling.mixed_precision("auto", cpu) == "no"
+    assert modeling.mixed_precision("bf16", cpu) == "bf16"
+    assert peak_tflops(cpu) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cuda = modeling.pick_device("auto")
+    assert cuda.type == "cuda"
+    assert modeling.mixed_precision("auto", cuda) == "bf16"
+    assert modeling.mixed_precision("fp32", cuda) == "no"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert modeling.mixed_precision("auto", cuda) == "no"  # e.g. a V100: fp32 rather than silent fp16
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    assert peak_tflops(cuda) == 989.0
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Some Future GPU")
+    assert peak_tflops(cuda) is None and peak_tflops(cuda, 100.0) == 100.0
+    meter = Throughput(n_params=1_000_000, peak=100.0)
+    meter.add(tokens=50_000, samples=10)
+    meter.start -= 1.0  # pretend ≥ 1 s elapsed
+    rates = meter.tick()
+    assert rates["mfu"] == pytest.approx(6 * 1e6 * rates["tokens_per_s"] / 100e12)
+    assert "mfu" not in Throughput(n_params=1, peak=None).tick()
+
+
+def test_nothing_is_hard_coded_to_cuda_or_llama():
+    for path in TRAINING.glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"\.cuda\(|device=['\"]cuda|LlamaForCausalLM", text), path
+        assert "set_detect_anomaly(True)" not in text, path
+
+
+def test_bad_config_and_data_are_one_line_user_errors(tmp_path, data_dir):
+    with pytest.raises(UserError, match="loss.margin"):
+        validate(compose(f"data={data_dir}", "loss.margin=-1", "output_dir=x"))
+    with pytest.raises(UserError, match="group_size"):
+        validate(compose(f"data={data_dir}", "train.group_size=0", "output_dir=x"))
+    row = json.loads((data_dir / "train.jsonl").read_text().splitlines()[0])
+    row["responses"][0]["rating"] = None
+    bad = tmp_path / "train.jsonl"
+    bad.write_text(json.dumps(row) + "\n")
+    with pytest.raises(UserError, match="not a number"):
+        load_groups(bad)
+    with pytest.raises(UserError, match="sa-build-data"):
+        load_groups(tmp_path / "empty-folder-that-is-missing")
+
+
+def test_console_script_sweeps_margin_and_lambda(tmp_path, data_dir, tiny_model_dir):
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable, "-m", "training.train", "-m", f"data={data_dir}", f"model.name={tiny_model_dir}",
+        "loss.margin=0.5,1", "loss.lam=0,0.2", "train.max_steps=1", "train.groups_per_batch=2",
+        "train.max_length=128", "train.max_prompt_length=96", f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4
+    seen = set()
+    for job in jobs:
+        assert (job / "model.safetensors").is_file() and json.loads((job / "summary.json").read_text())["steps"] == 1
+        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+        seen.add((cfg.loss.margin, cfg.loss.lam))
+    assert seen == {(0.5, 0), (0.5, 0.2), (1, 0), (1, 0.2)}
+    bad = subprocess.run(
+        [sys.executable, "-m", "training.train", f"data={data_dir}", "loss.margin=-1", f"hydra.run.dir={tmp_path}/x"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "sa-train: error: loss.margin" in bad.stderr
