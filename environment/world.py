@@ -9,6 +9,7 @@ or behind: agents never wait for the slowest agent of a round).
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ class World:
     memory_threshold: float = 0.7
     rounds: int = 2
     _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _round_batches: dict[int, asyncio.Future[None]] = field(default_factory=dict, repr=False)
 
     @property
     def n_agents(self) -> int:
@@ -48,13 +50,39 @@ class World:
     def question(self, round_: int, agent: int) -> Question:
         return self.schedule.question(round_, agent)
 
-    async def question_vector(self, text: str) -> np.ndarray:
-        """The question's embedding (once per world, through the shared cache)."""
+    async def question_vector(self, text: str, round_: int | None = None) -> np.ndarray:
+        """The question's embedding (once per world, through the shared cache).
+
+        With `round_`, the whole round's questions are embedded in one batch (shared by every turn of the round) and
+        the next round's batch is started in the background, so a turn rarely waits for the embedder.
+        """
+        if round_ is not None and text not in self._vectors:
+            batch = self.prefetch_round(round_)
+            self.prefetch_round(round_ + 1)
+            if batch is not None:
+                await asyncio.shield(batch)
         vector = self._vectors.get(text)
         if vector is None:
             vector = (await self.embedder.embed([text]))[0]
             self._vectors[text] = vector
         return vector
+
+    def prefetch_round(self, round_: int) -> asyncio.Future[None] | None:
+        """Start (once) embedding every question of `round_` in one batch; None past the last round."""
+        if round_ >= self.rounds:
+            return None
+        task = self._round_batches.get(round_)
+        if task is None:
+            texts = dict.fromkeys(self.question(round_, a).text for a in range(self.n_agents))
+            task = asyncio.ensure_future(self._embed_missing([t for t in texts if t not in self._vectors]))
+            task.add_done_callback(_retrieve)  # a failed prefetch nobody awaited must not warn at exit
+            self._round_batches[round_] = task
+        return task
+
+    async def _embed_missing(self, texts: list[str]) -> None:
+        if texts:
+            vectors = await self.embedder.embed(texts)
+            self._vectors.update(zip(texts, vectors, strict=True))
 
     def recall(self, agent: int, vector: np.ndarray) -> list[MemoryHit]:
         return self.memories[agent].search(vector, k=self.memory_top_k, threshold=self.memory_threshold)
@@ -70,3 +98,8 @@ class World:
             record["question"], record["revision"]["text"], vector, round=int(record["round"]), source="revision",
             rating=rating,
         )  # fmt: skip
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,130 @@
+"""Interactions/s of one 10x10 round: our async world vs a reference-style collector, same 1 s-per-call endpoint.
+
+Both talk to the same loopback OpenAI-compatible stub (tests/servers/openai_server.py) whose every request (chat and
+embeddings) takes `--latency` seconds.
+- ours: `sa-simulate backend=openai embedder=openai world.size=10 world.rounds=1` in a subprocess (calls capped at
+  `--concurrency` in flight); the rate is taken over the event loop (metrics.json `interactions_per_s`).
+- reference-style: the reference's structure — 10 threads, a synchronous `openai.OpenAI` client, the calls of a turn
+  made one after another: question embedding (the reference makes ~6; we count 1), draft, k=4 peer ratings,
+  revision, observer alignment + engagement for draft and revision = 11 calls per turn, same prompts.
+The stub's request log shows whether the independent calls of a turn (peer ratings, observer scores) overlapped.
+Prints one JSON object with both figures and the ratio.
+
+    python benchmarks/bench_world_throughput.py                 # 10x10 round, 1 s per call
+    python benchmarks/bench_world_throughput.py --size 4 --latency 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from agents import prompts  # noqa: E402
+from agents.ratings import parse_rating  # noqa: E402
+from environment.grid import Grid, Layout, pick_raters  # noqa: E402
+from environment.questions import QuestionSchedule, load_questions  # noqa: E402
+from tests.servers.fixtures import RunningServer, start_openai_stub  # noqa: E402
+
+
+def run_ours(server: RunningServer, size: int, concurrency: int, work: Path) -> dict:
+    url = server.base_url
+    run_dir = work / "ours"
+    command = [
+        str(Path(sys.executable).with_name("sa-simulate")), "backend=openai", f"backend.base_url={url}",
+        "backend.model=stub", f"backend.limits.concurrency={concurrency}", "backend.limits.timeout_s=120",
+        "embedder=openai", f"embedder.base_url={url}", "embedder.model=stub-embed", "embedder.dim=384",
+        f"world.size={size}", "world.rounds=1", "run.plots=false", f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"sa-simulate failed: {result.stderr[-3000:]}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"interactions": metrics["records"], "interactions_per_s": metrics["interactions_per_s"],
+            "collection_s": metrics["collection_seconds"], "wall_s_incl_startup": round(wall, 2),
+            "calls": metrics["calls"]}  # fmt: skip
+
+
+def run_reference(server: RunningServer, size: int, k: int, threads: int) -> dict:
+    """The reference's collector: a thread pool, each turn's calls one after another, a synchronous client."""
+    import openai
+
+    client = openai.OpenAI(base_url=server.base_url, api_key="sk-no-key-needed", max_retries=0, timeout=120)
+    n = size * size
+    layout = Layout(Grid(size, float(size // 2), torus=True))
+    schedule = QuestionSchedule(load_questions("builtin"), n, 0, "reference")
+
+    def chat(messages: list[dict[str, str]], max_tokens: int) -> str:
+        reply = client.chat.completions.create(model="stub", messages=messages, max_tokens=max_tokens)
+        return reply.choices[0].message.content or ""
+
+    def turn(agent: int) -> None:
+        import random
+
+        question = schedule.question(0, agent).text
+        client.embeddings.create(model="stub-embed", input=[question])
+        draft = chat(prompts.draft_messages(question, []), 256)
+        peers = pick_raters(layout, agent, 0, k, 0.0, random.Random(agent))
+        feedback = [(p, parse_rating(chat(prompts.feedback_messages(question, draft, []), 64))) for p in peers]
+        revision = chat(prompts.revise_messages(question, draft, feedback), 256)
+        for answer in (draft, revision):
+            for aspect in ("alignment", "engagement"):
+                parse_rating(chat(prompts.observer_messages(aspect, question, answer), 64))
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(turn, range(n)))
+    seconds = time.perf_counter() - started
+    return {"interactions": n, "interactions_per_s": round(n / seconds, 4), "collection_s": round(seconds, 2),
+            "calls": n * (3 + k + 4)}  # fmt: skip
+
+
+def overlap(log: list[dict]) -> dict:
+    """Peak number of requests in flight at once, from the stub's request log."""
+    events = sorted([(e["t_start"], 1) for e in log] + [(e["t_end"], -1) for e in log])
+    peak = active = 0
+    for _, step in events:
+        active += step
+        peak = max(peak, active)
+    return {"requests": len(log), "peak_in_flight": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=10)
+    parser.add_argument("--latency", type=float, default=1.0, help="seconds per request at the stub")
+    parser.add_argument("--concurrency", type=int, default=1024, help="our backend.limits.concurrency")
+    parser.add_argument("--threads", type=int, default=10, help="reference-style collector threads")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-world-throughput-"))
+    server = start_openai_stub(work / "stub", latency=args.latency, log=True)
+    try:
+        ours = run_ours(server, args.size, args.concurrency, work)
+        ours.update(overlap(server.stats()["log"]))
+        server.stop()
+        server = start_openai_stub(work / "stub-ref", latency=args.latency, log=True)
+        reference = run_reference(server, args.size, 4, args.threads)
+        reference.update(overlap(server.stats()["log"]))
+    finally:
+        server.stop()
+    ratio = ours["interactions_per_s"] / reference["interactions_per_s"]
+    stages = ours["collection_s"] / args.latency
+    print(json.dumps({
+        "world": f"{args.size}x{args.size}, 1 round", "latency_s_per_call": args.latency, "ours": ours,
+        "reference_style": reference, "ratio_interactions_per_s": round(ratio, 2),
+        "ours_collection_in_call_latencies": round(stages, 2),  # 4 = draft → ratings ∥ observer → revise → observer
+    }, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
