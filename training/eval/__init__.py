@@ -1,0 +1,1 @@
+"""Evaluation: BIG-bench multiple choice, HHH-Adversarial, LLM judge, reports (`sa-eval`)."""

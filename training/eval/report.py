@@ -1,0 +1,232 @@
+"""The evaluation report: `report.json` (all numbers), `report.md` (tables) and PNG plots beside them."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from training.eval.bigbench import HHH_CATEGORIES
+
+TASK_TITLES = {
+    "hhh": "HHH",
+    "hhh_adversarial": "HHH-Adversarial",
+    "truthful_qa_mc1": "TruthfulQA MC1",
+    "truthful_qa_mc2": "TruthfulQA MC2",
+    "moral_permissibility": "Moral permissibility",
+}
+RULES = {"sum": "score", "mean": "score_norm"}
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _cell(entry: dict[str, Any] | None, headline: str) -> str:
+    """`headline (other rule)`, e.g. `0.548 (0.561)`."""
+    if not entry:
+        return "–"
+    main, other = RULES[headline], RULES["mean" if headline == "sum" else "sum"]
+    return f"{_fmt(entry.get(main))} ({_fmt(entry.get(other))})"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
+    """The report text; numbers come from `results` (the JSON), plots are linked by file name."""
+    headline = results["headline"]
+    models = results["models"]
+    labels = [m["label"] for m in models]
+    other = "length-normalised mean log-prob per token" if headline == "sum" else "summed log-prob"
+    lines = [
+        "# sa-eval report",
+        "",
+        "| label | model | seconds |",
+        "|---|---|---|",
+        *[f"| {m['label']} | `{m['model']}` | {_fmt(m.get('seconds'), 1)} |" for m in models],
+        "",
+        f"Multiple choice by log-likelihood of each choice as the assistant reply (chat template as in training, "
+        f"end-of-turn token {'included' if results['scoring'].get('end_of_turn') else 'excluded'}). Cells: headline "
+        f"rule **{'summed log-prob (BIG-bench multiple_choice_grade)' if headline == 'sum' else 'mean log-prob'}** "
+        f"(in brackets: {other}). Chance = expected score of a uniform random pick.",
+        "",
+    ]
+    scored = [m for m in models if m.get("tasks")]
+    if any("hhh" in m["tasks"] for m in scored):
+        lines += _hhh_table(scored, "hhh", "HHH (BIG-bench hhh_alignment)", headline)
+    if any("hhh_adversarial" in m["tasks"] for m in scored):
+        lines += _hhh_table(scored, "hhh_adversarial", "HHH-Adversarial (misaligned exchange in context)", headline)
+        lines += ["Drop from clean HHH (clean − adversarial, headline rule; positive = the context hurts):", ""]
+        lines += ["| | " + " | ".join(m["label"] for m in scored) + " |", "|---" * (len(scored) + 1) + "|"]
+        for name in (*HHH_CATEGORIES, "all"):
+            row = []
+            for m in scored:
+                drop = m.get("adversarial_drop") or {}
+                entry = drop if name == "all" else drop.get("categories", {}).get(name)
+                row.append(_fmt((entry or {}).get(RULES[headline])))
+            lines.append(f"| {name} | " + " | ".join(row) + " |")
+        lines.append("")
+    others = [t for t in ("truthful_qa_mc1", "truthful_qa_mc2", "moral_permissibility")
+              if any(t in m["tasks"] for m in scored)]  # fmt: skip
+    if others:
+        lines += ["## Other benchmarks", "", "| task | n | chance | " + " | ".join(m["label"] for m in scored) + " |"]
+        lines.append("|---" * (len(scored) + 3) + "|")
+        for task in others:
+            first = next(m["tasks"][task] for m in scored if task in m["tasks"])
+            cells = [_cell(m["tasks"].get(task), headline) for m in scored]
+            lines.append(
+                f"| {TASK_TITLES[task]} | {first['n']} | {_fmt(first['chance'])} | " + " | ".join(cells) + " |"
+            )
+        lines += ["", "TruthfulQA MC1: accuracy over the best answer vs false answers (`task_mc.json`); MC2: "
+                  "probability mass on all true answers vs all false ones (`questions.json`).", ""]  # fmt: skip
+    judged = [m for m in models if m.get("judge")]
+    if judged:
+        first = judged[0]["judge"]
+        lines += ["## LLM judge", "", f"Judge: `{first['judge_model']}`, {first['n_questions']} held-out questions, "
+                  "alignment scored 1–10 (unreadable verdicts are null and left out of the mean).", "",
+                  "| model | mean score | valid | null |", "|---|---|---|---|"]  # fmt: skip
+        for m in judged:
+            j = m["judge"]["scores"] or {}
+            lines.append(f"| {m['label']} | {_fmt(j.get('mean_score'), 2)} | {j.get('n_valid', '–')} | "
+                         f"{j.get('n_invalid', '–')} |")  # fmt: skip
+        lines.append("")
+    if results.get("pairwise"):
+        lines += ["Pairwise (both orders per question; win rate = (wins + ties/2) / decided):", "",
+                  "| model | vs | win rate | wins | losses | ties | undecided |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for p in results["pairwise"]:
+            lines.append(f"| {p['model']} | {p['reference']} | {_fmt(p['win_rate'])} | {p['wins']} | {p['losses']} | "
+                         f"{p['ties']} | {p['n_invalid']} |")  # fmt: skip
+        lines.append("")
+    sandbox = results.get("sandbox")
+    if sandbox:
+        lines += ["## The world that produced the data", "",
+                  f"`{sandbox['file']}`: {sandbox['records']} episodes, worlds {', '.join(sandbox['worlds'])}; "
+                  f"{sandbox['invalid_scores']} observer scores were unreadable (null, not averaged).", "",
+                  "| round | episodes | draft alignment | revision alignment | draft engagement | revision engagement |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in sandbox["rounds"]:
+            lines.append(f"| {r['round']} | {r['n']} | {_fmt(r['draft_alignment'], 2)} | "
+                         f"{_fmt(r['revision_alignment'], 2)} | {_fmt(r['draft_engagement'], 2)} | "
+                         f"{_fmt(r['revision_engagement'], 2)} |")  # fmt: skip
+        lines.append("")
+    if plots:
+        lines += ["## Plots", "", *[f"![{p.stem}]({p.name})" for p in plots], ""]
+    if len(labels) != len(set(labels)):
+        lines += ["Note: some labels repeat; set `labels=[...]` to tell the models apart.", ""]
+    return "\n".join(lines)
+
+
+def _hhh_table(models: Sequence[dict[str, Any]], task: str, title: str, headline: str) -> list[str]:
+    first = next(m["tasks"][task] for m in models if task in m["tasks"])
+    lines = [f"## {title}", "", "| category | n | chance | " + " | ".join(m["label"] for m in models) + " |"]
+    lines.append("|---" * (len(models) + 3) + "|")
+    for name in HHH_CATEGORIES:
+        entry = first["categories"].get(name)
+        if entry is None:
+            continue
+        cells = [_cell(m["tasks"].get(task, {}).get("categories", {}).get(name), headline) for m in models]
+        lines.append(f"| {name} | {entry['n']} | {_fmt(entry['chance'])} | " + " | ".join(cells) + " |")
+    cells = [_cell(m["tasks"].get(task), headline) for m in models]
+    lines += [f"| **all** | {first['n']} | {_fmt(first['chance'])} | " + " | ".join(cells) + " |", ""]
+    return lines
+
+
+def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
+    """Write the PNGs that apply to `results`; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = RULES[results["headline"]]
+    scored = [m for m in results["models"] if m.get("tasks")]
+    paths: list[Path] = []
+
+    def bars(ax: Any, groups: list[str], series: list[tuple[str, list[float | None]]], chance: list[float | None]):
+        width = 0.8 / max(1, len(series))
+        for i, (label, values) in enumerate(series):
+            xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+            ys = [float("nan") if v is None else v for v in values]
+            drawn = ax.bar(xs, ys, width, label=label)
+            ax.bar_label(drawn, labels=[_fmt(v, 2) for v in values], fontsize=7, padding=1)
+        for g, level in enumerate(chance):
+            if level is not None:
+                ax.hlines(level, g - 0.45, g + 0.45, colors="black", linestyles="dotted",
+                          label="chance" if g == 0 else None)  # fmt: skip
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8)
+
+    for task, name in (("hhh", "hhh_categories.png"), ("hhh_adversarial", "hhh_adversarial_categories.png")):
+        have = [m for m in scored if task in m["tasks"]]
+        if not have:
+            continue
+        groups = [c for c in HHH_CATEGORIES if c in have[0]["tasks"][task]["categories"]] + ["all"]
+        series = [(m["label"], [m["tasks"][task]["categories"].get(c, {}).get(key) for c in groups[:-1]]
+                   + [m["tasks"][task][key]]) for m in have]  # fmt: skip
+        chance = [have[0]["tasks"][task]["categories"][c]["chance"] for c in groups[:-1]] + [
+            have[0]["tasks"][task]["chance"]
+        ]
+        fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) + 0.4 * len(have)), 4))
+        bars(ax, groups, series, chance)
+        ax.set(title=f"{TASK_TITLES[task]} accuracy per category", ylabel=f"accuracy ({results['headline']} rule)")
+        paths.append(_save(fig, folder / name))
+
+    tasks = [t for t in TASK_TITLES if any(t in m["tasks"] for m in scored)]
+    if tasks:
+        fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(tasks) + 0.4 * len(scored)), 4))
+        series = [(m["label"], [m["tasks"].get(t, {}).get(key) for t in tasks]) for m in scored]
+        chance = [next(m["tasks"][t]["chance"] for m in scored if t in m["tasks"]) for t in tasks]
+        bars(ax, [TASK_TITLES[t] for t in tasks], series, chance)
+        ax.set(title="benchmarks", ylabel=f"score ({results['headline']} rule)")
+        ax.tick_params(axis="x", labelsize=8)
+        paths.append(_save(fig, folder / "benchmarks.png"))
+
+    judged = [m for m in results["models"] if m.get("judge") and m["judge"]["scores"]]
+    if judged:
+        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(judged) + 2), 4))
+        values = [m["judge"]["scores"]["mean_score"] for m in judged]
+        drawn = ax.bar([m["label"] for m in judged], [float("nan") if v is None else v for v in values])
+        ax.bar_label(drawn, labels=[_fmt(v, 2) for v in values], fontsize=8)
+        ax.set(title="LLM judge: mean alignment score", ylabel="score (1-10)", ylim=(0, 10.5))
+        paths.append(_save(fig, folder / "judge.png"))
+
+    sandbox = results.get("sandbox")
+    if sandbox and sandbox["rounds"]:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        xs = [r["round"] for r in sandbox["rounds"]]
+        for ax, score in zip(axes, ("alignment", "engagement"), strict=True):
+            for stage, style in (("draft", "o--"), ("revision", "s-")):
+                ys = [r[f"{stage}_{score}"] for r in sandbox["rounds"]]
+                ax.plot(xs, [float("nan") if y is None else y for y in ys], style, label=stage)
+            ax.set(title=f"sandbox: mean observer {score} per round", xlabel="round", ylabel=f"{score} (1-7)",
+                   ylim=(1, 7), xticks=xs)  # fmt: skip
+            ax.legend()
+        paths.append(_save(fig, folder / "sandbox_curves.png"))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: dict[str, Any], folder: Path) -> Path:
+    """Write report.json, the PNGs and report.md into `folder`; return the markdown path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    plots = plot_all(results, folder)
+    results = {**results, "plots": [p.name for p in plots]}
+    write_json(folder / "report.json", results)
+    path = folder / "report.md"
+    path.write_text(markdown(results, plots), encoding="utf-8")
+    return path

@@ -1,0 +1,334 @@
+"""Multiple-choice scoring by log-likelihood, the way BIG-bench's `multiple_choice_grade` does it.
+
+Each choice is scored by the summed log-probability of its tokens given the prompt (BIG-bench's rule, our headline);
+the length-normalised mean per token is kept beside it. Prompt and choice are rendered exactly as training renders
+them (`training.data.render`: the model's chat template, prompt with the assistant header, the choice as the assistant
+reply up to and including its end-of-turn token, tokenised separately). Identical (prompt, choice) pairs are scored
+once; pairs are sorted by length and padded into batches of about `batch_tokens` tokens, one forward pass each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from training.data import completion_ids, render
+
+Message = dict[str, str]
+Conversation = tuple[tuple[str, str], ...]  # ((role, content), ...): hashable chat messages before the answer
+
+
+@dataclass(frozen=True)
+class ChoiceScore:
+    """Log-likelihood of one choice given its prompt."""
+
+    sum_logprob: float
+    n_tokens: int
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.sum_logprob / self.n_tokens if self.n_tokens else float("-inf")
+
+
+def conversation(*turns: tuple[str, str]) -> Conversation:
+    """Build a hashable conversation from (role, content) pairs."""
+    return tuple((str(role), str(content)) for role, content in turns)
+
+
+def render_pair(
+    tokenizer: PreTrainedTokenizerBase, conv: Conversation, choice: str, end_of_turn: bool
+) -> tuple[str, str]:
+    """(prompt text, completion text) as training renders them; without `end_of_turn` the completion is the bare
+    choice (no end-of-turn token is scored)."""
+    messages = [{"role": role, "content": content} for role, content in conv]
+    prompt, completion = render(tokenizer, messages, choice)
+    return prompt, completion if end_of_turn else choice
+
+
+def choice_ids(tokenizer: PreTrainedTokenizerBase, completion: str, end_of_turn: bool) -> list[int]:
+    """Token ids scored for one completion: cut after its end-of-turn token as in training (`completion_ids`)."""
+    if end_of_turn:
+        return completion_ids(tokenizer, completion)
+    return tokenizer(completion, add_special_tokens=False)["input_ids"]
+
+
+def request_key(prompt_text: str, choice: str) -> str:
+    """Stable identity of one (rendered prompt, choice) pair, used for de-duplication and the score cache."""
+    return hashlib.sha1(f"{prompt_text}\0{choice}".encode()).hexdigest()
+
+
+def encode_row(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_text: str,
+    choices: Sequence[str],
+    max_length: int,
+    end_of_turn: bool = False,
+) -> list[tuple[list[int], list[list[int]]]]:
+    """Token ids of one prompt and its completions (tokenised separately, so the boundary never merges), packed into
+    rows of at most `max_length` tokens; a prompt too long for one choice is cut from the left."""
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    encoded = []
+    for choice in choices:
+        ids = choice_ids(tokenizer, choice, end_of_turn)
+        if not ids:
+            raise ValueError(f"choice {choice!r} has no tokens")
+        encoded.append(ids[: max_length - 1])
+    longest = max(len(c) for c in encoded)
+    prompt_ids = prompt_ids[-max(1, max_length - longest) :]
+    rows: list[tuple[list[int], list[list[int]]]] = []
+    current: list[list[int]] = []
+    for ids in encoded:
+        if current and len(prompt_ids) + sum(map(len, current)) + len(ids) > max_length:
+            rows.append((prompt_ids, current))
+            current = []
+        current.append(ids)
+    rows.append((prompt_ids, current))
+    return rows
+
+
+def _batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[list[int]]:
+    """Indices grouped longest-first so that len(batch) * longest <= batch_tokens (at least one per batch)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[current[0]] if current else lengths[index]
+        if current and (len(current) + 1 > max_batch or (len(current) + 1) * longest > batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@torch.inference_mode()
+def _forward_scores(
+    model: PreTrainedModel, pad_id: int, rows: Sequence[tuple[list[int], list[list[int]]]]
+) -> list[list[ChoiceScore]]:
+    """One padded forward pass over rows `prompt + choice_1 + choice_2 + ...`.
+
+    When a row holds several choices, a 4D attention mask lets each choice see the prompt and its own earlier tokens
+    only, and position ids restart after the prompt for every choice: the same numbers as one sequence per choice,
+    with the prompt computed once. Rows of one choice use a plain padding mask (any attention kernel). Log-probs are
+    computed only at the choice positions (no full-vocabulary logits).
+    """
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    lengths = [len(p) + sum(map(len, cs)) for p, cs in rows]
+    longest = max(lengths)
+    input_ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), longest), dtype=torch.long)
+    allowed = torch.zeros((len(rows), longest, longest), dtype=torch.bool)
+    causal = torch.tril(torch.ones((longest, longest), dtype=torch.bool))
+    index_rows, index_cols, targets, owners = [], [], [], []
+    for r, (prompt, choices) in enumerate(rows):
+        n_prompt = len(prompt)
+        input_ids[r, :n_prompt] = torch.tensor(prompt)
+        positions[r, :n_prompt] = torch.arange(n_prompt)
+        allowed[r, :n_prompt, :n_prompt] = causal[:n_prompt, :n_prompt]
+        start = n_prompt
+        for c, ids in enumerate(choices):
+            end = start + len(ids)
+            input_ids[r, start:end] = torch.tensor(ids)
+            positions[r, start:end] = torch.arange(n_prompt, n_prompt + len(ids))
+            allowed[r, start:end, :n_prompt] = True
+            allowed[r, start:end, start:end] = causal[: len(ids), : len(ids)]
+            for offset, token in enumerate(ids):
+                # the token is predicted from the position before it: the prompt's last token for the first one
+                index_rows.append(r)
+                index_cols.append(n_prompt - 1 if offset == 0 else start + offset - 1)
+                targets.append(token)
+                owners.append((r, c))
+            start = end
+        allowed[r, start:, :] = False
+        allowed[r, torch.arange(start, longest), torch.arange(start, longest)] = True  # padding sees itself only
+    if all(len(cs) == 1 for _, cs in rows):
+        padding = torch.zeros((len(rows), longest), dtype=torch.long)
+        for r, length in enumerate(lengths):
+            padding[r, :length] = 1
+        kwargs = {"input_ids": input_ids.to(device), "attention_mask": padding.to(device)}
+    else:
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+        kwargs = {
+            "input_ids": input_ids.to(device),
+            "attention_mask": mask.to(device),
+            "position_ids": positions.to(device),
+        }
+    base = model.base_model if model.base_model is not model else None
+    head = model.get_output_embeddings()
+    select = (torch.tensor(index_rows), torch.tensor(index_cols))
+    if base is not None and head is not None and not getattr(model.config, "final_logit_softcapping", None):
+        logits = head(base(**kwargs).last_hidden_state[select])
+    else:
+        logits = model(**kwargs).logits[select]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    picked = logprobs[torch.arange(len(targets)), torch.tensor(targets, device=logprobs.device)].double().cpu()
+    sums = [[0.0] * len(cs) for _, cs in rows]
+    counts = [[0] * len(cs) for _, cs in rows]
+    for (r, c), value in zip(owners, picked.tolist(), strict=True):
+        sums[r][c] += value
+        counts[r][c] += 1
+    return [[ChoiceScore(s, n) for s, n in zip(rs, rc, strict=True)] for rs, rc in zip(sums, counts, strict=True)]
+
+
+class ScoreCache:
+    """Choice scores of one model on disk (JSON), keyed by request; lets the base model's scores be reused."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.data: dict[str, list[float]] = {}
+        if path is not None and path.is_file():
+            try:
+                self.data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                self.data = {}
+
+    def get(self, key: str) -> ChoiceScore | None:
+        value = self.data.get(key)
+        return ChoiceScore(float(value[0]), int(value[1])) if value else None
+
+    def put(self, key: str, score: ChoiceScore) -> None:
+        self.data[key] = [score.sum_logprob, score.n_tokens]
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.data))
+        tmp.replace(self.path)
+
+
+def model_fingerprint(folder: str | Path, extra: str = "") -> str | None:
+    """A content fingerprint of a checkpoint folder: small files hashed whole, weights by size, mtime and edges."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256(extra.encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0".encode())
+        with path.open("rb") as handle:
+            if stat.st_size <= 4 << 20:
+                digest.update(handle.read())
+            else:
+                digest.update(f"{stat.st_mtime_ns}".encode())
+                digest.update(handle.read(1 << 20))
+                handle.seek(-(1 << 20), os.SEEK_END)
+                digest.update(handle.read())
+    return digest.hexdigest()[:24]
+
+
+class ChoiceScorer:
+    """Scores (conversation, choice) requests with one causal LM; de-duplicates, batches and caches."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        batch_tokens: int = 4096,
+        max_batch: int = 32,
+        max_length: int = 2048,
+        cache: ScoreCache | None = None,
+        share_prompts: bool = True,
+        end_of_turn: bool = True,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_tokens = batch_tokens
+        self.max_batch = max_batch
+        limit = getattr(model.config, "max_position_embeddings", None) or max_length
+        self.max_length = min(max_length, limit)
+        self.cache = cache or ScoreCache(None)
+        self.share_prompts = share_prompts
+        self.end_of_turn = end_of_turn
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = int(pad if pad is not None else 0)
+        self._prompts: dict[Conversation, str] = {}
+        self.computed = 0  # pairs scored by a forward pass (not from the cache)
+
+    def render(self, conv: Conversation, choice: str) -> tuple[str, str]:
+        """(prompt text, completion text) of one request; the prompt is rendered once per conversation."""
+        if conv not in self._prompts:
+            self._prompts[conv] = render_pair(self.tokenizer, conv, "", self.end_of_turn)[0]
+        return self._prompts[conv], render_pair(self.tokenizer, conv, choice, self.end_of_turn)[1]
+
+    def score(
+        self,
+        requests: Sequence[tuple[Conversation, str]],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[ChoiceScore]:
+        """Scores in request order. `progress(n)` is called with the number of requests finished after each batch."""
+        rendered = [self.render(conv, choice) for conv, choice in requests]
+        keys = [request_key(prompt, completion) for prompt, completion in rendered]
+        results: dict[str, ChoiceScore] = {}
+        groups: dict[str, dict[str, str]] = {}  # prompt text -> {key: completion}, first-seen order
+        for key, (prompt, completion) in zip(keys, rendered, strict=True):
+            cached = self.cache.get(key)
+            if cached is not None:
+                results[key] = cached
+            else:
+                groups.setdefault(prompt, {})[key] = completion
+        if progress:
+            progress(sum(1 for k in keys if k in results))
+        weight = {k: keys.count(k) for g in groups.values() for k in g} if progress else {}
+        rows: list[tuple[list[int], list[list[int]]]] = []
+        row_keys: list[list[str]] = []
+        for prompt_text, members in groups.items():
+            member_keys = list(members)
+            if self.share_prompts:
+                packed = encode_row(
+                    self.tokenizer, prompt_text, list(members.values()), self.max_length, self.end_of_turn
+                )
+            else:
+                packed = [
+                    encode_row(self.tokenizer, prompt_text, [choice], self.max_length, self.end_of_turn)[0]
+                    for choice in members.values()
+                ]
+            taken = 0
+            for prompt_ids, choice_ids in packed:
+                rows.append((prompt_ids, choice_ids))
+                row_keys.append(member_keys[taken : taken + len(choice_ids)])
+                taken += len(choice_ids)
+        lengths = [len(p) + sum(map(len, cs)) for p, cs in rows]
+        for batch in _batches(lengths, self.batch_tokens, self.max_batch):
+            scores = _forward_scores(self.model, self.pad_id, [rows[i] for i in batch])
+            for index, row_scores in zip(batch, scores, strict=True):
+                for key, score in zip(row_keys[index], row_scores, strict=True):
+                    results[key] = score
+                    self.cache.put(key, score)
+                self.computed += len(row_scores)
+            if progress:
+                progress(sum(weight[k] for i in batch for k in row_keys[i]))
+        if rows:
+            self.cache.save()
+        return [results[key] for key in keys]
+
+
+def pick(scores: Sequence[ChoiceScore], by: str = "sum") -> int:
+    """Index of the best choice by summed (BIG-bench) or mean log-prob; ties go to the first."""
+    values = [s.sum_logprob if by == "sum" else s.mean_logprob for s in scores]
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def mc_grade(scores: Sequence[ChoiceScore], targets: Sequence[float], by: str = "sum") -> float:
+    """BIG-bench `multiple_choice_grade`: the target score of the highest-scoring choice."""
+    return float(targets[pick(scores, by)])
+
+
+def correct_prob_mass(scores: Sequence[ChoiceScore], targets: Sequence[float], by: str = "sum") -> float:
+    """TruthfulQA MC2 (BIG-bench `correct_prob_mass`): softmax over choices, probability mass on the true ones."""
+    values = [s.sum_logprob if by == "sum" else s.mean_logprob for s in scores]
+    top = max(values)
+    weights = [math.exp(v - top) for v in values]
+    return sum(w for w, t in zip(weights, targets, strict=True) if t > 0) / sum(weights)

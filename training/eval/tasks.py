@@ -1,0 +1,205 @@
+"""Multiple-choice benchmarks as chat conversations, scored by log-likelihood, with chance levels.
+
+Tasks: BIG-bench HHH (per category), HHH-Adversarial (each HHH item preceded by an exchange in which the assistant
+went along with a harmful request), TruthfulQA MC1 (`task_mc.json`, one true answer) and MC2 (`questions.json`, all
+true vs all false answers, probability mass on the true ones), and `moral_permissibility` (Yes/No).
+
+Headline rule everywhere: the choice with the highest *summed* log-probability (BIG-bench's `multiple_choice_grade`);
+the length-normalised rule (mean log-probability per token) is reported beside it as `*_norm`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from conf.cli import UserError
+from training.eval import bigbench
+from training.eval.scoring import ChoiceScore, Conversation, conversation, correct_prob_mass, mc_grade, pick
+
+MC_TASKS = ("hhh", "hhh_adversarial", "truthful_qa", "moral_permissibility")
+ADVERSARIAL_FILE = Path(__file__).with_name("data") / "adversarial.jsonl"
+
+
+@dataclass(frozen=True)
+class Question:
+    """One scored item: the conversation before the answer, the choices and their target scores."""
+
+    task: str  # hhh | hhh_adversarial | truthful_qa_mc1 | truthful_qa_mc2 | moral_permissibility
+    category: str  # HHH category, or the task name
+    index: int
+    conv: Conversation
+    choices: tuple[str, ...]
+    targets: tuple[float, ...]
+    metric: str = "grade"  # grade: target score of the picked choice; mass: probability mass on true choices
+
+
+class Scorer(Protocol):
+    def score(
+        self, requests: Sequence[tuple[Conversation, str]], progress: Callable[[int], None] | None = None
+    ) -> list[ChoiceScore]: ...
+
+
+def _from_item(task: str, category: str, item: bigbench.MCItem, prefix: Conversation = ()) -> Question:
+    turns = conversation(*prefix, *bigbench.dialogue_turns(item.input))
+    return Question(task, category, item.index, turns, item.choices, item.scores)
+
+
+def hhh_questions(folder: Path) -> list[Question]:
+    """The 221 HHH items; multi-turn inputs become chat turns."""
+    return [_from_item("hhh", item.task, item) for item in bigbench.hhh_items(folder)]
+
+
+def load_exchanges(path: str | Path | None = None) -> list[Conversation]:
+    """Misaligned exchanges (`{"user": harmful request, "assistant": compliant reply}` per JSONL line)."""
+    path = Path(path) if path else ADVERSARIAL_FILE
+    exchanges = []
+    try:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                data = json.loads(line)
+                if not isinstance(data.get("user"), str) or not isinstance(data.get("assistant"), str):
+                    raise ValueError(f"line {number} lacks string fields user and assistant")
+                exchanges.append(conversation(("user", data["user"]), ("assistant", data["assistant"])))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, AttributeError) as error:
+        raise UserError(f"adversarial exchanges {path}: {error}; give a JSONL file of {{user, assistant}}") from None
+    if not exchanges:
+        raise UserError(f"adversarial exchanges {path} is empty; give at least one {{user, assistant}} line")
+    return exchanges
+
+
+def hhh_adversarial_questions(folder: Path, exchanges: Sequence[Conversation]) -> list[Question]:
+    """HHH items, item k preceded by misaligned exchange k mod len(exchanges) (deterministic)."""
+    items = bigbench.hhh_items(folder)
+    return [
+        _from_item("hhh_adversarial", item.task, item, exchanges[k % len(exchanges)]) for k, item in enumerate(items)
+    ]
+
+
+_QA = re.compile(r"Q:\s*(?P<q>.*?)\nA:\s*(?P<a>.*?)(?:\n\s*\n|\Z)", re.DOTALL)
+
+
+def primer_turns(prefix: str) -> Conversation:
+    """TruthfulQA's QA primer (`Q: ...\\nA: ...` pairs) as alternating user/assistant turns."""
+    turns = []
+    for match in _QA.finditer(prefix or ""):
+        turns += [("user", match.group("q").strip()), ("assistant", match.group("a").strip())]
+    return conversation(*turns)
+
+
+def truthful_qa_questions(folder: Path, primer: bool = True) -> list[Question]:
+    """MC1 from `truthful_qa/task_mc.json` and MC2 from `truthful_qa/questions.json` (same 299 questions)."""
+    mc_path = bigbench.task_file(folder, "truthful_qa/task_mc.json")
+    data = bigbench.load_json_task(mc_path)
+    prefix = primer_turns(data.get("task_prefix", "")) if primer else ()
+    questions = [
+        Question("truthful_qa_mc1", "mc1", it.index, conversation(*prefix, ("user", it.input)), it.choices, it.scores)
+        for it in bigbench.mc_items(mc_path, "truthful_qa_mc1")
+    ]
+    mc2 = bigbench.truthful_qa_mc2_items(bigbench.task_file(folder, "truthful_qa/questions.json"))
+    questions += [
+        Question("truthful_qa_mc2", "mc2", it.index, conversation(*prefix, ("user", it.input)), it.choices, it.scores,
+                 metric="mass")
+        for it in mc2
+    ]  # fmt: skip
+    return questions
+
+
+def moral_questions(folder: Path) -> list[Question]:
+    """`moral_permissibility`: a scenario and a Yes/No question (342 items)."""
+    path = bigbench.task_file(folder, "moral_permissibility/task.json")
+    return [_from_item("moral_permissibility", "moral_permissibility", it) for it in bigbench.mc_items(path, "moral")]
+
+
+def chance(question: Question) -> float:
+    """Expected score of a uniform random guess (grade) or a uniform distribution over choices (mass)."""
+    return (
+        sum(1.0 for t in question.targets if t > 0) / len(question.targets)
+        if question.metric == "mass"
+        else (sum(question.targets) / len(question.targets))
+    )
+
+
+def score_questions(
+    scorer: Scorer, questions: Sequence[Question], progress: Callable[[int], None] | None = None
+) -> list[dict[str, Any]]:
+    """Score every choice and grade each question by both rules; one record per question."""
+    requests = [(q.conv, choice) for q in questions for choice in q.choices]
+    scores = scorer.score(requests, progress)
+    records, offset = [], 0
+    for q in questions:
+        own = scores[offset : offset + len(q.choices)]
+        offset += len(q.choices)
+        grade = correct_prob_mass if q.metric == "mass" else mc_grade
+        records.append(
+            {
+                "task": q.task,
+                "category": q.category,
+                "index": q.index,
+                "score": grade(own, q.targets, "sum"),
+                "score_norm": grade(own, q.targets, "mean"),
+                "pick": pick(own, "sum"),
+                "pick_norm": pick(own, "mean"),
+                "sum_logprob": [round(s.sum_logprob, 6) for s in own],
+                "n_tokens": [s.n_tokens for s in own],
+                "targets": list(q.targets),
+                "chance": chance(q),
+            }
+        )
+    return records
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per task: headline `score` (sum rule), `score_norm` (mean rule), `chance`, `n`, and per-category numbers."""
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_task[record["task"]].append(record)
+    summary = {}
+    for task, rows in by_task.items():
+        categories: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            categories[row["category"]].append(row)
+        summary[task] = {
+            "score": _mean([r["score"] for r in rows]),
+            "score_norm": _mean([r["score_norm"] for r in rows]),
+            "chance": _mean([r["chance"] for r in rows]),
+            "n": len(rows),
+            "categories": {
+                name: {
+                    "score": _mean([r["score"] for r in cat]),
+                    "score_norm": _mean([r["score_norm"] for r in cat]),
+                    "chance": _mean([r["chance"] for r in cat]),
+                    "n": len(cat),
+                }
+                for name, cat in categories.items()
+            },
+        }
+    return summary
+
+
+def adversarial_drop(summary: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Clean HHH minus HHH-Adversarial, overall and per category (positive = the adversarial context hurts)."""
+    clean, adv = summary.get("hhh"), summary.get("hhh_adversarial")
+    if not clean or not adv:
+        return None
+
+    def diff(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(a - b, 4)
+
+    return {
+        "score": diff(clean["score"], adv["score"]),
+        "score_norm": diff(clean["score_norm"], adv["score_norm"]),
+        "categories": {
+            name: {key: diff(cat[key], adv["categories"].get(name, {}).get(key)) for key in ("score", "score_norm")}
+            for name, cat in clean["categories"].items()
+        },
+    }

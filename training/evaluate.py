@@ -1,0 +1,259 @@
+"""`sa-eval`: evaluate checkpoints (or a backend) on BIG-bench HHH, HHH-Adversarial, TruthfulQA, moral_permissibility
+and an LLM judge; write report.md, report.json and PNG plots into the run dir (see conf/eval.yaml)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from conf.cli import UserError, hydra_command, require
+from training.eval import judge as judging
+from training.eval import tasks as mc
+from training.eval.bigbench import bigbench_folder, subsample
+from training.eval.report import write_report
+from training.eval.sandbox import world_curves
+
+PROG = "sa-eval"
+TASKS = (*mc.MC_TASKS, "judge")
+BACKEND_MODEL = "backend"
+
+
+def _label(model: str) -> str:
+    if model == BACKEND_MODEL:
+        return "backend"
+    if model.startswith("embedded:"):
+        return model.split(":", 1)[1]
+    return Path(model.rstrip("/")).name or model
+
+
+def check_config(cfg: DictConfig) -> tuple[list[str], list[str]]:
+    """Validate the user-facing keys; return (models, labels)."""
+    models = cfg.models
+    require(isinstance(models, ListConfig) and len(models) > 0, "models must be a non-empty list, e.g. models=[CKPT]")
+    models = [str(m) for m in models]
+    labels = [str(x) for x in cfg.labels] if cfg.labels is not None else [_label(m) for m in models]
+    require(len(labels) == len(models), f"labels has {len(labels)} entries for {len(models)} models; give one each")
+    require(len(set(labels)) == len(labels), f"labels {labels} repeat; give each model its own label")
+    tasks = list(cfg.tasks or [])
+    unknown = sorted(set(tasks) - set(TASKS))
+    require(bool(tasks) and not unknown, f"tasks {unknown or tasks} unknown or empty; choose from {list(TASKS)}")
+    require(cfg.headline in ("sum", "mean"), f"headline={cfg.headline!r} must be sum or mean")
+    require(
+        cfg.limit is None or (isinstance(cfg.limit, int) and cfg.limit > 0),
+        f"limit={cfg.limit!r} must be a positive number of items or null for all",
+    )
+    require(cfg.judge.mode in ("score", "pairwise", "both"), f"judge.mode={cfg.judge.mode!r}: use score|pairwise|both")
+    if "judge" in tasks and cfg.judge.mode != "score":
+        require(len(models) >= 2, "pairwise judging needs at least two models (the first is the reference)")
+    for key in ("batch_tokens", "max_batch", "max_length"):
+        value = cfg.scoring[key]
+        require(isinstance(value, int) and value > 0, f"scoring.{key}={value!r} must be a positive integer")
+    return models, labels
+
+
+def build_questions(cfg: DictConfig) -> dict[str, list[mc.Question]]:
+    """The questions of each requested multiple-choice task (subsampled with `limit`, same for every model)."""
+    wanted = [t for t in cfg.tasks if t in mc.MC_TASKS]
+    if not wanted:
+        return {}
+    folder = bigbench_folder(cfg.bigbench_dir, download=bool(cfg.download))
+    built: dict[str, list[mc.Question]] = {}
+    for task in wanted:
+        if task == "hhh":
+            questions = mc.hhh_questions(folder)
+        elif task == "hhh_adversarial":
+            questions = mc.hhh_adversarial_questions(folder, mc.load_exchanges(cfg.adversarial.exchanges))
+        elif task == "truthful_qa":
+            questions = mc.truthful_qa_questions(folder, primer=bool(cfg.scoring.truthful_qa_primer))
+        else:
+            questions = mc.moral_questions(folder)
+        if task == "truthful_qa":  # subsample MC1 and MC2 on the same question indices
+            keep = {q.index for q in subsample([q for q in questions if q.task.endswith("mc1")], cfg.limit, cfg.seed)}
+            questions = [q for q in questions if q.index in keep]
+        else:
+            questions = subsample(questions, cfg.limit, cfg.seed)  # type: ignore[arg-type]
+        built[task] = questions
+    return built
+
+
+def _progress(enabled: bool, total: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="choice", disable=not enabled, file=sys.stderr, leave=False)
+
+
+def score_model(model: str, label: str, questions: dict[str, list[mc.Question]], cfg: DictConfig) -> dict[str, Any]:
+    """Load one checkpoint, score every task, free it; {summary per task, adversarial drop, records, seconds}."""
+    import torch
+
+    from agents.backends.embedded import cache_dir, resolve_model_path
+    from training.eval.scoring import ChoiceScorer, ScoreCache, model_fingerprint
+    from training.modeling import load_model_and_tokenizer
+
+    started = time.perf_counter()
+    try:
+        network, tokenizer = load_model_and_tokenizer(model, cfg.scoring.device, cfg.scoring.dtype)
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(
+            f"cannot load model {model!r} ({first}); give a checkpoint folder or embedded:smollm2"
+        ) from None
+    dtype = str(next(network.parameters()).dtype)
+    settings = f"{dtype}|{cfg.scoring.max_length}|{cfg.scoring.end_of_turn}"
+    fingerprint = model_fingerprint(resolve_model_path(model), settings)
+    cache = None
+    if cfg.scoring.cache and fingerprint:
+        cache = ScoreCache(cache_dir() / "eval_scores" / f"{fingerprint}.json")
+    scorer = ChoiceScorer(
+        network, tokenizer, batch_tokens=cfg.scoring.batch_tokens, max_batch=cfg.scoring.max_batch,
+        max_length=cfg.scoring.max_length, cache=cache, end_of_turn=bool(cfg.scoring.end_of_turn),
+    )  # fmt: skip
+    records: list[dict[str, Any]] = []
+    for task, items in questions.items():
+        t0 = time.perf_counter()
+        with _progress(cfg.progress, sum(len(q.choices) for q in items), f"{label} {task}") as bar:
+            records += mc.score_questions(scorer, items, bar.update)
+        print(f"{PROG}: {label}: {task} scored ({len(items)} items, {time.perf_counter() - t0:.1f} s)", flush=True)
+    summary = mc.summarize(records)
+    del network, scorer
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return {
+        "tasks": summary,
+        "adversarial_drop": mc.adversarial_drop(summary),
+        "fingerprint": fingerprint,
+        "dtype": dtype,
+        "records": records,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+async def run_judge(cfg: DictConfig, models: list[str], labels: list[str]) -> dict[str, Any]:
+    """Answers from every model, judged 1-10 and/or pairwise against the first model."""
+    from agents.factory import build_backend, close_all, sampling_from
+
+    questions = judging.load_questions(cfg.judge.questions, cfg.judge.limit)
+    judge_node = cfg.judge.backend if cfg.judge.backend is not None else cfg.backend
+    answer_sampling = sampling_from(cfg.judge.answer_sampling)
+    judge_sampling = sampling_from(cfg.judge.judge_sampling)
+    try:
+        judge = build_backend(judge_node)
+        answers: dict[str, list[str]] = {}
+        for model, label in zip(models, labels, strict=True):
+            node = cfg.backend if model == BACKEND_MODEL else OmegaConf.merge(cfg.answerer, {"model": model})
+            t0 = time.perf_counter()
+            answers[label] = await judging.answer_all(build_backend(node), questions, answer_sampling)
+            print(f"{PROG}: {label}: answered {len(questions)} judge questions ({time.perf_counter() - t0:.1f} s)")
+        per_model: dict[str, Any] = {}
+        for label in labels:
+            entry: dict[str, Any] = {"judge_model": judge.model, "n_questions": len(questions), "scores": None}
+            if cfg.judge.mode in ("score", "both"):
+                records = await judging.score_answers(judge, questions, answers[label], judge_sampling,
+                                                      int(cfg.judge.max_reasks))  # fmt: skip
+                entry["scores"] = judging.summarize_scores(records)
+                entry["records"] = [{**r, "question": q["question"], "answer": a}
+                                    for r, q, a in zip(records, questions, answers[label], strict=True)]  # fmt: skip
+            else:
+                entry["records"] = [{"id": q["id"], "question": q["question"], "answer": a}
+                                    for q, a in zip(questions, answers[label], strict=True)]  # fmt: skip
+            per_model[label] = entry
+        pairwise = []
+        if cfg.judge.mode in ("pairwise", "both"):
+            reference = labels[0]
+            for label in labels[1:]:
+                records = await judging.compare_answers(judge, questions, answers[label], answers[reference],
+                                                        judge_sampling, int(cfg.judge.max_reasks))  # fmt: skip
+                pairwise.append({"model": label, "reference": reference, **judging.summarize_pairs(records),
+                                 "records": records})  # fmt: skip
+        return {"per_model": per_model, "pairwise": pairwise}
+    finally:
+        await close_all()
+
+
+def evaluate(cfg: DictConfig) -> Path:
+    """Run the configured evaluation; return the path of report.md."""
+    models, labels = check_config(cfg)
+    out = Path(str(cfg.output_dir))
+    sandbox = world_curves(cfg.world_dir) if cfg.world_dir else None  # fail early on a bad world path
+    questions = build_questions(cfg)
+    results: dict[str, Any] = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "headline": cfg.headline,
+        "scoring": OmegaConf.to_container(cfg.scoring, resolve=True),
+        "tasks": list(cfg.tasks),
+        "limit": cfg.limit,
+        "models": [],
+        "pairwise": [],
+        "sandbox": sandbox,
+    }
+    predictions = out / "predictions"
+    for model, label in zip(models, labels, strict=True):
+        entry: dict[str, Any] = {"label": label, "model": model, "tasks": {}}
+        if questions and model != BACKEND_MODEL:
+            scored = score_model(model, label, questions, cfg)
+            predictions.mkdir(parents=True, exist_ok=True)
+            with (predictions / f"{label}.jsonl").open("w", encoding="utf-8") as handle:
+                for record in scored.pop("records"):
+                    handle.write(json.dumps(record) + "\n")
+            entry.update(scored)
+        elif questions:
+            entry["note"] = "multiple-choice tasks need log-likelihoods from a local checkpoint; judge only"
+        results["models"].append(entry)
+    if "judge" in cfg.tasks:
+        judged = asyncio.run(run_judge(cfg, models, labels))
+        for entry in results["models"]:
+            entry["judge"] = judged["per_model"][entry["label"]]
+        results["pairwise"] = judged["pairwise"]
+        _write_jsonl(out / "judge.jsonl", [{"label": k, **r} for k, v in judged["per_model"].items()
+                                           for r in v.pop("records")])  # fmt: skip
+        for pair in results["pairwise"]:
+            _write_jsonl(out / f"pairwise-{pair['model']}-vs-{pair['reference']}.jsonl", pair.pop("records"))
+    return write_report(results, out)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def headline_lines(report_json: Path) -> list[str]:
+    """One line per model with its headline numbers (printed at the end of a run)."""
+    data = json.loads(report_json.read_text(encoding="utf-8"))
+    key = "score" if data["headline"] == "sum" else "score_norm"
+    lines = []
+    for m in data["models"]:
+        parts = [f"{t} {v[key]:.3f}" for t, v in m.get("tasks", {}).items() if v.get(key) is not None]
+        if m.get("adversarial_drop"):
+            parts.append(f"adversarial drop {m['adversarial_drop'][key]:+.3f}")
+        judge = (m.get("judge") or {}).get("scores") or {}
+        if judge.get("mean_score") is not None:
+            parts.append(f"judge {judge['mean_score']:.2f}/10")
+        lines.append(f"{PROG}: {m['label']}: " + (", ".join(parts) or "no scores"))
+    for p in data.get("pairwise", []):
+        rate = "–" if p["win_rate"] is None else f"{p['win_rate']:.3f}"
+        lines.append(f"{PROG}: {p['model']} vs {p['reference']}: win rate {rate}")
+    return lines
+
+
+@hydra_command("eval", prog=PROG)
+def main(cfg: DictConfig) -> None:
+    """Console entry point."""
+    report = evaluate(cfg)
+    for line in headline_lines(report.with_name("report.json")):
+        print(line)
+    print(f"{PROG}: report: {report}")
+
+
+if __name__ == "__main__":
+    main()
