@@ -141,11 +141,12 @@ def _is_budget_stop(error: BaseException | None) -> bool:
 
 
 def _embedder_stats(cache: Any, interactions: int) -> dict[str, Any] | None:
+    """The shared EmbeddingCache's counters for this process (`inner_calls` = batches sent to the embedder)."""
     if cache is None:
         return None
-    calls = int(getattr(cache, "inner_calls", 0))
-    return {"inner_calls": calls, "texts_embedded": int(getattr(cache, "embedded", 0)),
-            "texts_requested": int(getattr(cache, "requested", 0)),
+    stats = dict(cache.stats())
+    calls = int(stats.get("inner_calls", 0))
+    return {**stats, "interactions": interactions,
             "calls_per_interaction": round(calls / interactions, 4) if interactions else None}  # fmt: skip
 
 
