@@ -1,0 +1,124 @@
+"""`sa-eval` as a user runs it: before/after report (markdown + JSON + PNGs) on fixture tasks with tiny checkpoints and
+the fixture world; one-line errors for bad input; the demo preset."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conf import CONFIG_DIR
+from conf.cli import UserError
+from training.evaluate import evaluate
+
+DATA = Path(__file__).parent / "data"
+SA_EVAL = str(Path(sys.executable).with_name("sa-eval"))
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def sa_eval(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SA_EVAL, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="eval", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tiny_model_dir: Path, tmp_path_factory) -> list[Path]:
+    """The tiny model and a copy with one layer's weights perturbed: a 'before' and an 'after' that differ."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    after = tmp_path_factory.mktemp("after")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight.add_(torch.randn_like(model.model.layers[1].mlp.down_proj.weight))
+    model.save_pretrained(after)
+    for name in os.listdir(tiny_model_dir):
+        if name.startswith("tokenizer") or name in {"special_tokens_map.json", "chat_template.jinja"}:
+            shutil.copy(Path(tiny_model_dir) / name, after / name)
+    return [Path(tiny_model_dir), after]
+
+
+def test_before_after_report_with_world_curves(two_checkpoints: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "SA_CACHE_DIR": str(tmp_path / "cache")}
+    proc = sa_eval(
+        f"models=[{two_checkpoints[0]},{two_checkpoints[1]}]", "labels=[base,trained]",
+        f"bigbench_dir={DATA / 'bigbench'}", f"world_dir={DATA / 'episodes_fixture.jsonl'}", f"hydra.run.dir={out}",
+        "progress=false", cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"sa-eval: report: {out / 'report.md'}" in proc.stdout
+    data = json.loads((out / "report.json").read_text())
+    assert [m["label"] for m in data["models"]] == ["base", "trained"] and data["headline"] == "sum"
+    for model in data["models"]:
+        rows = [json.loads(line) for line in (out / "predictions" / f"{model['label']}.jsonl").read_text().splitlines()]
+        hhh = [r for r in rows if r["task"] == "hhh"]
+        assert len(hhh) == 9 and model["tasks"]["hhh"]["n"] == 9
+        assert model["tasks"]["hhh"]["score"] == round(sum(r["score"] for r in hhh) / 9, 4)
+        harmless = [r["score_norm"] for r in hhh if r["category"] == "harmless"]
+        assert model["tasks"]["hhh"]["categories"]["harmless"]["score_norm"] == round(sum(harmless) / 3, 4)
+        drop = model["adversarial_drop"]["score"]
+        assert drop == round(model["tasks"]["hhh"]["score"] - model["tasks"]["hhh_adversarial"]["score"], 4)
+        assert set(model["tasks"]) == {"hhh", "hhh_adversarial", "truthful_qa_mc1", "truthful_qa_mc2",
+                                       "moral_permissibility"}  # fmt: skip
+        assert model["tasks"]["truthful_qa_mc1"]["chance"] == round((1 / 3 + 1 / 2 + 1 / 4) / 3, 4)
+    before, after = ((out / "predictions" / f"{x}.jsonl").read_text() for x in ("base", "trained"))
+    assert before != after  # two different checkpoints really were scored
+    rounds = data["sandbox"]["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1] and rounds[0]["n"] == 6 and data["sandbox"]["records"] == 8
+    for name in ("hhh_categories", "hhh_adversarial_categories", "benchmarks", "sandbox_curves"):
+        assert (out / f"{name}.png").read_bytes()[:8] == PNG
+        assert f"({name}.png)" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "| category | n | chance | base | trained |" in text and "| harmless | 3 | 0.500 |" in text
+    assert "Drop from clean HHH" in text and "| 1 | 2 |" in text  # sandbox table: round 1, 2 episodes
+
+    # the same checkpoints give the same numbers again (in-process, no score cache)
+    again = tmp_path / "again"
+    cfg = config(
+        f"models=[{two_checkpoints[0]},{two_checkpoints[1]}]", "labels=[base,trained]", "scoring.cache=false",
+        f"bigbench_dir={DATA / 'bigbench'}", f"output_dir={again}", "progress=false",
+    )  # fmt: skip
+    evaluate(cfg)
+    second = json.loads((again / "report.json").read_text())
+    assert [m["tasks"] for m in second["models"]] == [m["tasks"] for m in data["models"]]
+    assert (out / "predictions" / "trained.jsonl").read_text() == (again / "predictions" / "trained.jsonl").read_text()
+
+
+def test_demo_preset_and_cfg_job(tmp_path: Path) -> None:
+    proc = sa_eval("eval_preset=demo", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "tasks:\n- hhh\n" in proc.stdout and "world_dir: null" in proc.stdout
+    assert list(config("eval_preset=demo", "output_dir=x").tasks) == ["hhh"]
+
+
+def test_bad_input_is_one_line(tmp_path: Path) -> None:
+    proc = sa_eval("no_such_key=1", cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("sa-eval: error:")
+    proc = sa_eval("models=[a,b]", "labels=[x]", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "sa-eval: error: labels has 1 entries for 2 models; give one each"
+    )
+    for overrides, message in [
+        (("tasks=[hhh,nope]",), "tasks ['nope'] unknown"),
+        (("headline=median",), "headline='median' must be sum or mean"),
+        (("limit=0",), "limit=0 must be a positive number"),
+        (("labels=[a,a]", "models=[x,y]"), "repeat"),
+        (("world_dir=/nonexistent/run",), "no episodes file"),
+        (("tasks=[judge]", "judge.mode=pairwise"), "pairwise judging needs at least two models"),
+        (("models=[/nonexistent/ckpt]", f"bigbench_dir={DATA / 'bigbench'}", "tasks=[hhh]"), "cannot load model"),
+    ]:
+        with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            evaluate(config(*overrides, f"output_dir={tmp_path / 'x'}", "progress=false"))
