@@ -1,14 +1,26 @@
 """A ChatBackend wrapper that counts what the world spends: calls in flight, calls, tokens, retries, cost.
 
 It sits outside the agents' own wrapper stack, so progress, budget stopping and metrics see every role's traffic.
+Cost uses the backends' own price tables (`backend.prices`: model → USD per 1M prompt / completion tokens).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from agents.backends.base import ChatBackend, Completion, Message, Sampling
+
+Prices = Mapping[str, Mapping[str, float]]
+
+
+def price_of(prices: Prices, model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    """USD for the tokens at `model`'s price (0 for a model without a price)."""
+    price = prices.get(model) or {}
+    return (
+        prompt_tokens * float(price.get("prompt", 0.0)) + completion_tokens * float(price.get("completion", 0.0))
+    ) / 1e6
 
 
 @dataclass
@@ -21,25 +33,25 @@ class Meter:
     completion_tokens: int = 0
     retries: int = 0
     failures: int = 0
-    price_prompt_per_1k: float = 0.0
-    price_completion_per_1k: float = 0.0
+    cost: float = 0.0  # USD
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)
+    on_spend: Callable[[], None] | None = field(default=None, repr=False)  # called after every counted call
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    @property
-    def cost(self) -> float:
-        return (
-            self.prompt_tokens * self.price_prompt_per_1k + self.completion_tokens * self.price_completion_per_1k
-        ) / 1000
+    def add_usage(self, usage: Mapping[str, Any], model: str = "") -> None:
+        """Count a stored record's usage (resume: the budget covers the whole run, not just this process).
 
-    def add_usage(self, usage: dict) -> None:
-        """Count a stored record's usage (resume: the budget covers the whole run, not just this process)."""
+        A record does not split its usage by role, so all of it is priced at the record's agent model.
+        """
+        prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
         self.calls += int(usage.get("calls", 0))
-        self.prompt_tokens += int(usage.get("prompt_tokens", 0))
-        self.completion_tokens += int(usage.get("completion_tokens", 0))
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
         self.retries += int(usage.get("retries", 0))
+        self.cost += price_of(self.prices, model, prompt, completion)
 
 
 class Metered(ChatBackend):
@@ -58,10 +70,15 @@ class Metered(ChatBackend):
             raise
         finally:
             self.meter.in_flight -= 1
-        self.meter.calls += completion.calls
-        self.meter.prompt_tokens += completion.prompt_tokens
-        self.meter.completion_tokens += completion.completion_tokens
-        self.meter.retries += completion.retries
+        meter = self.meter
+        meter.calls += completion.calls
+        meter.prompt_tokens += completion.prompt_tokens
+        meter.completion_tokens += completion.completion_tokens
+        meter.retries += completion.retries
+        model = completion.model or self.model
+        meter.cost += price_of(meter.prices, model, completion.prompt_tokens, completion.completion_tokens)
+        if meter.on_spend is not None:
+            meter.on_spend()
         return completion
 
     async def aclose(self) -> None:

@@ -1,7 +1,9 @@
 """The async event loop: one task per agent runs its turns round after round, never waiting for other agents.
 
 An agent's round r+1 turn starts right after its own round-r turn is committed. `max_inflight` caps concurrent
-turns (0: no cap; calls are capped by the backends' own limits). A committed turn is: record appended (one line,
+turns (0: no cap; calls are capped by the backends' own limits). When a stopping rule fires, no new turn starts and
+turns already in flight finish and are stored (their calls are paid for). A turn that fails (after the backends'
+retries) ends its agent's chain; the other agents go on, and the first failure is raised at the end. A committed turn is: record appended (one line,
 flushed), then the revision remembered, then counted by stopping and progress — all without awaiting, so a kill at
 any moment leaves memory rebuildable from the file. Finished (world, round, agent) turns are skipped.
 """
@@ -53,6 +55,8 @@ async def run_world(
             record = await turn(world, agent, round_)
         else:
             async with gate:
+                if stop.is_set():  # stopped while this turn waited for a slot: it never started
+                    return
                 record = await turn(world, agent, round_)
         commit(record, await world.question_vector(record["question"]))
 
@@ -72,19 +76,24 @@ async def run_world(
                 stop.set()
             progress.refresh()
 
+    def spent() -> None:  # a budget stops new turns as soon as a call crosses it, not only at the next commit
+        stopper.check_budget(meter)
+        if stopper.reason:
+            stop.set()
+
     stopper.check_budget(meter)
     if stopper.reason:
         return
+    meter.on_spend = spent
     chains = [asyncio.create_task(chain(agent)) for agent in range(world.n_agents)]
-    everything = asyncio.gather(*chains)
-    stopped = asyncio.create_task(stop.wait())
     tick = asyncio.create_task(ticker())
     try:
-        await asyncio.wait([everything, stopped], return_when=asyncio.FIRST_COMPLETED)
+        results = await asyncio.gather(*chains, return_exceptions=True)
     finally:
-        for task in (*chains, stopped, tick):
+        for task in (*chains, tick):
             task.cancel()
-        results = await asyncio.gather(everything, return_exceptions=True)
-        await asyncio.gather(stopped, tick, return_exceptions=True)
-    if isinstance(results[0], BaseException) and not isinstance(results[0], asyncio.CancelledError):
-        raise results[0]
+        await asyncio.gather(*chains, tick, return_exceptions=True)
+        meter.on_spend = None
+    failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
+    if failures:
+        raise failures[0]

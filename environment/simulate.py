@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from conf.cli import UserError, hydra_command, one_line, require
 from environment.build import build_world, config_fingerprint, grid_from
@@ -46,6 +46,16 @@ def check_fingerprint(run_dir: Path, cfg: DictConfig) -> None:
                           "use the same settings to resume or choose a new hydra.run.dir")  # fmt: skip
 
 
+def price_tables(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Model → USD per 1M tokens, merged from every backend node in use (agents, society groups, observer)."""
+    nodes = [cfg.backend, cfg.observer.backend] + [g.get("backend") for g in cfg.society.groups or []]
+    prices: dict[str, dict[str, float]] = {}
+    for node in nodes:
+        if node is not None and node.get("prices"):
+            prices.update(OmegaConf.to_container(node.prices, resolve=True))  # type: ignore[arg-type]
+    return prices
+
+
 def make_stopper(cfg: DictConfig, n_agents: int) -> Stopper:
     s = cfg.stopping
     window = int(s.plateau.window or 0)
@@ -66,11 +76,9 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             f"{store.path} holds episodes of another world_id; use world_id={store.records[0]['world_id'] if store.records else ''} "
             "or a new run dir")  # fmt: skip
     write_json(run_dir / WORLD, config_fingerprint(cfg))
-    budget = cfg.stopping.budget
-    meter = Meter(price_prompt_per_1k=float(budget.price_prompt_per_1k or 0),
-                  price_completion_per_1k=float(budget.price_completion_per_1k or 0))  # fmt: skip
+    meter = Meter(prices=price_tables(cfg))
     for record in previous:
-        meter.add_usage(record["usage"])
+        meter.add_usage(record["usage"], record["agent_model"])
     stopper = make_stopper(cfg, grid.cells)
     for record in sorted(previous, key=lambda r: r["round"]):
         stopper.observe(record)

@@ -2,8 +2,9 @@
 
 Round r is complete when every agent's round-r record is stored (rounds complete in order, since an agent's turn in
 round r+1 starts after its own round-r turn). Plateau: stop after round r when the best society score of the last
-`window` rounds is not above the best before them by more than `epsilon`. Budget: stop as soon as a limit is reached
-(in-flight turns are abandoned and redone on resume if the run is continued with a larger budget).
+`window` rounds is not above the best before them by more than `epsilon`. Budget: no new turn starts once a limit
+is reached (checked after every call); turns already in flight finish, so the total can pass the limit by their
+remaining calls.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from environment.metered import Meter
+import asyncio
+
+from agents.backends.base import ChatBackend, Completion
+from environment.metered import Meter, Metered
 from environment.stopping import Stopper, society_score
 from tests.test_environment_store import make_record
 
@@ -54,7 +57,7 @@ def test_rounds_reason_and_budget_rules() -> None:
     feed_round(stopper, 1, [(5, 5)])
     assert stopper.finish_reason().startswith("rounds")
 
-    meter = Meter(prompt_tokens=900, completion_tokens=200, price_prompt_per_1k=1.0, price_completion_per_1k=2.0)
+    meter = Meter(prompt_tokens=900, completion_tokens=200, cost=1.3)
     for limits, expected in [
         ({"max_calls": 0}, "calls"),
         ({"max_tokens": 1000}, "tokens"),
@@ -66,3 +69,21 @@ def test_rounds_reason_and_budget_rules() -> None:
     unlimited = Stopper(n_agents=1, rounds=2, max_tokens=2000, max_cost=5.0)
     unlimited.check_budget(meter)
     assert unlimited.reason is None
+
+
+class Fixed(ChatBackend):
+    model = "m-cheap"
+
+    async def chat(self, messages, sampling=None) -> Completion:  # noqa: ANN001
+        return Completion("ok", prompt_tokens=1000, completion_tokens=500, model=self.model, calls=2, retries=1)
+
+
+def test_metered_counts_every_call_and_prices_it_by_model() -> None:
+    meter = Meter(prices={"m-cheap": {"prompt": 2.0, "completion": 10.0}})
+    backend = Metered(Fixed(), meter)
+    for _ in range(3):
+        asyncio.run(backend.chat([{"role": "user", "content": "hi"}]))
+    assert (meter.calls, meter.retries, meter.tokens, meter.in_flight) == (6, 3, 4500, 0)
+    assert abs(meter.cost - 3 * (1000 * 2.0 + 500 * 10.0) / 1e6) < 1e-12
+    meter.add_usage({"calls": 10, "prompt_tokens": 1e6, "completion_tokens": 0}, model="m-cheap")  # a resumed record
+    assert meter.calls == 16 and abs(meter.cost - (0.021 + 2.0)) < 1e-9

@@ -65,3 +65,11 @@ def test_plateau_stop_reason_lands_in_metrics(tmp_path: Path, stub: RunningServe
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["stop_reason"] == metrics["stop_reason"] and saved["stop_reason"].startswith("plateau")
     assert saved["rounds_completed"] >= 2 and saved["records"] < 4 * 8
+
+
+def test_cost_budget_from_backend_prices_stops_the_world(tmp_path: Path, stub: RunningServer) -> None:
+    cfg = world_config(stub, "world.size=3", "world.rounds=20", "stopping.budget.max_cost=0.5")
+    OmegaConf.update(cfg, "backend.prices", {"stub": {"prompt": 100.0, "completion": 100.0}}, force_add=True)
+    metrics = asyncio.run(simulate(cfg, tmp_path))
+    assert metrics["stop_reason"].startswith("budget: cost") and metrics["cost"] >= 0.5
+    assert 0 < metrics["records"] < 9 * 20  # turns in flight at the limit finish; no new turn starts
