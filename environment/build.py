@@ -23,29 +23,45 @@ MOVEMENTS = ("none", "random_walk")
 _INDEX_KEYS = ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nlist", "ivf_nprobe", "ivf_min_train")
 
 
+def number(value: Any, name: str, kind: type = float, low: float | None = None, high: float | None = None) -> Any:
+    """`value` as `kind` (int or float) within [low, high], or a one-line UserError naming the key."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
+    what = "an integer" if kind is int else "a number"
+    bounds = (
+        f" in [{low:g}, {high:g}]"
+        if low is not None and high is not None
+        else f" >= {low:g}"
+        if low is not None
+        else ""
+    )
+    in_range = ok and (low is None or value >= low) and (high is None or value <= high)
+    require(in_range, f"{name}={value!r} must be {what}{bounds}")
+    return kind(value)
+
+
 def grid_from(cfg: DictConfig) -> tuple[Grid, int]:
     """The grid and the effective k; one-line errors for impossible settings."""
     w = cfg.world
-    require(
-        isinstance(w.size, int) and w.size >= 1, f"world.size={w.size!r} must be an integer >= 1; e.g. world.size=3"
-    )
-    require(w.size >= 2, "world.size=1 leaves no peers to rate; use world.size >= 2")
-    require(isinstance(w.rounds, int) and w.rounds >= 1, f"world.rounds={w.rounds!r} must be an integer >= 1")
+    size = number(w.size, "world.size", int, 1)
+    require(size >= 2, "world.size=1 leaves no peers to rate; use world.size >= 2")
+    number(w.rounds, "world.rounds", int, 1)
+    number(w.seed, "world.seed", int)
     require(w.movement in MOVEMENTS, f"world.movement={w.movement!r} must be one of {', '.join(MOVEMENTS)}")
-    require(0.0 <= float(w.global_fraction) <= 1.0, f"world.global_fraction={w.global_fraction} must be in [0, 1]")
-    radius = float(w.radius) if w.radius is not None else float(w.size // 2)
+    number(w.move_fraction, "world.move_fraction", float, 0, 1)
+    global_fraction = number(w.global_fraction, "world.global_fraction", float, 0, 1)
+    require(isinstance(w.torus, bool), f"world.torus={w.torus!r} must be true or false")
+    radius = number(w.radius, "world.radius", float, 0) if w.radius is not None else float(size // 2)
     require(radius > 0, f"world.radius={w.radius} must be > 0 (null: size // 2)")
-    grid = Grid(w.size, radius, bool(w.torus))
+    grid = Grid(size, radius, bool(w.torus))
     n_local_max = grid.smallest_circle()
     if w.k is None:
-        k = min(DEFAULT_K, grid.cells - 1) if float(w.global_fraction) > 0 else min(DEFAULT_K, n_local_max)
+        k = min(DEFAULT_K, grid.cells - 1) if global_fraction > 0 else min(DEFAULT_K, n_local_max)
     else:
-        k = int(w.k)
-        require(k >= 1, f"world.k={w.k} must be >= 1")
-        n_local = k - round(k * float(w.global_fraction))
+        k = number(w.k, "world.k", int, 1)
+        n_local = k - round(k * global_fraction)
         require(n_local <= n_local_max and k <= grid.cells - 1,
                 f"world.k={k} is larger than the social circle ({n_local_max} agents within radius {radius:g} on a "
-                f"{w.size}x{w.size} grid); lower world.k, raise world.radius or world.global_fraction")  # fmt: skip
+                f"{size}x{size} grid); lower world.k, raise world.radius or world.global_fraction")  # fmt: skip
     require(k >= 1, f"no agent has a peer within radius {radius:g}; raise world.radius")
     return grid, k
 

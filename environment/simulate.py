@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from conf.cli import UserError, hydra_command, one_line, require
-from environment.build import build_world, config_fingerprint, grid_from
+from environment.build import build_world, config_fingerprint, grid_from, number
 from environment.metered import Meter
 from environment.metrics import plot_all, summarize, write_json
 from environment.progress import Progress
@@ -57,19 +57,32 @@ def price_tables(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
 
 def make_stopper(cfg: DictConfig, n_agents: int) -> Stopper:
+    """The stopping rules from `stopping.*` (one-line errors for bad values)."""
     s = cfg.stopping
-    window = int(s.plateau.window or 0)
-    require(window >= 0, f"stopping.plateau.window={window} must be >= 0 (0: off)")
-    return Stopper(n_agents, int(cfg.world.rounds), window, float(s.plateau.epsilon or 0.0),
-                   s.budget.max_calls, s.budget.max_tokens, s.budget.max_cost)  # fmt: skip
+    window = number(s.plateau.window or 0, "stopping.plateau.window", int, 0)
+    epsilon = number(s.plateau.epsilon or 0.0, "stopping.plateau.epsilon", float, 0)
+    budget = {key: None if s.budget[key] is None else number(s.budget[key], f"stopping.budget.{key}", kind, 0)
+              for key, kind in (("max_calls", int), ("max_tokens", int), ("max_cost", float))}  # fmt: skip
+    return Stopper(n_agents, int(cfg.world.rounds), window, epsilon, **budget)
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """Validate `run.*` and `questions.limit` before any file is touched."""
+    number(cfg.run.max_inflight, "run.max_inflight", int, 0)
+    number(cfg.run.fsync_every, "run.fsync_every", int, 1)
+    number(cfg.run.snapshot_every_s, "run.snapshot_every_s", float, 0)
+    number(cfg.run.progress_log_every_s, "run.progress_log_every_s", float, 1)
+    if cfg.questions.limit is not None:
+        number(cfg.questions.limit, "questions.limit", int, 1)
 
 
 async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run or resume the world; return the metrics."""
     grid, _k = grid_from(cfg)  # validate before touching any file
+    check_run_settings(cfg)
+    make_stopper(cfg, grid.cells)
     load_questions(cfg.questions.source, cfg.questions.limit)
     check_fingerprint(run_dir, cfg)
-    require(int(cfg.run.max_inflight) >= 0, f"run.max_inflight={cfg.run.max_inflight} must be >= 0 (0: no cap)")
     store = EpisodeStore(run_dir / EPISODES, int(cfg.run.fsync_every)).open()
     previous = [r for r in store.records if r["world_id"] == str(cfg.world_id)]
     require(len(previous) == len(store.records),
