@@ -26,11 +26,12 @@ from conf.cli import UserError, hydra_command, require
 from training.collator import GroupCollator
 from training.data import GroupDataset, load_groups, tokenize_groups
 from training.logprobs import response_stats
-from training.losses import LOSS_PARAMS, LOSSES
+from training.losses import LOSS_PARAMS, LOSSES, SELECT_ALL
 from training.modeling import load_tokenizer, mixed_precision, pick_device
 from training.throughput import Throughput, peak_tflops
 
 CHECKPOINTS = "checkpoints"
+ALL_RESPONSES = 1 << 30
 
 
 class TrainState:
@@ -156,7 +157,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     groups = load_groups(cfg.data)  # data errors surface before the model is loaded
     tokenizer = load_tokenizer(cfg.model.name)
     with accelerator.main_process_first():
-        dataset = GroupDataset(tokenize_groups(groups, tokenizer), int(t.group_size), int(t.seed))
+        # Stable Alignment samples K responses per group and epoch (SPEC §4); SFT/DPO/SimPO pick the best (and worst)
+        # response of the whole group, so they see every response.
+        k = int(t.group_size) if spec.select == SELECT_ALL else ALL_RESPONSES
+        dataset = GroupDataset(tokenize_groups(groups, tokenizer), k, int(t.seed))
     collator = GroupCollator(tokenizer.pad_token_id, int(t.max_length), int(t.max_prompt_length), spec.select)
     loader = DataLoader(
         dataset, batch_size=int(t.groups_per_batch), shuffle=False, collate_fn=collator, num_workers=int(t.num_workers)
