@@ -1,0 +1,80 @@
+"""The four console scripts are Hydra apps: `--cfg job` prints the config, overrides apply, and bad input fails in one
+line with exit code 2 (no traceback, nothing written)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+BIN = Path(sys.executable).parent
+COMMANDS = ["sa-simulate", "sa-build-data", "sa-train", "sa-eval"]
+
+
+def run(command: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / command), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, command: str, *fragments: str) -> None:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{command}: error: "), lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_cfg_job_prints_the_config(command: str) -> None:
+    result = run(command, "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert isinstance(config, dict) and config, result.stdout
+
+
+def test_simulate_overrides_apply() -> None:
+    result = run("sa-simulate", "world.size=2", "world.rounds=1", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    world = yaml.safe_load(result.stdout)["world"]
+    assert (world["size"], world["rounds"]) == (2, 1)
+
+
+def test_train_loss_switch_applies() -> None:
+    for loss in ("sft", "dpo", "simpo", "stable_alignment"):
+        result = run("sa-train", f"loss={loss}", "data=somewhere", "--cfg", "job")
+        assert result.returncode == 0, result.stderr
+        assert yaml.safe_load(result.stdout)["loss"]["name"] == loss
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unknown_key_is_a_one_line_error(command: str, tmp_path: Path) -> None:
+    result = run(command, "no_such_key.inner=3", f"hydra.run.dir={tmp_path / 'out'}")
+    assert_one_line_error(result, command, "no_such_key")
+    assert not (tmp_path / "out").exists()
+
+
+def test_simulate_bad_value_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run("sa-simulate", "world.size=0", f"hydra.run.dir={tmp_path}")
+    assert_one_line_error(result, "sa-simulate", "world.size")
+    assert not (tmp_path / "episodes.jsonl").exists()
+
+
+def test_unknown_config_choice_is_a_one_line_error() -> None:
+    assert_one_line_error(run("sa-train", "loss=no_such_loss", "data=x"), "sa-train", "no_such_loss")
+    assert_one_line_error(run("sa-simulate", "backend=no_such_backend"), "sa-simulate", "no_such_backend")
+
+
+def test_missing_inputs_are_one_line_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    assert_one_line_error(
+        run("sa-build-data", f"inputs=[{missing}]", f"hydra.run.dir={tmp_path / 'data'}"), "sa-build-data", "missing"
+    )
+    assert_one_line_error(
+        run("sa-train", f"data={missing}", "model.name=embedded:smollm2", f"hydra.run.dir={tmp_path / 'ckpt'}"),
+        "sa-train",
+        "missing",
+    )
