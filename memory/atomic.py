@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,14 @@ from memory.errors import SnapshotError
 
 POINTER = "CURRENT"
 VERSION_PREFIX = "v-"
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _folder_lock(folder: Path) -> threading.Lock:
+    """One lock per published folder in this process: concurrent saves into it take turns."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(str(folder.resolve()), threading.Lock())
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -60,26 +69,31 @@ def fsync_tree(folder: Path) -> None:
 
 
 def publish_dir(folder: str | Path, write: Callable[[Path], None]) -> Path:
-    """Write a new version of `folder` with `write(version_dir)`, then switch `CURRENT` to it; return the version dir."""
+    """Write a new version of `folder` with `write(version_dir)`, then switch `CURRENT` to it; return the version dir.
+
+    Saves into the same folder from several threads of this process take turns (one lock per folder), so one save
+    never removes another's staging folder.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{VERSION_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
-    staging = folder / f".{name}.partial"
-    staging.mkdir()
-    try:
-        write(staging)
-        fsync_tree(staging)
-        version = folder / name
-        os.replace(staging, version)
-        _fsync_dir(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    atomic_write_bytes(folder / POINTER, (name + "\n").encode())
-    for old in folder.iterdir():  # only after the pointer names the new version
-        if old.name != name and (old.name.startswith(VERSION_PREFIX) or old.name.endswith(".partial")):
-            shutil.rmtree(old, ignore_errors=True)
-    return version
+    with _folder_lock(folder):
+        name = f"{VERSION_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
+        staging = folder / f".{name}.partial"
+        staging.mkdir()
+        try:
+            write(staging)
+            fsync_tree(staging)
+            version = folder / name
+            os.replace(staging, version)
+            _fsync_dir(folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        atomic_write_bytes(folder / POINTER, (name + "\n").encode())
+        for old in folder.iterdir():  # only after the pointer names the new version
+            if old.name != name and (old.name.startswith(VERSION_PREFIX) or old.name.endswith(".partial")):
+                shutil.rmtree(old, ignore_errors=True)
+        return version
 
 
 def current_dir(folder: str | Path) -> Path:

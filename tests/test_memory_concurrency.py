@@ -55,6 +55,30 @@ def test_async_writers_and_readers_lose_nothing(tmp_path):
     assert len(MemoryStore.load(tmp_path / "snap")) == total + 1
 
 
+def test_threads_saving_into_one_folder_all_succeed(tmp_path):
+    stores = [MemoryStore(24) for _ in range(4)]
+    for n, store in enumerate(stores):
+        for i in range(n + 1):
+            store.add(f"q{i}", "a", vec(i))
+    errors: list[BaseException] = []
+
+    def save(store: MemoryStore) -> None:
+        try:
+            for _ in range(5):
+                store.save(tmp_path / "shared")
+        except BaseException as error:  # noqa: BLE001 - collected for the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=save, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert 1 <= len(MemoryStore.load(tmp_path / "shared")) <= 4  # one complete snapshot, whichever saved last
+    assert len([p for p in (tmp_path / "shared").iterdir() if p.name != "CURRENT"]) == 1
+
+
 def test_threads_adding_at_once():
     store = MemoryStore(24)
     threads = [
