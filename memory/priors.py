@@ -53,7 +53,7 @@ def load_priors(path: str | Path | None = None) -> list[PriorItem]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PriorFileError(path, "no such prior file; set memory.priors_path to a JSONL file or null") from None
+        raise PriorFileError(path, "no such prior file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise PriorFileError(path, f"unreadable ({error})") from None
     items: list[PriorItem] = []
