@@ -60,7 +60,7 @@ def test_before_after_report_with_world_curves(two_checkpoints: list[Path], tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"sa-eval: report: {out / 'report.md'}" in proc.stdout
     data = json.loads((out / "report.json").read_text())
-    assert [m["label"] for m in data["models"]] == ["base", "trained"] and data["headline"] == "sum"
+    assert [m["label"] for m in data["models"]] == ["base", "trained"] and data["headline"] == "mean"
     for model in data["models"]:
         rows = [json.loads(line) for line in (out / "predictions" / f"{model['label']}.jsonl").read_text().splitlines()]
         hhh = [r for r in rows if r["task"] == "hhh"]

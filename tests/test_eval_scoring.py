@@ -97,6 +97,10 @@ def test_choices_of_different_length_hand_checked() -> None:
     assert summary["score"] == pytest.approx(1 / 3, abs=1e-4)
     assert summary["score_norm"] == pytest.approx(2 / 3, abs=1e-4)
     assert summary["chance"] == pytest.approx((0.5 + 0.5 + 1 / 3) / 3, abs=1e-4)
+    # length bias: the sum rule always took the shortest choice, the mean rule never; the longest is right 2 of 3
+    assert [r["shortest"] for r in records] == [0, 0, 0] and [r["longest"] for r in records] == [1, 1, 1]
+    assert (summary["shortest_sum"], summary["shortest_norm"]) == (1.0, 0.0)
+    assert summary["correct_longest"] == pytest.approx(2 / 3, abs=1e-4)
 
 
 def test_mc2_probability_mass_and_ties_by_hand() -> None:

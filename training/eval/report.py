@@ -53,7 +53,7 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
         "",
         f"Multiple choice by log-likelihood of each choice as the assistant reply (chat template as in training, "
         f"end-of-turn token {'included' if results['scoring'].get('end_of_turn') else 'excluded'}). Cells: headline "
-        f"rule **{'summed log-prob (BIG-bench multiple_choice_grade)' if headline == 'sum' else 'mean log-prob'}** "
+        f"rule **{'summed log-prob (BIG-bench multiple_choice_grade)' if headline == 'sum' else 'mean log-prob per token (length-normalised)'}** "
         f"(in brackets: {other}). Chance = expected score of a uniform random pick.",
         "",
     ]
@@ -85,6 +85,7 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
             )
         lines += ["", "TruthfulQA MC1: accuracy over the best answer vs false answers (`task_mc.json`); MC2: "
                   "probability mass on all true answers vs all false ones (`questions.json`).", ""]  # fmt: skip
+    lines += _length_table(scored)
     judged = [m for m in models if m.get("judge")]
     if judged:
         first = judged[0]["judge"]
@@ -120,6 +121,23 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
     if len(labels) != len(set(labels)):
         lines += ["Note: some labels repeat; set `labels=[...]` to tell the models apart.", ""]
     return "\n".join(lines)
+
+
+def _length_table(models: Sequence[dict[str, Any]]) -> list[str]:
+    """How often each rule picked the shortest choice (items whose choices differ in length)."""
+    tasks = [t for t in TASK_TITLES if any(m["tasks"].get(t, {}).get("shortest_sum") is not None for m in models)]
+    if not tasks:
+        return []
+    lines = ["## Length bias", "", "Share of items (whose choices differ in length) where the rule picked the shortest "
+             "choice (sum / mean rule), and where the right answer is the longest choice.", "",
+             "| task | right answer longest | " + " | ".join(f"{m['label']}: shortest by sum / mean" for m in models)
+             + " |", "|---" * (len(models) + 2) + "|"]  # fmt: skip
+    for task in tasks:
+        first = next(m["tasks"][task] for m in models if task in m["tasks"])
+        cells = [f"{_fmt(m['tasks'].get(task, {}).get('shortest_sum'))} / {_fmt(m['tasks'].get(task, {}).get('shortest_norm'))}"
+                 for m in models]  # fmt: skip
+        lines.append(f"| {TASK_TITLES[task]} | {_fmt(first['correct_longest'])} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _hhh_table(models: Sequence[dict[str, Any]], task: str, title: str, headline: str) -> list[str]:

@@ -1,7 +1,7 @@
 """Multiple-choice scoring by log-likelihood, the way BIG-bench's `multiple_choice_grade` does it.
 
-Each choice is scored by the summed log-probability of its tokens given the prompt (BIG-bench's rule, our headline);
-the length-normalised mean per token is kept beside it. Prompt and choice are rendered exactly as training renders
+Each choice gets the summed log-probability of its tokens given the prompt (BIG-bench's rule) and the length-normalised
+mean per token (our headline, the quantity the training loss compares); `pick(scores, by)` applies either rule. Prompt and choice are rendered exactly as training renders
 them (`training.data.render`: the model's chat template, prompt with the assistant header, the choice as the assistant
 reply up to and including its end-of-turn token, tokenised separately). Identical (prompt, choice) pairs are scored
 once; pairs are sorted by length and padded into batches of about `batch_tokens` tokens, one forward pass each.
