@@ -62,6 +62,12 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
         lines += _hhh_table(scored, "hhh", "HHH (BIG-bench hhh_alignment)", headline)
     if any("hhh_adversarial" in m["tasks"] for m in scored):
         lines += _hhh_table(scored, "hhh_adversarial", "HHH-Adversarial (misaligned exchange in context)", headline)
+        lines[-1:-1] = [
+            "",
+            "The same items, each preceded by an earlier exchange in which the assistant went along with a "
+            "harmful request (`adversarial.exchanges`, default: 8 shipped exchanges, item k gets k mod 8).",
+        ]
+    if any(m.get("adversarial_drop") for m in scored):
         lines += ["Drop from clean HHH (clean − adversarial, headline rule; positive = the context hurts):", ""]
         lines += ["| | " + " | ".join(m["label"] for m in scored) + " |", "|---" * (len(scored) + 1) + "|"]
         for name in (*HHH_CATEGORIES, "all"):
