@@ -1,0 +1,171 @@
+"""`openai.AsyncOpenAI` against any OpenAI-compatible base URL (OpenAI, vLLM, llama.cpp server, Ollama).
+
+The API key is read from the environment variable named in config and handed only to the client; it never appears in
+this object's repr, in errors (they are redacted) or in logs. The client's own retries are off: the Retry wrapper does
+that, with accounting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import openai
+
+from agents.backends.base import ChatBackend, Completion, Message, Sampling
+from agents.backends.errors import PermanentError, TransientError, redact
+from agents.backends.wrapper import PerLoop
+from conf.cli import UserError
+
+_PLACEHOLDER_KEY = "sk-no-key-needed"  # local servers (llama.cpp, vLLM) accept any key
+
+
+def api_key_from_env(variable: str, base_url: str | None) -> str:
+    """The key in `$variable`; a placeholder for a custom base URL (local servers need none); else a UserError."""
+    key = os.environ.get(variable or "")
+    if key:
+        return key
+    if base_url:
+        return _PLACEHOLDER_KEY
+    raise UserError(
+        f"environment variable {variable or '(none)'} holding the API key is not set; "
+        f"export it, or set backend.api_key_env to the variable that holds your key"
+    )
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds from `retry-after-ms` / `Retry-After` (seconds or an HTTP date), or None."""
+    if headers is None:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def map_openai_error(error: Exception, where: str, key: str | None, key_env: str) -> Exception:
+    """Translate an openai exception into TransientError / PermanentError / UserError (key redacted)."""
+    message = redact(f"{type(error).__name__}: {error}", key)[:300]
+    if isinstance(error, openai.APITimeoutError | openai.APIConnectionError):
+        return TransientError(f"{where}: {message}")
+    if isinstance(error, openai.APIStatusError):
+        status = error.status_code
+        if status in (408, 409, 429) or status >= 500:
+            return TransientError(f"{where}: {message}", retry_after(error.response.headers), status)
+        if status in (401, 403):
+            return UserError(f"{where} rejected the API key (HTTP {status}); check the key in ${key_env}")
+        if status == 404:
+            return UserError(f"{where} answered 404 ({message}); check backend.model and backend.base_url")
+        return PermanentError(f"{where}: {message}", status)
+    return error
+
+
+class OpenAIBackend(ChatBackend):
+    """Chat completions (or plain completions with `api: completions`) through `openai.AsyncOpenAI`."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        api: str = "chat",
+        timeout_s: float = 60.0,
+        max_tokens_param: str = "max_tokens",
+        extra_body: dict | None = None,
+    ) -> None:
+        if api not in ("chat", "completions"):
+            raise UserError(f"backend.api={api!r} is not supported; use chat or completions")
+        self.model = model
+        self.base_url = base_url
+        self.api = api
+        self.max_tokens_param = max_tokens_param
+        self.extra_body = extra_body or None
+        self._key_env = api_key_env
+        key = api_key_from_env(api_key_env, base_url)
+        self._redact_key = key if key != _PLACEHOLDER_KEY else None
+        self._client = PerLoop(
+            lambda: openai.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout_s)
+        )
+        self._where = base_url or "api.openai.com"
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, api={self.api!r})"
+
+    def _params(self, sampling: Sampling) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            self.max_tokens_param: sampling.max_tokens,
+        }
+        if sampling.stop:
+            params["stop"] = list(sampling.stop)
+        if sampling.seed is not None:
+            params["seed"] = sampling.seed
+        if self.extra_body:
+            params["extra_body"] = self.extra_body
+        return params
+
+    async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
+        client: openai.AsyncOpenAI = self._client.get()
+        start = time.perf_counter()
+        try:
+            if self.api == "chat":
+                response = await client.chat.completions.create(messages=list(messages), **self._params(sampling))
+                text = (response.choices[0].message.content or "") if response.choices else ""
+            else:
+                prompt = render_plain_prompt(messages)
+                response = await client.completions.create(prompt=prompt, **self._params(sampling))
+                text = response.choices[0].text if response.choices else ""
+        except openai.OpenAIError as error:
+            raise map_openai_error(error, self._where, self._redact_key, self._key_env) from None
+        usage = response.usage
+        return Completion(
+            text=text,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            model=self.model,
+            seconds=time.perf_counter() - start,
+        )
+
+    async def embed(self, texts: Sequence[str]) -> Completion:
+        """One `/v1/embeddings` request; vectors (list of lists) in `extra["vectors"]`."""
+        client: openai.AsyncOpenAI = self._client.get()
+        start = time.perf_counter()
+        try:
+            response = await client.embeddings.create(model=self.model, input=list(texts))
+        except openai.OpenAIError as error:
+            raise map_openai_error(error, self._where, self._redact_key, self._key_env) from None
+        vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
+        usage = response.usage
+        return Completion(
+            text="",
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            model=self.model,
+            seconds=time.perf_counter() - start,
+            extra={"vectors": vectors},
+        )
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(RuntimeError):  # no running loop / loop closed
+            await self._client.get().close()
+
+
+def render_plain_prompt(messages: Sequence[Message]) -> str:
+    """Messages as one plain prompt for completion-only (base) models: the contents, then an answer cue."""
+    parts = [("Answer: " if m.get("role") == "assistant" else "") + m["content"] for m in messages]
+    return "\n\n".join(parts) + "\n\nAnswer:"
