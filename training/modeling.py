@@ -5,38 +5,10 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from agents.backends.devices import pick_device, pick_dtype
 from agents.backends.embedded import resolve_model_path
 
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """`auto` → cuda if available, else mps, else cpu; any explicit torch device string is honoured."""
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto` → bf16 on a GPU that supports it, fp32 elsewhere; otherwise the named precision."""
-    if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(sorted(_DTYPES))}")
-    return _DTYPES[dtype]
+__all__ = ["load_model_and_tokenizer", "load_tokenizer", "mixed_precision", "pick_device", "pick_dtype"]
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
@@ -54,3 +26,11 @@ def load_model_and_tokenizer(
     target = pick_device(device)
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name_or_path), dtype=pick_dtype(dtype, target))
     return model.to(target), load_tokenizer(name_or_path)
+
+
+_MIXED = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "no"}
+
+
+def mixed_precision(precision: str, device: torch.device) -> str:
+    """The accelerate `mixed_precision` for a training run: `auto` → bf16 on a bf16-capable GPU, else no (fp32)."""
+    return _MIXED[pick_dtype(precision, device)]
