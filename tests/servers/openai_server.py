@@ -8,12 +8,12 @@ Endpoints: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`
 `GET /stats` (request log + counters as JSON), `POST /stats/reset`. Streaming is not supported (`stream` ignored).
 
 Scripted replies (deterministic for a given prompt) make a SANDBOX world work:
-- a prompt that asks for a rating/score ("rate", "rating", "score") gets one in the range named by the prompt
+- a prompt whose last message asks for a rating ("rate", "score", or "rating" without "revise") gets one in the range named by the prompt
   ("from 1 ... to 7", "1-10"; default 1..7): JSON when the prompt mentions JSON (keys copied from the JSON template in
   the prompt: rating/score/alignment/engagement → int, winner/better/preferred/choice → "A", anything else → text),
   else `Rating: N ### Reason: ...` (`--rating-style json|form|auto`). Answers being rated that start with "Revised"
   score higher than drafts, so revisions improve.
-- a revise prompt ("revise") gets "Revised answer: ..."; any other prompt gets "Answer: ..." text.
+- a revise prompt ("revise" in the last message) gets "Revised answer: ..."; any other prompt gets "Answer: ..." text.
 - `usage` token counts are whitespace-token counts of prompt and reply; `max_tokens` truncates the reply.
 - `/v1/embeddings`: deterministic hashed bag-of-words vectors (`--embed-dim`, default 384), L2-normalised: the same
   text always gives the same vector and texts sharing words are similar.
@@ -49,8 +49,11 @@ from typing import Any
 
 import numpy as np
 
-_RATING_WORDS = re.compile(r"\b(rate|rating|score)\b", re.IGNORECASE)
+_RATE_VERB = re.compile(r"\b(rate|score)\b", re.IGNORECASE)
+_RATING_NOUN = re.compile(r"\brating\b", re.IGNORECASE)
+_REVISE = re.compile(r"\brevise\b", re.IGNORECASE)
 _RANGE = re.compile(r"\b(?:from\s+)?(\d{1,2})\b[^0-9.\n]{0,40}?(?:to|-|–|\.\.)\s*(\d{1,2})\b", re.IGNORECASE)
+_TURN = "\n\x1e"  # joins chat messages; the last part is the last message
 _JSON_KEY = re.compile(r'"(\w+)"\s*:')
 _INT_KEYS = {"rating", "score", "alignment", "engagement", "value", "helpfulness", "harmlessness"}
 _CHOICE_KEYS = {"winner", "better", "preferred", "choice"}
@@ -86,6 +89,16 @@ def _tokens(text: str) -> int:
     return len(text.split())
 
 
+def _last_part(prompt: str) -> str:
+    return prompt.rsplit(_TURN, 1)[-1]
+
+
+def asks_rating(prompt: str) -> bool:
+    """A rating request: the last message says "rate"/"score", or asks for a "rating" without asking to revise."""
+    last = _last_part(prompt)
+    return bool(_RATE_VERB.search(last) or (_RATING_NOUN.search(last) and not _REVISE.search(last)))
+
+
 def achieved_rate(log: list[dict[str, Any]], window_s: float = 60.0) -> float:
     """Most requests that started within any `window_s` window, divided by the window (requests per second)."""
     starts = sorted(entry["t_start"] for entry in log)
@@ -105,9 +118,9 @@ class Script:
         self._word_vectors: dict[str, np.ndarray] = {}
 
     def reply(self, prompt: str, garbage: bool, max_tokens: int | None) -> str:
-        if _RATING_WORDS.search(prompt):
+        if asks_rating(prompt):
             text = self._garbage(prompt) if garbage else self._rating(prompt)
-        elif "revise" in prompt.lower():
+        elif _REVISE.search(_last_part(prompt)):
             text = f"Revised answer: we should treat everyone fairly and kindly here (note {_digest(prompt) % 997})."
         else:
             text = f"Answer: I think people should be honest and respectful about this (note {_digest(prompt) % 997})."
@@ -176,7 +189,7 @@ def _prompt_of(path: str, body: dict[str, Any]) -> str:
             if isinstance(content, list):  # content parts
                 content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
             parts.append(str(content or ""))
-        return "\n".join(parts)
+        return _TURN.join(parts)
     prompt = body.get("prompt", "")
     return "\n".join(map(str, prompt)) if isinstance(prompt, list) else str(prompt)
 
@@ -254,7 +267,7 @@ class Server:
         if path not in ("/v1/chat/completions", "/v1/completions"):
             return 404, {}, _error(f"no route {path}", "not_found"), None
         prompt = _prompt_of(path, request)
-        fault = self._draw_fault(bool(_RATING_WORDS.search(prompt)))
+        fault = self._draw_fault(asks_rating(prompt))
         await self._sleep()
         if fault == "429":
             retry = {"retry-after": f"{self.options.retry_after:g}"}
