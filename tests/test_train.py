@@ -171,10 +171,16 @@ def test_bad_config_and_data_are_one_line_user_errors(tmp_path, data_dir):
         load_groups(tmp_path / "empty-folder-that-is-missing")
 
 
+def sa_train() -> list[str]:
+    """The installed console script, or the same entry point through the interpreter."""
+    script = Path(sys.executable).parent / "sa-train"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "training.train"]
+
+
 def test_console_script_sweeps_margin_and_lambda(tmp_path, data_dir, tiny_model_dir):
     sweep = tmp_path / "sweep"
     command = [
-        sys.executable, "-m", "training.train", "-m", f"data={data_dir}", f"model.name={tiny_model_dir}",
+        *sa_train(), "-m", f"data={data_dir}", f"model.name={tiny_model_dir}",
         "loss.margin=0.5,1", "loss.lam=0,0.2", "train.max_steps=1", "train.groups_per_batch=2",
         "train.max_length=128", "train.max_prompt_length=96", f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
@@ -189,7 +195,7 @@ def test_console_script_sweeps_margin_and_lambda(tmp_path, data_dir, tiny_model_
         seen.add((cfg.loss.margin, cfg.loss.lam))
     assert seen == {(0.5, 0), (0.5, 0.2), (1, 0), (1, 0.2)}
     bad = subprocess.run(
-        [sys.executable, "-m", "training.train", f"data={data_dir}", "loss.margin=-1", f"hydra.run.dir={tmp_path}/x"],
+        [*sa_train(), f"data={data_dir}", "loss.margin=-1", f"hydra.run.dir={tmp_path}/x"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "sa-train: error: loss.margin" in bad.stderr
