@@ -86,7 +86,7 @@ def parse_rating(text: str, low: int = SCALE_LOW, high: int = SCALE_HIGH) -> Rat
         return Rating(None, reason, False, raw=text, error=f"rating {raw_value!r} is not a whole number")
     if not low <= value <= high:
         return Rating(None, reason, False, raw=text, error=f"rating {value} is outside {low}..{high}")
-    return Rating(value, reason.strip(), True, raw=text)
+    return Rating(value, reason.strip().lstrip("*#:- ").strip(), True, raw=text)
 
 
 async def ask_rating(
