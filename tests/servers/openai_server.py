@@ -329,19 +329,19 @@ class Server:
                         headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
                 status, extra, payload, fault = await self.handle(method, path, headers, body)
-                data = json.dumps(payload).encode()
-                out = [f"HTTP/1.1 {status} {_STATUS_TEXT.get(status, 'Status')}", "content-type: application/json",
-                       f"content-length: {len(data)}", "connection: keep-alive"]  # fmt: skip
-                out += [f"{k}: {v}" for k, v in extra.items()]
-                writer.write(("\r\n".join(out) + "\r\n\r\n").encode() + data)
-                await writer.drain()
-                if not path.startswith("/stats"):
+                if not path.startswith("/stats"):  # logged before writing: a client that gave up still counts
                     usage = payload.get("usage", {}) if isinstance(payload, dict) else {}
                     self._record({
                         "t_start": t_start, "t_end": time.time(), "path": path.split("?", 1)[0], "status": status,
                         "fault": fault, "prompt_tokens": usage.get("prompt_tokens", 0),
                         "completion_tokens": usage.get("completion_tokens", 0),
                     })  # fmt: skip
+                data = json.dumps(payload).encode()
+                out = [f"HTTP/1.1 {status} {_STATUS_TEXT.get(status, 'Status')}", "content-type: application/json",
+                       f"content-length: {len(data)}", "connection: keep-alive"]  # fmt: skip
+                out += [f"{k}: {v}" for k, v in extra.items()]
+                writer.write(("\r\n".join(out) + "\r\n\r\n").encode() + data)
+                await writer.drain()
                 if headers.get("connection", "").lower() == "close":
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
