@@ -6,8 +6,9 @@ Alignment loss and an AdamW step:
   only the last group of a batch), anomaly detection on (`torch.autograd.set_detect_anomaly(True)` at import),
   `model(..., labels=labels)` (HF computes a full-vocabulary loss that is thrown away), then the logits are shifted
   with `.contiguous()` copies and a full-vocabulary cross-entropy per response.
-- `sa_train`: G groups × K responses in one padded forward (sa-train's collator), logits only from the first
-  response position on and cross-entropy only at trained positions, anomaly detection off.
+- `sa_train`: G groups × K responses per optimizer step (sa-train's collator), rows forwarded sorted by length in
+  chunks of `--max-tokens` padded tokens, vocabulary projection and cross-entropy only at trained positions,
+  anomaly detection off.
 `reference_style_no_anomaly` is the same loop with anomaly detection off, to show where the time goes.
 
     flock /tmp/sa-heavy.lock .venv/bin/python benchmarks/bench_train_batching.py [--model embedded:smollm2]
@@ -65,7 +66,9 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=8, help="groups trained per timed call (both sides)")
     parser.add_argument("--groups-per-batch", type=int, default=8, help="G of sa-train")
     parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=2048, help="sa-train's train.max_tokens_per_forward")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=0, help="untimed calls per variant first")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     threads(args.threads)
@@ -83,7 +86,7 @@ def main() -> None:
 
     def sa_train() -> None:
         for batch in ours:
-            stats = response_stats(model, batch)
+            stats = response_stats(model, batch, max_tokens=args.max_tokens)
             step(stable_alignment_loss(stats.nll, stats.ratings, stats.mask, margin=1.0, lam=0.2).loss)
 
     def reference_style(anomaly: bool = True) -> None:
@@ -98,7 +101,7 @@ def main() -> None:
             "reference_style_no_anomaly": lambda: reference_style(False),
         },
         args.repeats,
-        warmup=0,
+        warmup=args.warmup,
     )
     per_group = summary(times, {name: float(args.groups) for name in times})
     samples_per_s = {name: {kind: 1.0 / v for kind, v in t.items()} for name, t in per_group.items()}
@@ -106,6 +109,7 @@ def main() -> None:
     emit({
         "benchmark": "train_batching", "model": args.model, "params": sum(p.numel() for p in model.parameters()),
         "groups": args.groups, "k": args.k, "sa_train_groups_per_batch": args.groups_per_batch,
+        "max_tokens_per_forward": args.max_tokens,
         "tokens": sum(len(i["prompt_ids"]) * args.k + sum(map(len, i["response_ids"])) for i in items),
         "samples_per_s": samples_per_s,
         "all_call_s": times,

@@ -93,3 +93,23 @@ def test_selection_per_loss():
     assert select_responses(ratings, SELECT_BEST) == [1]  # ties: first
     assert select_responses(ratings, SELECT_PAIR) == [1, 0]  # best, worst (ties: first)
     assert select_responses([4, 4], SELECT_PAIR) == [0]  # no preference: only the SFT term remains
+
+
+def test_length_chunked_forward_equals_one_padded_forward(tokenizer, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from training.logprobs import length_chunks, sequence_logps
+
+    assert length_chunks([5, 9, 3, 9], 18) == [[2, 0], [1, 3]]
+    assert length_chunks([5, 9, 3], 0) == [[2, 0, 1]]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    a = item(tokenizer, ["No.", "An accent says nothing about ability or character at all.", "Yes."], [5, 7, 2])
+    b = item(tokenizer, ["Judging by accent is unfair.", "Sure."], [6, 1])
+    batch = GroupCollator(tokenizer.pad_token_id, max_length=128, max_prompt_length=64)([a, b])
+    whole, count = sequence_logps(model, batch)
+    grad_whole = torch.autograd.grad(whole.sum(), model.model.layers[0].mlp.up_proj.weight)[0]
+    chunked, count2 = sequence_logps(model, batch, max_tokens=2 * batch["attention_mask"].sum(1).max().item())
+    grad_chunked = torch.autograd.grad(chunked.sum(), model.model.layers[0].mlp.up_proj.weight)[0]
+    assert count.tolist() == count2.tolist()
+    assert torch.allclose(whole, chunked, atol=1e-4)
+    assert torch.allclose(grad_whole, grad_chunked, atol=1e-5)

@@ -67,6 +67,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         0 < int(t.max_prompt_length) < int(t.max_length),
         f"train.max_prompt_length={t.max_prompt_length} must be in (0, train.max_length={t.max_length})",
     )
+    require(int(t.max_tokens_per_forward) >= 0, f"train.max_tokens_per_forward={t.max_tokens_per_forward} must be >= 0")
     require(int(t.save_every) >= 0, f"train.save_every={t.save_every} must be >= 0")
     require(
         cfg.model.device in ("auto", "cpu", "cuda", "mps"), f"model.device={cfg.model.device}: use auto|cpu|cuda|mps"
@@ -208,7 +209,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         batches = accelerator.skip_first_batches(loader, state.batches) if state.batches else loader
         for batch in batches:
             with accelerator.accumulate(model):
-                stats = response_stats(model, batch, reference)
+                stats = response_stats(model, batch, reference, int(t.max_tokens_per_forward))
                 out = spec.compute(stats, params)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients and float(t.max_grad_norm) > 0:
