@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -44,15 +45,18 @@ def run_ours(server: RunningServer, size: int, concurrency: int, work: Path) -> 
         "embedder=openai", f"embedder.base_url={url}", "embedder.model=stub-embed", "embedder.dim=384",
         f"world.size={size}", "world.rounds=1", "run.plots=false", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(command, cwd=work, capture_output=True, text=True)
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if result.returncode != 0:
         sys.exit(f"sa-simulate failed: {result.stderr[-3000:]}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"interactions": metrics["records"], "interactions_per_s": metrics["interactions_per_s"],
             "collection_s": metrics["collection_seconds"], "wall_s_incl_startup": round(wall, 2),
-            "calls": metrics["calls"]}  # fmt: skip
+            "calls": metrics["calls"], "client_process_cpu_s": round(cpu, 2)}  # fmt: skip
 
 
 def run_reference(server: RunningServer, size: int, k: int, threads: int) -> dict:
