@@ -1,7 +1,7 @@
 """Per-response log-likelihoods from padded forward passes over a collated batch (any HF causal LM).
 
 Three savings over the usual `model(..., labels=...)`:
-- the backbone runs from the earliest response position on only for the vocabulary projection (`logits_to_keep`);
+- positions before the earliest response token never reach the vocabulary projection (`logits_to_keep`);
 - a forward pre-hook on the output embedding projects only the positions whose next token is trained, so prompt
   and padding positions cost no `hidden × vocab` product and no `(batch, length, vocab)` tensor is built;
 - `max_tokens` > 0 splits the rows, sorted by length, into chunks of at most that many padded tokens, so short rows
