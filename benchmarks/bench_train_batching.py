@@ -11,7 +11,7 @@ Alignment loss and an AdamW step:
   anomaly detection off.
 `reference_style_no_anomaly` is the same loop with anomaly detection off, to show where the time goes.
 
-    flock /tmp/sa-heavy.lock .venv/bin/python benchmarks/bench_train_batching.py [--model embedded:smollm2]
+    .venv/bin/python benchmarks/bench_train_batching.py [--model embedded:smollm2]
 """
 
 from __future__ import annotations

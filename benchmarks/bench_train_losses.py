@@ -5,7 +5,7 @@ One training step = forward + loss + backward + AdamW step over one batch of G g
 - `sft_hf`: the plain SFT step anyone writes: `model(input_ids, labels=...)` with the prompt masked (-100), HF's loss.
 - `sft_same_path`: SFT through sa-train's own path (mean of ℓ_i over the same responses): isolates the loss overhead.
 
-    flock /tmp/sa-heavy.lock .venv/bin/python benchmarks/bench_train_losses.py [--model embedded:smollm2]
+    .venv/bin/python benchmarks/bench_train_losses.py [--model embedded:smollm2]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ optimizer step (forward, loss, backward, optimizer), the first step of each side
   model is needed, which is the method's point.
 - `sa_train_dpo`: sa-train's own DPO (same equation as TRL, frozen reference copy) on the same pairs.
 
-    flock /tmp/sa-heavy.lock .venv/bin/python benchmarks/bench_train_vs_trl.py [--model embedded:smollm2]
+    .venv/bin/python benchmarks/bench_train_vs_trl.py [--model embedded:smollm2]
 """
 
 from __future__ import annotations
