@@ -135,7 +135,11 @@ def _raw_backend(cfg: dict[str, Any]) -> ChatBackend:
             message = message.replace(secret, "***")
         raise UserError(f"cannot build backend.chat_model ({message}); check backend.chat_model") from None
     return LangChainBackend(
-        built, model=cfg.get("model", ""), pass_sampling=cfg.get("pass_sampling", True), secret=secret
+        built,
+        model=cfg.get("model", ""),
+        pass_sampling=cfg.get("pass_sampling", True),
+        secret=secret,
+        max_tokens_param=cfg.get("max_tokens_param", "max_tokens"),
     )
 
 

@@ -159,3 +159,26 @@ def test_api_key_never_appears_in_logs_config_or_episodes(fault_world):
     assert any(p.name == "config.yaml" for p in files) and any(p.name == "episodes.jsonl" for p in files)
     leaking = [str(p) for p in files if SENTINEL.encode() in p.read_bytes()]
     assert leaking == []
+
+
+def test_langchain_backend_through_chat_openai_sends_max_tokens(openai_stub, monkeypatch):
+    server = openai_stub(retry_after=0.1)
+    monkeypatch.setenv("SA_TEST_API_KEY", SENTINEL)
+    node = {
+        "name": "langchain", "model": "stub-model", "base_url": server.base_url, "api_key_env": "SA_TEST_API_KEY",
+        "max_tokens_param": "extra_body.max_tokens", "limits": {"timeout_s": 5, "max_retries": 1},
+        "chat_model": {"_target_": "langchain_openai.ChatOpenAI", "model": "stub-model", "base_url": server.base_url,
+                       "max_retries": 0},
+    }  # fmt: skip
+
+    async def main():
+        backend = build_backend(node)
+        try:
+            return await backend.chat([{"role": "user", "content": "Is honesty important?"}], Sampling(max_tokens=3))
+        finally:
+            await close_all()
+
+    completion = asyncio.run(main())
+    assert completion.completion_tokens == 3 and completion.prompt_tokens > 0 and completion.text
+    (entry,) = server.stats()["log"]
+    assert "max_tokens" in entry["params"] and "max_completion_tokens" not in entry["params"]

@@ -14,9 +14,20 @@ _ROLES = {"system": "system", "user": "human", "assistant": "ai"}
 
 
 class LangChainBackend(ChatBackend):
-    """Calls `chat_model.ainvoke`; sampling goes in as call kwargs (`pass_sampling`), usage from `usage_metadata`."""
+    """Calls `chat_model.ainvoke`; sampling goes in as call kwargs (`pass_sampling`), usage from `usage_metadata`.
 
-    def __init__(self, chat_model: Any, model: str = "", pass_sampling: bool = True, secret: str | None = None) -> None:
+    `max_tokens_param`: the call kwarg for the token cap. ChatOpenAI renames `max_tokens` to `max_completion_tokens`,
+    which llama.cpp's server ignores; `extra_body.max_tokens` sends `max_tokens` verbatim in the request body.
+    """
+
+    def __init__(
+        self,
+        chat_model: Any,
+        model: str = "",
+        pass_sampling: bool = True,
+        secret: str | None = None,
+        max_tokens_param: str = "max_tokens",
+    ) -> None:
         from langchain_core.language_models import BaseChatModel
 
         if not isinstance(chat_model, BaseChatModel):
@@ -29,6 +40,7 @@ class LangChainBackend(ChatBackend):
         self.chat_model = chat_model
         self.model = model or getattr(chat_model, "model_name", "") or getattr(chat_model, "model", "") or "langchain"
         self.pass_sampling = pass_sampling
+        self.max_tokens_param = max_tokens_param
         self._secret = secret
 
     def __repr__(self) -> str:
@@ -42,7 +54,11 @@ class LangChainBackend(ChatBackend):
         if sampling.stop:
             kwargs["stop"] = list(sampling.stop)
         if self.pass_sampling:
-            kwargs.update(temperature=sampling.temperature, max_tokens=sampling.max_tokens)
+            kwargs["temperature"] = sampling.temperature
+            if self.max_tokens_param.startswith("extra_body."):  # sent verbatim in the request body
+                kwargs["extra_body"] = {self.max_tokens_param.removeprefix("extra_body."): sampling.max_tokens}
+            else:
+                kwargs[self.max_tokens_param] = sampling.max_tokens
             if sampling.seed is not None:
                 kwargs["seed"] = sampling.seed
         start = time.perf_counter()

@@ -137,14 +137,17 @@ LLAMA_MODEL_NAME = "smollm2"
 
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory) -> Iterator[RunningServer]:
-    """llama.cpp's OpenAI-compatible server with the embedded SmolLM2 GGUF on loopback (model name `smollm2`)."""
+    """llama.cpp's OpenAI-compatible server with the embedded SmolLM2 GGUF on loopback (model name `smollm2`).
+
+    One thread: on 2 shared cores, llama.cpp's spinning worker threads made calls 10-20x slower with 2 threads.
+    """
     from agents.backends.embedded import smollm2_gguf
 
     port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", LLAMA_MODEL_NAME,
-        "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2", "--n_ctx", "4096",
+        "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "4096",
     ]  # fmt: skip
     with open(log, "wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)

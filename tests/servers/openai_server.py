@@ -27,7 +27,8 @@ Options (all faults are drawn from one RNG seeded by `--seed`, in request arriva
 - `--api-key KEY`: require `Authorization: Bearer KEY` (401 otherwise). The key is never logged.
 - `--model NAME` (repeatable) the names listed by /v1/models (any model name is accepted in requests).
 - `--log-file PATH`: one JSON line per request {t_start, t_end, path, status, fault, prompt_tokens,
-  completion_tokens} (also kept in memory for `GET /stats`), written as requests finish.
+  completion_tokens, params (the body keys besides the content)} (also kept in memory for `GET /stats`),
+  written as requests finish.
 
 `GET /stats` returns {"requests", "by_status", "by_path", "faults", "log": [...]} ; `achieved_rate(log, window)` in
 this module computes the highest request rate over any sliding window (for rate-limit tests).
@@ -334,7 +335,7 @@ class Server:
                     self._record({
                         "t_start": t_start, "t_end": time.time(), "path": path.split("?", 1)[0], "status": status,
                         "fault": fault, "prompt_tokens": usage.get("prompt_tokens", 0),
-                        "completion_tokens": usage.get("completion_tokens", 0),
+                        "completion_tokens": usage.get("completion_tokens", 0), "params": _param_names(body),
                     })  # fmt: skip
                 data = json.dumps(payload).encode()
                 out = [f"HTTP/1.1 {status} {_STATUS_TEXT.get(status, 'Status')}", "content-type: application/json",
@@ -348,6 +349,15 @@ class Server:
             return
         finally:
             writer.close()
+
+
+def _param_names(body: bytes) -> list[str]:
+    """The request's top-level keys other than the content (e.g. which max-tokens field a client sent)."""
+    try:
+        request = json.loads(body or b"{}")
+    except json.JSONDecodeError:
+        return []
+    return sorted(k for k in request if k not in ("messages", "prompt", "input")) if isinstance(request, dict) else []
 
 
 def _error(message: str, kind: str) -> dict[str, Any]:
