@@ -68,7 +68,8 @@ def main() -> None:
 
     interactions = int(metrics["records"])
     stats = metrics["embedder"]
-    calls, texts = int(stats["inner_calls"]), int(stats["texts_embedded"])
+    calls = int(stats["inner_calls"])
+    texts = int(stats.get("embedded", stats.get("texts_embedded", 0)))  # key names of EmbeddingCache.stats()
     seeding_calls = 1 if seeded else 0
     reference = 1 + args.k + 1
     per_interaction = calls / interactions
@@ -81,7 +82,7 @@ def main() -> None:
         "encoder_calls_total": calls,
         "encoder_calls_seeding": seeding_calls,
         "encoder_calls_during_interactions": calls - seeding_calls,
-        "texts_requested": int(stats["texts_requested"]),
+        "texts_requested": int(stats.get("requested", stats.get("texts_requested", 0))),
         "texts_embedded_total": texts,
         "texts_embedded_seeding": seeded,
         "texts_embedded_during_interactions": texts - seeded,
