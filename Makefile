@@ -44,7 +44,8 @@ lint: setup-dev
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: setup-dev
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in $(filter-out %_common.py,$(wildcard benchmarks/bench_*.py)); do \
+		echo "== $$b"; $(PY) -m benchmarks.$$(basename $$b .py) || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs outputs multirun .pytest_cache
