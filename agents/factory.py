@@ -113,6 +113,7 @@ def _raw_backend(cfg: dict[str, Any]) -> ChatBackend:
             timeout_s=float((cfg.get("limits") or {}).get("timeout_s") or 600.0) + 5.0,
             max_tokens_param=cfg.get("max_tokens_param", "max_tokens"),
             extra_body=cfg.get("extra_body"),
+            connections=int((cfg.get("limits") or {}).get("concurrency") or 256),
         )
     from agents.backends.langchain import LangChainBackend
     from agents.backends.openai_compat import _PLACEHOLDER_KEY, api_key_from_env

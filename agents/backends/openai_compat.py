@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import itertools
 import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 import openai
 
 from agents.backends.base import ChatBackend, Completion, Message, Sampling
@@ -86,6 +88,7 @@ class OpenAIBackend(ChatBackend):
         timeout_s: float = 60.0,
         max_tokens_param: str = "max_tokens",
         extra_body: dict | None = None,
+        connections: int = 64,
     ) -> None:
         if api not in ("chat", "completions"):
             raise UserError(f"backend.api={api!r} is not supported; use chat or completions")
@@ -97,9 +100,7 @@ class OpenAIBackend(ChatBackend):
         self._key_env = api_key_env
         key = api_key_from_env(api_key_env, base_url)
         self._redact_key = key if key != _PLACEHOLDER_KEY else None
-        self._client = PerLoop(
-            lambda: openai.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout_s)
-        )
+        self._clients = PerLoop(lambda: _client_pool(key, base_url, timeout_s, connections))
         self._where = base_url or "api.openai.com"
 
     def __repr__(self) -> str:
@@ -123,7 +124,7 @@ class OpenAIBackend(ChatBackend):
     async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
         """One chat (or plain) completion. The JSON body goes through the client's generic `post` and the reply is
         read as plain JSON: the SDK's typed request transform and response models cost ~1 ms of CPU per call."""
-        client: openai.AsyncOpenAI = self._client.get()
+        client: openai.AsyncOpenAI = next(self._clients.get())
         start = time.perf_counter()
         body = self._body(sampling)
         try:
@@ -149,7 +150,7 @@ class OpenAIBackend(ChatBackend):
 
     async def embed(self, texts: Sequence[str]) -> Completion:
         """One `/v1/embeddings` request; vectors (list of lists) in `extra["vectors"]`."""
-        client: openai.AsyncOpenAI = self._client.get()
+        client: openai.AsyncOpenAI = next(self._clients.get())
         start = time.perf_counter()
         try:
             response = await client.embeddings.create(model=self.model, input=list(texts))
@@ -167,7 +168,33 @@ class OpenAIBackend(ChatBackend):
 
     async def aclose(self) -> None:
         with contextlib.suppress(RuntimeError):  # no running loop / loop closed
-            await self._client.get().close()
+            for client in self._clients.get().clients:
+                await client.close()
+
+
+class _ClientPool:
+    """Round-robin over AsyncOpenAI clients of at most `per_client` kept-alive connections each: one httpx pool with
+    hundreds of connections spends milliseconds of CPU per request scanning them and reopens idle ones."""
+
+    def __init__(self, clients: list[openai.AsyncOpenAI]) -> None:
+        self.clients = clients
+        self._next = itertools.cycle(clients)
+
+    def __next__(self) -> openai.AsyncOpenAI:
+        return next(self._next)
+
+
+def _client_pool(
+    key: str, base_url: str | None, timeout_s: float, connections: int, per_client: int = 64
+) -> _ClientPool:
+    """Enough clients for `connections` calls in flight, `per_client` kept-alive connections each."""
+    size = max(1, -(-connections // per_client))
+    limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+    return _ClientPool([
+        openai.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout_s,
+                           http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout_s))
+        for _ in range(size)
+    ])  # fmt: skip
 
 
 def _first_choice(response: Any) -> dict[str, Any]:
