@@ -11,16 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.backends.base import ChatBackend, Completion, Message, Sampling
-
-Prices = Mapping[str, Mapping[str, float]]
-
-
-def price_of(prices: Prices, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    """USD for the tokens at `model`'s price (0 for a model without a price)."""
-    price = prices.get(model) or {}
-    return (
-        prompt_tokens * float(price.get("prompt", 0.0)) + completion_tokens * float(price.get("completion", 0.0))
-    ) / 1e6
+from agents.backends.usage import price_of
 
 
 @dataclass

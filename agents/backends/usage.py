@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,16 @@ class Budget:
     max_calls: int | None = None
     max_tokens: int | None = None
     max_cost_usd: float | None = None
+
+
+def price_of(
+    prices: Mapping[str, Mapping[str, float]], model: str, prompt_tokens: int, completion_tokens: int
+) -> float:
+    """USD for the tokens at `model`'s price per 1M prompt/completion tokens (0 for a model without a price)."""
+    price = prices.get(model) or {}
+    return (
+        prompt_tokens * float(price.get("prompt", 0.0)) + completion_tokens * float(price.get("completion", 0.0))
+    ) / 1e6
 
 
 @dataclass
@@ -41,8 +52,7 @@ class UsageMeter:
     failed: list[dict[str, Any]] = field(default_factory=list)
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        price = self.prices.get(model) or self.prices.get(self.model) or {}
-        return (prompt_tokens * price.get("prompt", 0.0) + completion_tokens * price.get("completion", 0.0)) / 1e6
+        return price_of(self.prices, model if model in self.prices else self.model, prompt_tokens, completion_tokens)
 
     def record(self, completion: Completion) -> None:
         self.requests += 1
