@@ -42,7 +42,7 @@ def sampling_from(node: DictConfig | Mapping[str, Any] | None) -> Sampling:
     """A `Sampling` from a node's `sampling` section (or from a sampling node itself)."""
     cfg = _plain(node) if node is not None else {}
     cfg = cfg.get("sampling", cfg) or {}
-    allowed = {"temperature", "max_tokens", "top_p", "stop", "seed"}
+    allowed = {"temperature", "max_tokens", "top_p", "stop", "seed", "prefix"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise UserError(f"unknown sampling key(s) {unknown}; use {sorted(allowed)}")

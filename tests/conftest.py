@@ -39,4 +39,6 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
 pytest_plugins = ["tests.servers.fixtures"]

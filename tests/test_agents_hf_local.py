@@ -68,3 +68,15 @@ def test_dtype_selection_and_bad_values():
         pick_inference_dtype("int3", cpu)
     with pytest.raises(UserError, match="max_batch_size"):
         HFLocalBackend("embedded:smollm2", device="cpu", max_batch_size=0)
+
+
+def test_prefix_is_continued_and_returned(tiny_model_dir):
+    """A reply made to begin with "Rating:" is generated after that text (greedy differs) and returned with it."""
+    backend = HFLocalBackend(str(tiny_model_dir), device="cpu", dtype="float32", max_batch_size=2, max_wait_ms=50)
+    plain, prefixed = _run(
+        backend,
+        [(MESSAGES, Sampling(temperature=0.0, max_tokens=8)),
+         (MESSAGES, Sampling(temperature=0.0, max_tokens=8, prefix="Rating:"))],
+    )  # fmt: skip
+    assert prefixed.text.startswith("Rating:") and not plain.text.startswith("Rating:")
+    assert prefixed.prompt_tokens > plain.prompt_tokens

@@ -18,6 +18,9 @@ class Sampling:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # The reply is made to begin with this text (hf_local continues it; its reply text starts with it). Small local
+    # models that ignore a rating format write a parseable rating when the reply starts "Rating:". Others ignore it.
+    prefix: str = ""
 
 
 @dataclass

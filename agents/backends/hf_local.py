@@ -184,7 +184,10 @@ class HFLocalBackend(ChatBackend):
 
         model, tokenizer = self.load()
         start = time.perf_counter()
-        texts = [tokenizer.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False) for r in group]
+        texts = [
+            tokenizer.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False) + r.sampling.prefix
+            for r in group
+        ]
         encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         prompt_length = encoded["input_ids"].shape[1]
         samplings = [r.sampling for r in group]
@@ -212,7 +215,7 @@ class HFLocalBackend(ChatBackend):
         results = []
         for request, row, n_prompt in zip(group, new_tokens, prompt_lengths, strict=True):
             row = _trim(row[: request.sampling.max_tokens], stop_ids)
-            text = tokenizer.decode(row, skip_special_tokens=True)
+            text = request.sampling.prefix + tokenizer.decode(row, skip_special_tokens=True)
             for stop in request.sampling.stop:
                 if stop and stop in text:
                     text = text[: text.index(stop)]
