@@ -114,7 +114,7 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
     if sandbox:
         lines += ["## The world that produced the data", "",
                   f"`{sandbox['file']}`: {sandbox['records']} episodes, worlds {', '.join(sandbox['worlds'])}; "
-                  f"{sandbox['invalid_scores']} observer scores were unreadable (null, not averaged).", "",
+                  f"unreadable observer scores: {sandbox['invalid_scores']} (null, not averaged).", "",
                   "| round | episodes | draft alignment | revision alignment | draft engagement | revision engagement |",
                   "|---|---|---|---|---|---|"]  # fmt: skip
         for r in sandbox["rounds"]:
