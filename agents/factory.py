@@ -114,6 +114,7 @@ def _raw_backend(cfg: dict[str, Any]) -> ChatBackend:
             max_tokens_param=cfg.get("max_tokens_param", "max_tokens"),
             extra_body=cfg.get("extra_body"),
             connections=int((cfg.get("limits") or {}).get("concurrency") or 256),
+            http_client=cfg.get("http_client", "aiohttp"),
         )
     from agents.backends.langchain import LangChainBackend
     from agents.backends.openai_compat import _PLACEHOLDER_KEY, api_key_from_env
@@ -186,6 +187,8 @@ def build_embedder(node: DictConfig | Mapping[str, Any]) -> Any:
             base_url=cfg.get("base_url"),
             api_key_env=cfg.get("api_key_env", "OPENAI_API_KEY"),
             timeout_s=float((cfg.get("limits") or {}).get("timeout_s") or 600.0) + 5.0,
+            connections=int((cfg.get("limits") or {}).get("concurrency") or 64),
+            http_client=cfg.get("http_client", "aiohttp"),
         )
         wrapped = stack(raw, dict(cfg.get("limits") or {}), _meter(cfg, raw.model))
         _EMBEDDERS[key] = OpenAIEmbedder(wrapped, dim=cfg.get("dim"), batch_size=int(cfg.get("batch_size", 64)))

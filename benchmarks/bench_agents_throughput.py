@@ -7,7 +7,7 @@ in flight (the stack's concurrency cap), so the bound is 64 / 0.2 s = 320 calls/
 and why the endpoint is not the bottleneck: its server-side latency (should stay ~200 ms) and its own CPU time per
 request (from /proc), i.e. the request rate one server core could sustain.
 
-    python -m benchmarks.bench_agents_throughput [--calls 3000] [--latency 0.2] [--inflight 64]
+    python -m benchmarks.bench_agents_throughput [--calls 3000] [--latency 0.2] [--inflight 64] [--http-client httpx]
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def drive(base_url: str, calls: int, inflight: int) -> dict[str, float]:
+async def drive(base_url: str, calls: int, inflight: int, http_client: str) -> dict[str, float]:
     node = {
         "name": "openai", "model": "stub-model", "base_url": base_url, "api_key_env": "SA_BENCH_NO_KEY",
-        "api": "chat", "max_tokens_param": "max_tokens",
+        "api": "chat", "max_tokens_param": "max_tokens", "http_client": http_client,
         "limits": {"concurrency": inflight, "rpm": None, "tpm": None, "timeout_s": 30, "max_retries": 6,
                    "backoff_base_s": 1.0, "backoff_max_s": 60.0, "retry_after_max_s": 120.0},
         "prices": {"stub-model": {"prompt": 0.15, "completion": 0.6}},
@@ -63,12 +63,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--http-client", default="aiohttp", choices=["aiohttp", "httpx"], help="backend.http_client")
     args = parser.parse_args()
     bound = args.inflight / args.latency
     server = start_openai_stub(Path(tempfile.mkdtemp(prefix="bench-agents-")), latency=args.latency, log=False)
     try:
         server_cpu = process_cpu_seconds(server.process.pid)
-        run = asyncio.run(drive(server.base_url, args.calls, args.inflight))
+        run = asyncio.run(drive(server.base_url, args.calls, args.inflight, args.http_client))
         server_cpu = process_cpu_seconds(server.process.pid) - server_cpu
         log = server.stats()["log"][-args.calls :]
     finally:
@@ -77,7 +78,7 @@ def main() -> None:
     server_cpu_per_request = server_cpu / (args.calls + args.inflight)
     achieved = args.calls / run["wall_s"]
     print(json.dumps({
-        "benchmark": "agents_throughput", "calls": args.calls, "inflight": args.inflight, "latency_s": args.latency,
+        "benchmark": "agents_throughput", "http_client": args.http_client, "calls": args.calls, "inflight": args.inflight, "latency_s": args.latency,
         "bound_calls_per_s": bound, "achieved_calls_per_s": round(achieved, 1), "ratio": round(achieved / bound, 3),
         "client_cpu_ms_per_call": round(1000 * run["cpu_s"] / args.calls, 3),
         "failures": run["failures"], "retries": run["retries"],

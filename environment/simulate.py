@@ -96,7 +96,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     for record in sorted(previous, key=lambda r: r["round"]):
         stopper.observe(record)
     started = time.perf_counter()
-    collecting = 0.0
+    collecting = collected = 0.0
     world = None
     progress = None
     error: BaseException | None = None
@@ -104,14 +104,15 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         world = await build_world(cfg, meter, previous)
         first = next((r for r in range(world.rounds) for a in range(world.n_agents)
                       if (world.world_id, r, a) not in store.keys), None)  # fmt: skip
+        collecting = time.perf_counter()  # from the first call (the first round's question embeddings) ...
         if first is not None:
             await world.prefetch_round(first)  # type: ignore[misc]
-        collecting = time.perf_counter()
         total = grid.cells * int(cfg.world.rounds)
         progress = Progress(total, len(store), meter, enabled=bool(cfg.run.progress),
                             log_every_s=float(cfg.run.progress_log_every_s))  # fmt: skip
         snapshot = Snapshotter(run_dir / MEMORY, world, store, float(cfg.run.snapshot_every_s))
         await run_world(world, store, stopper, meter, progress, int(cfg.run.max_inflight), on_commit=snapshot.maybe)
+        collected = time.perf_counter()  # ... to the last record flushed (the final memory snapshot comes after)
     except (UserError, KeyboardInterrupt, asyncio.CancelledError):
         raise
     except Exception as failure:  # noqa: BLE001 - an endpoint or model failure after retries
@@ -125,7 +126,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             Snapshotter(run_dir / MEMORY, world, store, 0).save()
         await _close_backends()
     seconds = time.perf_counter() - started
-    collection = time.perf_counter() - collecting if collecting else 0.0
+    collection = (collected or time.perf_counter()) - collecting if collecting else 0.0
     if _is_budget_stop(error):
         stopper.reason, error = f"budget: {one_line(error)}", None
     new = progress.new if progress else 0
@@ -136,7 +137,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "rounds_completed": len(stopper.completed_rounds()),
         "society_score_per_round": {str(r): s for r, s in sorted(stopper.scores.items())},
         "wall_seconds": round(seconds, 3),
-        "collection_seconds": round(collection, 3),  # the event loop only (wall_seconds adds model/memory set-up)
+        "collection_seconds": round(collection, 3),  # first call to last record (wall_seconds adds set-up, snapshot)
         "interactions_this_run": new,
         "interactions_per_s": round(new / collection, 4) if collection else None,
         "resumed_from": len(previous),

@@ -30,14 +30,17 @@ def openai_node(base_url: str, **extra) -> dict:
             "limits": limits, "prices": {"stub-model": {"prompt": 1.0, "completion": 2.0}}, **extra}  # fmt: skip
 
 
-def test_openai_backend_chat_completions_embeddings_and_key(openai_stub, monkeypatch):
+@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
+def test_openai_backend_chat_completions_embeddings_and_key(openai_stub, monkeypatch, http_client):
     server = openai_stub(api_key=SENTINEL, fail_first=1, retry_after=0.1)
     monkeypatch.setenv("SA_TEST_API_KEY", SENTINEL)
 
     async def main():
-        chat = build_backend(openai_node(server.base_url))
-        plain = build_backend(openai_node(server.base_url, api="completions"))
-        embedder = build_embedder({**openai_node(server.base_url), "name": "openai", "dim": 384, "batch_size": 2})
+        chat = build_backend(openai_node(server.base_url, http_client=http_client))
+        plain = build_backend(openai_node(server.base_url, api="completions", http_client=http_client))
+        embedder = build_embedder(
+            {**openai_node(server.base_url, http_client=http_client), "name": "openai", "dim": 384, "batch_size": 2}
+        )
         messages = [{"role": "user", "content": "Is honesty important?"}]
         first = await chat.chat(messages, Sampling(max_tokens=50))
         second = await plain.chat(messages, Sampling(max_tokens=4))
@@ -54,6 +57,11 @@ def test_openai_backend_chat_completions_embeddings_and_key(openai_stub, monkeyp
     assert vectors.shape == (3, 384) and vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
     paths = [entry["path"] for entry in server.stats()["log"]]
     assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"} <= set(paths)
+
+
+def test_an_unknown_http_client_is_a_one_line_error():
+    with pytest.raises(UserError, match="backend.http_client='requests'.*use aiohttp or httpx"):
+        build_backend(openai_node("http://127.0.0.1:9/v1", http_client="requests"))
 
 
 def test_a_rejected_key_is_a_one_line_error_without_the_key(openai_stub, monkeypatch):
