@@ -215,10 +215,11 @@ class HFLocalBackend(ChatBackend):
         results = []
         for request, row, n_prompt in zip(group, new_tokens, prompt_lengths, strict=True):
             row = _trim(row[: request.sampling.max_tokens], stop_ids)
-            text = request.sampling.prefix + tokenizer.decode(row, skip_special_tokens=True)
-            for stop in request.sampling.stop:
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            for stop in request.sampling.stop:  # stop strings cut the generated text, never the prefix
                 if stop and stop in text:
                     text = text[: text.index(stop)]
+            text = request.sampling.prefix + text
             extra = {
                 "batch": len(group),
                 "finish_reason": "length" if len(row) >= request.sampling.max_tokens else "stop",

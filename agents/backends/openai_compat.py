@@ -133,25 +133,28 @@ class OpenAIBackend(ChatBackend):
             body.update(self.extra_body)
         return body
 
-    async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
-        """One chat (or plain) completion. The JSON body goes through the client's generic `post` and the reply is
-        read as plain JSON: the SDK's typed request transform and response models cost ~1 ms of CPU per call."""
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a JSON body through the client's generic `post`, the reply read as plain JSON (the SDK's typed request
+        transform and response models cost ~1 ms of CPU per call); SDK errors mapped by `map_openai_error`."""
         client: openai.AsyncOpenAI = next(self._clients.get())
-        start = time.perf_counter()
-        body = self._body(sampling)
         try:
-            if self.api == "chat":
-                body["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
-                response = await client.post("/chat/completions", body=body, cast_to=object)
-                choice = _first_choice(response)
-                text = (choice.get("message") or {}).get("content") or ""
-            else:
-                body["prompt"] = render_plain_prompt(messages)
-                response = await client.post("/completions", body=body, cast_to=object)
-                text = _first_choice(response).get("text") or ""
+            return await client.post(path, body=body, cast_to=object)
         except openai.OpenAIError as error:
             raise map_openai_error(error, self._where, self._redact_key, self._key_env) from None
-        usage = (response.get("usage") if isinstance(response, dict) else None) or {}
+
+    async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
+        """One chat (or plain) completion."""
+        start = time.perf_counter()
+        body = self._body(sampling)
+        if self.api == "chat":
+            body["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
+            response = await self._post("/chat/completions", body)
+            text = (_first_choice(response).get("message") or {}).get("content") or ""
+        else:
+            body["prompt"] = render_plain_prompt(messages)
+            response = await self._post("/completions", body)
+            text = _first_choice(response).get("text") or ""
+        usage = response.get("usage") or {}  # _first_choice has checked that the response is a dict
         return Completion(
             text=text,
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
@@ -161,15 +164,9 @@ class OpenAIBackend(ChatBackend):
         )
 
     async def embed(self, texts: Sequence[str]) -> Completion:
-        """One `/v1/embeddings` request; vectors (list of lists) in `extra["vectors"]`. Read as plain JSON, as chat."""
-        client: openai.AsyncOpenAI = next(self._clients.get())
+        """One `/v1/embeddings` request; vectors (list of lists) in `extra["vectors"]`."""
         start = time.perf_counter()
-        try:
-            response = await client.post(
-                "/embeddings", body={"model": self.model, "input": list(texts)}, cast_to=object
-            )
-        except openai.OpenAIError as error:
-            raise map_openai_error(error, self._where, self._redact_key, self._key_env) from None
+        response = await self._post("/embeddings", {"model": self.model, "input": list(texts)})
         data = response.get("data") if isinstance(response, dict) else None
         if not isinstance(data, list) or not all(isinstance(d, dict) and "embedding" in d for d in data):
             raise PermanentError(f"the embeddings endpoint answered without data: {str(response)[:200]}")
