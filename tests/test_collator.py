@@ -113,3 +113,52 @@ def test_length_chunked_forward_equals_one_padded_forward(tokenizer, tiny_model_
     assert count.tolist() == count2.tolist()
     assert torch.allclose(whole, chunked, atol=1e-4)
     assert torch.allclose(grad_whole, grad_chunked, atol=1e-5)
+
+
+def test_shared_prompt_layout_puts_a_group_in_one_row(tokenizer):
+    a = item(tokenizer, ["No.", "No; an accent says nothing about ability.", "Yes."], [5, 7, 2])
+    b = item(tokenizer, ["Judging by accent is unfair and lazy.", "Sure."], [6, 1])
+    batch = GroupCollator(tokenizer.pad_token_id, max_length=128, max_prompt_length=64, share_prompt=True)([a, b])
+    assert batch["input_ids"].shape[0] == 2  # one row per group: the prompt once, then its responses
+    assert batch["response_offset"].tolist() == [0, 3]
+    p = len(a["prompt_ids"])
+    row, segments, positions = batch["input_ids"][0], batch["segment_ids"][0], batch["position_ids"][0]
+    assert row[:p].tolist() == a["prompt_ids"] and (segments[:p] == 0).all()
+    at = p
+    for k, response in enumerate(a["response_ids"]):
+        assert row[at : at + len(response)].tolist() == response
+        assert (segments[at : at + len(response)] == k + 1).all()
+        assert positions[at : at + len(response)].tolist() == list(range(p, p + len(response)))  # as if alone
+        at += len(response)
+    assert batch["loss_mask"][0].sum() == at - p and batch["attention_mask"][0].sum() == at
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_prompt_scores_equal_one_row_per_response(tokenizer, tiny_model_dir, attention):
+    """Prefix sharing changes the work, not the result: log-likelihoods and gradients match the plain layout."""
+    from transformers import AutoModelForCausalLM
+
+    from training.logprobs import sequence_logps, supports_shared_prompt
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=attention)
+    assert supports_shared_prompt(model)
+    long_prompt = item(tokenizer, ["A fine answer."], [7])
+    long_prompt["prompt_ids"] = long_prompt["prompt_ids"] * 3
+    groups = [
+        item(tokenizer, ["No.", "An accent says nothing about ability or character at all.", "Yes."], [5, 7, 2]),
+        long_prompt,  # its response is truncated to nothing
+        item(tokenizer, ["Judging by accent is unfair.", "Sure."], [6, 1]),
+    ]
+    room = len(long_prompt["prompt_ids"])
+    weight = model.model.layers[0].self_attn.q_proj.weight
+    results = {}
+    for share, max_tokens in [(False, 0), (True, 0), (True, 3 * room)]:
+        batch = GroupCollator(tokenizer.pad_token_id, room, room, share_prompt=share)(groups)
+        logps, count = sequence_logps(model, batch, max_tokens=max_tokens)
+        results[share, max_tokens] = logps, count, torch.autograd.grad(logps.sum(), weight)[0]
+    plain_logps, plain_count, plain_grad = results[False, 0]
+    assert plain_count.tolist()[3] == 0 and min(plain_count.tolist()[:3]) > 0
+    for logps, count, grad in (results[True, 0], results[True, 3 * room]):
+        assert count.tolist() == plain_count.tolist()
+        assert torch.allclose(logps, plain_logps, atol=1e-4), (logps, plain_logps)
+        assert torch.allclose(grad, plain_grad, atol=1e-5)

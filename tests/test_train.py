@@ -199,3 +199,16 @@ def test_console_script_sweeps_margin_and_lambda(tmp_path, data_dir, tiny_model_
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "sa-train: error: loss.margin" in bad.stderr
+
+
+def test_shared_prompt_layout_only_where_the_attention_takes_a_custom_mask(tiny_model_dir, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from training.train import share_prompt
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    on, off = (OmegaConf.create({"train": {"share_prompt": value}}) for value in (True, False))
+    assert share_prompt(on, model) and not share_prompt(off, model)
+    model.config._attn_implementation = "flash_attention_2"  # takes no 4D mask: one row per response
+    assert not share_prompt(on, model)
+    assert "flash_attention_2 attention takes no custom mask; train.share_prompt off" in capsys.readouterr().out

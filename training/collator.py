@@ -1,9 +1,17 @@
 """Batch G groups × K responses into one right-padded forward pass.
 
-Each row is prompt + response. `loss_mask` marks the response tokens (EOS included) whose log-probability is
-trained; prompt and padding are masked by position, never by pad id (SmolLM2's pad token is its EOS). A prompt keeps
-its last `max_prompt_length` tokens; the response fills the rest of `max_length`. A response truncated to nothing
-keeps its row but has no trained token and `present == False`, so the loss ignores it (no 0/0, no NaN).
+Two layouts, the same per-response log-likelihoods (tests/test_collator.py checks they agree):
+- one row per response, `prompt + response` (`share_prompt=False`): works with every attention implementation;
+- one row per group, `prompt + response_1 + … + response_K` (`share_prompt=True`, prefix sharing): the prompt is
+  forwarded once instead of K times. A 4D attention mask lets each response see the prompt and its own earlier
+  tokens only, and `position_ids` restart every response right after the prompt, so response k is scored exactly as
+  if it followed the prompt alone (needs an attention implementation that takes a custom mask: sdpa or eager).
+
+`segment_ids` tell the parts apart (0 prompt, k + 1 response k, -1 padding); `loss_mask` marks the response tokens
+(EOS included) whose log-probability is trained; prompt and padding are masked by position, never by pad id
+(SmolLM2's pad token is its EOS). A prompt keeps its last `max_prompt_length` tokens; each response fills the rest of
+`max_length`. A response truncated to nothing has no trained token and `present == False`, so the loss ignores it
+(no 0/0, no NaN).
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from typing import Any
 import torch
 
 from training.losses import SELECT_ALL, SELECT_BEST, SELECT_PAIR
+
+PROMPT, PADDING = 0, -1
 
 
 def select_responses(ratings: list[float], select: str) -> list[int]:
@@ -37,43 +47,63 @@ class GroupCollator:
     max_length: int = 480
     max_prompt_length: int = 320
     select: str = SELECT_ALL
+    share_prompt: bool = False
 
     def __call__(self, groups: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        rows: list[list[int]] = []
-        starts: list[int] = []
-        lengths: list[int] = []
-        group_index: list[int] = []
-        slot_index: list[int] = []
         chosen = [select_responses(group["ratings"], self.select) for group in groups]
         width = max((len(c) for c in chosen), default=1)
         ratings = torch.zeros(len(groups), width)
+        present = torch.zeros(len(groups), width, dtype=torch.bool)
+        prompts: list[list[int]] = []
+        responses: list[list[list[int]]] = []
         for g, (group, picked) in enumerate(zip(groups, chosen, strict=True)):
             prompt = list(group["prompt_ids"])[-self.max_prompt_length :] if self.max_prompt_length > 0 else []
             room = max(0, self.max_length - len(prompt))
+            prompts.append(prompt)
+            responses.append([list(group["response_ids"][j])[:room] for j in picked])
             for k, j in enumerate(picked):
-                response = list(group["response_ids"][j])[:room]
-                rows.append(prompt + response)
-                starts.append(len(prompt))
-                lengths.append(len(response))
-                group_index.append(g)
-                slot_index.append(k)
                 ratings[g, k] = float(group["ratings"][j])
-        longest = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), longest), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        loss_mask = torch.zeros((len(rows), longest), dtype=torch.bool)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, : len(row)] = 1
-            loss_mask[i, starts[i] : starts[i] + lengths[i]] = True
-        present = torch.zeros(len(groups), width, dtype=torch.bool)
-        present[torch.tensor(group_index), torch.tensor(slot_index)] = torch.tensor(lengths) > 0
+                present[g, k] = len(responses[-1][k]) > 0
+        group_index = [g for g, rs in enumerate(responses) for _ in rs]
+        slot_index = [k for rs in responses for k in range(len(rs))]
+        if self.share_prompt:
+            rows = [(p, rs) for p, rs in zip(prompts, responses, strict=True)]
+            offsets = [0, *torch.tensor([len(rs) for rs in responses]).cumsum(0).tolist()[:-1]]
+        else:
+            rows = [(prompts[g], [r]) for g, rs in enumerate(responses) for r in rs]
+            offsets = list(range(len(rows)))
+        batch = pad_rows(rows, self.pad_token_id, positions=self.share_prompt)
         return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "loss_mask": loss_mask,
+            **batch,
+            "response_offset": torch.tensor(offsets, dtype=torch.long),
             "group_index": torch.tensor(group_index, dtype=torch.long),
             "slot_index": torch.tensor(slot_index, dtype=torch.long),
             "ratings": ratings,
             "present": present,
         }
+
+
+def pad_rows(rows: list[tuple[list[int], list[list[int]]]], pad_id: int, positions: bool) -> dict[str, torch.Tensor]:
+    """Right-padded `prompt + responses…` rows with their masks, segment ids and (if asked) restarting positions."""
+    longest = max(len(p) + sum(map(len, rs)) for p, rs in rows)
+    shape = (len(rows), longest)
+    input_ids = torch.full(shape, pad_id, dtype=torch.long)
+    segment_ids = torch.full(shape, PADDING, dtype=torch.long)
+    position_ids = torch.zeros(shape, dtype=torch.long)
+    for i, (prompt, responses) in enumerate(rows):
+        input_ids[i, : len(prompt)] = torch.tensor(prompt, dtype=torch.long)
+        segment_ids[i, : len(prompt)] = PROMPT
+        position_ids[i, : len(prompt)] = torch.arange(len(prompt))
+        at = len(prompt)
+        for k, response in enumerate(responses):
+            input_ids[i, at : at + len(response)] = torch.tensor(response, dtype=torch.long)
+            segment_ids[i, at : at + len(response)] = k + 1
+            position_ids[i, at : at + len(response)] = torch.arange(len(prompt), len(prompt) + len(response))
+            at += len(response)
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": (segment_ids != PADDING).long(),
+        "loss_mask": segment_ids > PROMPT,
+        "segment_ids": segment_ids,
+    }
+    return {**batch, "position_ids": position_ids} if positions else batch

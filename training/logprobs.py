@@ -1,11 +1,14 @@
 """Per-response log-likelihoods from padded forward passes over a collated batch (any HF causal LM).
 
-Three savings over the usual `model(..., labels=...)`:
-- positions before the earliest response token never reach the vocabulary projection (`logits_to_keep`);
-- a forward pre-hook on the output embedding projects only the positions whose next token is trained, so prompt
-  and padding positions cost no `hidden × vocab` product and no `(batch, length, vocab)` tensor is built;
+Each trained token t of a response is predicted by the hidden state at position t − 1, except the first token of a
+response, which is predicted by the last prompt token (in the shared-prompt layout the previous position belongs to
+another response). Savings over the usual `model(..., labels=...)`:
+- positions before the earliest predicting position never reach the vocabulary projection (`logits_to_keep`);
+- a forward pre-hook on the output embedding projects only the predicting positions, so prompt and padding positions
+  cost no `hidden × vocab` product and no `(batch, length, vocab)` tensor is built;
 - `max_tokens` > 0 splits the rows, sorted by length, into chunks of at most that many padded tokens, so short rows
-  are not padded to the longest row of the batch (one backward still covers all chunks).
+  are not padded to the longest row of the batch (one backward still covers all chunks);
+- the shared-prompt layout (training/collator.py) forwards each prompt once for its K responses.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.collator import PADDING, PROMPT
 from training.losses import ResponseStats
+
+# attention implementations that take a custom 4D mask as it is (the shared-prompt layout needs one)
+CUSTOM_MASK_ATTENTION = ("sdpa", "eager")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -26,13 +33,39 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return inner.get_base_model() if hasattr(inner, "get_base_model") else inner  # peft
 
 
-def _accepts_logits_to_keep(model: nn.Module) -> bool:
-    return "logits_to_keep" in inspect.signature(_unwrap(model).forward).parameters
+def _accepts(model: nn.Module, argument: str) -> bool:
+    return argument in inspect.signature(_unwrap(model).forward).parameters
+
+
+def supports_shared_prompt(model: nn.Module) -> bool:
+    """Whether the model can score the shared-prompt layout: custom 4D masks and explicit `position_ids`."""
+    implementation = getattr(getattr(_unwrap(model), "config", None), "_attn_implementation", None)
+    return implementation in CUSTOM_MASK_ATTENTION and _accepts(model, "position_ids")
+
+
+def shared_prompt_mask(segment_ids: torch.Tensor, additive: bool) -> torch.Tensor:
+    """`[B, 1, L, L]` mask: a prompt token sees the earlier prompt; a response token the prompt and its own past.
+
+    Padding queries see themselves only (no empty softmax row). `additive`: 0 / −inf floats (eager attention) rather
+    than booleans (sdpa).
+    """
+    length = segment_ids.shape[1]
+    query, key = segment_ids[:, :, None], segment_ids[:, None, :]
+    causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
+    allowed = causal & (key != PADDING) & ((key == PROMPT) | (key == query))
+    allowed |= torch.eye(length, dtype=torch.bool, device=segment_ids.device)
+    allowed = allowed[:, None]
+    if not additive:
+        return allowed
+    return torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, torch.finfo(torch.float32).min)
 
 
 @contextlib.contextmanager
-def _project_only(model: nn.Module, select: torch.Tensor) -> Iterator[None]:
-    """While active, the output projection sees only hidden states at `select` ([B, L] bool): logits come out [N, V]."""
+def _project_only(model: nn.Module, rows: torch.Tensor, positions: torch.Tensor, window: int) -> Iterator[None]:
+    """While active, the output projection sees only the hidden states at (rows, positions): logits come out [N, V].
+
+    `window` is the number of trailing positions the model hands to the projection (its `logits_to_keep`).
+    """
     head = _unwrap(model).get_output_embeddings() if hasattr(_unwrap(model), "get_output_embeddings") else None
     if head is None:
         yield
@@ -40,7 +73,9 @@ def _project_only(model: nn.Module, select: torch.Tensor) -> Iterator[None]:
 
     def pre_hook(module: nn.Module, args: tuple) -> tuple:
         hidden = args[0]
-        return (hidden[select] if hidden.dim() == 3 and hidden.shape[:2] == select.shape else hidden, *args[1:])
+        if hidden.dim() == 3 and hidden.shape[1] == window:
+            hidden = hidden[rows, positions]
+        return (hidden, *args[1:])
 
     handle = head.register_forward_pre_hook(pre_hook)
     try:
@@ -49,23 +84,43 @@ def _project_only(model: nn.Module, select: torch.Tensor) -> Iterator[None]:
         handle.remove()
 
 
-def _forward_logps(model: nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, loss_mask: torch.Tensor):
-    """One padded forward: (summed log-probability, trained-token count) per row."""
+def _targets(chunk: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """(row, position, predicting position, response index) of every trained token that has a predictor."""
+    segments = chunk["segment_ids"]
+    rows, cols = chunk["loss_mask"].nonzero(as_tuple=True)
+    rows, cols = rows[cols > 0], cols[cols > 0]
+    prompt_length = (segments == PROMPT).sum(dim=1)
+    continues = segments[rows, cols - 1] == segments[rows, cols]
+    predictor = torch.where(continues, cols - 1, prompt_length[rows] - 1)
+    keep = predictor >= 0
+    rows, cols, predictor = rows[keep], cols[keep], predictor[keep]
+    return rows, cols, predictor, chunk["response_offset"][rows] + segments[rows, cols] - 1
+
+
+def _forward_logps(model: nn.Module, chunk: dict[str, torch.Tensor], n_responses: int):
+    """One padded forward: (summed log-probability, trained-token count) per response of the whole batch."""
+    input_ids = chunk["input_ids"]
     length = input_ids.shape[1]
-    rows_with_target = loss_mask.any(dim=1)
-    first = int(loss_mask.float().argmax(dim=1)[rows_with_target].min()) if rows_with_target.any() else length - 1
-    start = max(first - 1, 0)  # the logit at position t predicts token t + 1
-    kwargs = {"logits_to_keep": length - start} if _accepts_logits_to_keep(model) else {}
-    mask = loss_mask[:, start + 1 :]  # targets, aligned with predicting positions start .. length - 2
-    select = F.pad(mask, (0, 1))  # predicting positions within the kept window (the last one predicts nothing)
-    with _project_only(model, select if kwargs else select.new_zeros(0)):
-        logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False, **kwargs).logits
+    rows, cols, predictor, response = _targets(chunk)
+    start = int(predictor.min()) if predictor.numel() else length - 1
+    inputs: dict = {"input_ids": input_ids, "attention_mask": chunk["attention_mask"], "use_cache": False}
+    if "position_ids" in chunk:  # shared-prompt layout
+        eager = getattr(_unwrap(model).config, "_attn_implementation", None) == "eager"
+        inputs.update(
+            position_ids=chunk["position_ids"], attention_mask=shared_prompt_mask(chunk["segment_ids"], eager)
+        )
+    trim = _accepts(model, "logits_to_keep")
+    if trim:
+        inputs["logits_to_keep"] = length - start
+    project = _project_only(model, rows, predictor - start, length - start) if trim else contextlib.nullcontext()
+    with project:
+        logits = model(**inputs).logits
     if logits.dim() == 3:  # the model (or a wrapper) did not pass through the hook: select here
-        logits = logits[:, -(length - start) :][select]
-    token_nll = F.cross_entropy(logits.float(), input_ids[:, start + 1 :][mask], reduction="none")
-    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(mask)[mask]
-    logp_sum = torch.zeros(input_ids.shape[0], device=logits.device, dtype=torch.float32)
-    return logp_sum.index_add(0, rows, -token_nll), mask.sum(dim=1)
+        logits = logits[rows, predictor - (length - logits.shape[1])]
+    token_nll = F.cross_entropy(logits.float(), input_ids[rows, cols], reduction="none")
+    logp_sum = torch.zeros(n_responses, device=logits.device, dtype=torch.float32).index_add(0, response, -token_nll)
+    count = torch.zeros(n_responses, device=input_ids.device, dtype=torch.long)
+    return logp_sum, count.index_add(0, response, torch.ones_like(response))
 
 
 def length_chunks(lengths: list[int], max_tokens: int) -> list[list[int]]:
@@ -81,25 +136,26 @@ def length_chunks(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return chunks
 
 
+ROW_KEYS = ("input_ids", "attention_mask", "loss_mask", "segment_ids", "position_ids")
+
+
 def sequence_logps(
     model: nn.Module, batch: dict[str, torch.Tensor], max_tokens: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed log-probability, number of trained tokens) of the response in each row."""
-    input_ids, attention, loss_mask = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
-    if max_tokens <= 0 or input_ids.numel() <= max_tokens:
-        return _forward_logps(model, input_ids, attention, loss_mask)
-    lengths = attention.sum(dim=1).tolist()
-    sums, counts, order = [], [], []
+    """(summed log-probability, number of trained tokens) of each response, in the batch's response order."""
+    n_responses = len(batch["group_index"])
+    rows = batch["input_ids"]
+    if max_tokens <= 0 or rows.numel() <= max_tokens:
+        return _forward_logps(model, batch, n_responses)
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    logp_sum, count = 0, 0
     for chunk in length_chunks(lengths, max_tokens):
-        index = torch.tensor(chunk, device=input_ids.device)
+        index = torch.tensor(chunk, device=rows.device)
         width = max(lengths[i] for i in chunk)
-        s, c = _forward_logps(model, input_ids[index, :width], attention[index, :width], loss_mask[index, :width])
-        sums.append(s)
-        counts.append(c)
-        order += chunk
-    inverse = torch.empty(len(order), dtype=torch.long, device=input_ids.device)
-    inverse[torch.tensor(order, device=input_ids.device)] = torch.arange(len(order), device=input_ids.device)
-    return torch.cat(sums)[inverse], torch.cat(counts)[inverse]
+        part = {key: batch[key][index, :width] for key in ROW_KEYS if key in batch}
+        s, c = _forward_logps(model, {**part, "response_offset": batch["response_offset"][index]}, n_responses)
+        logp_sum, count = logp_sum + s, count + c
+    return logp_sum, count
 
 
 def to_grid(values: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:

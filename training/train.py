@@ -25,7 +25,7 @@ from agents.backends.embedded import resolve_model_path
 from conf.cli import UserError, hydra_command, require
 from training.collator import GroupCollator
 from training.data import GroupDataset, load_groups, tokenize_groups
-from training.logprobs import response_stats
+from training.logprobs import response_stats, supports_shared_prompt
 from training.losses import LOSS_PARAMS, LOSSES, SELECT_ALL
 from training.modeling import load_tokenizer, mixed_precision, pick_device
 from training.throughput import Throughput, peak_tflops
@@ -67,6 +67,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         0 < int(t.max_prompt_length) < int(t.max_length),
         f"train.max_prompt_length={t.max_prompt_length} must be in (0, train.max_length={t.max_length})",
     )
+    require(isinstance(t.share_prompt, bool), f"train.share_prompt={t.share_prompt}: use true|false")
     require(int(t.max_tokens_per_forward) >= 0, f"train.max_tokens_per_forward={t.max_tokens_per_forward} must be >= 0")
     require(int(t.save_every) >= 0, f"train.save_every={t.save_every} must be >= 0")
     require(
@@ -112,6 +113,17 @@ def load_model(cfg: DictConfig) -> PreTrainedModel:
         )  # fmt: skip
         model = get_peft_model(model, config)
     return model
+
+
+def share_prompt(cfg: DictConfig, model: torch.nn.Module) -> bool:
+    """`train.share_prompt`, where the model can take it (sdpa/eager attention); otherwise one row per response."""
+    if not cfg.train.share_prompt:
+        return False
+    if supports_shared_prompt(model):
+        return True
+    implementation = getattr(model.config, "_attn_implementation", None)
+    print(f"sa-train: {implementation} attention takes no custom mask; train.share_prompt off (one row per response)")
+    return False
 
 
 def load_reference(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
@@ -162,11 +174,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         # response of the whole group, so they see every response.
         k = int(t.group_size) if spec.select == SELECT_ALL else ALL_RESPONSES
         dataset = GroupDataset(tokenize_groups(groups, tokenizer), k, int(t.seed))
-    collator = GroupCollator(tokenizer.pad_token_id, int(t.max_length), int(t.max_prompt_length), spec.select)
+    model = load_model(cfg)
+    collator = GroupCollator(
+        tokenizer.pad_token_id, int(t.max_length), int(t.max_prompt_length), spec.select, share_prompt(cfg, model)
+    )
     loader = DataLoader(
         dataset, batch_size=int(t.groups_per_batch), shuffle=False, collate_fn=collator, num_workers=int(t.num_workers)
     )
-    model = load_model(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=float(t.lr), weight_decay=float(t.weight_decay)

@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from training.collator import pad_rows
 from training.data import completion_ids, render
+from training.logprobs import sequence_logps, supports_shared_prompt
 
 Message = dict[str, str]
 Conversation = tuple[tuple[str, str], ...]  # ((role, content), ...): hashable chat messages before the answer
@@ -114,7 +116,7 @@ def _batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[
 def _forward_scores(
     model: PreTrainedModel, pad_id: int, rows: Sequence[tuple[list[int], list[list[int]]]]
 ) -> list[list[ChoiceScore]]:
-    """One padded forward pass over rows `prompt + choice_1 + choice_2 + ...`.
+    """One padded forward pass over rows `prompt + choice_1 + choice_2 + ...` (training's shared-prompt layout).
 
     When a row holds several choices, a 4D attention mask lets each choice see the prompt and its own earlier tokens
     only, and position ids restart after the prompt for every choice: the same numbers as one sequence per choice,
@@ -122,62 +124,13 @@ def _forward_scores(
     computed only at the choice positions (no full-vocabulary logits).
     """
     device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    lengths = [len(p) + sum(map(len, cs)) for p, cs in rows]
-    longest = max(lengths)
-    input_ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-    positions = torch.zeros((len(rows), longest), dtype=torch.long)
-    allowed = torch.zeros((len(rows), longest, longest), dtype=torch.bool)
-    causal = torch.tril(torch.ones((longest, longest), dtype=torch.bool))
-    index_rows, index_cols, targets, owners = [], [], [], []
-    for r, (prompt, choices) in enumerate(rows):
-        n_prompt = len(prompt)
-        input_ids[r, :n_prompt] = torch.tensor(prompt)
-        positions[r, :n_prompt] = torch.arange(n_prompt)
-        allowed[r, :n_prompt, :n_prompt] = causal[:n_prompt, :n_prompt]
-        start = n_prompt
-        for c, ids in enumerate(choices):
-            end = start + len(ids)
-            input_ids[r, start:end] = torch.tensor(ids)
-            positions[r, start:end] = torch.arange(n_prompt, n_prompt + len(ids))
-            allowed[r, start:end, :n_prompt] = True
-            allowed[r, start:end, start:end] = causal[: len(ids), : len(ids)]
-            for offset, token in enumerate(ids):
-                # the token is predicted from the position before it: the prompt's last token for the first one
-                index_rows.append(r)
-                index_cols.append(n_prompt - 1 if offset == 0 else start + offset - 1)
-                targets.append(token)
-                owners.append((r, c))
-            start = end
-        allowed[r, start:, :] = False
-        allowed[r, torch.arange(start, longest), torch.arange(start, longest)] = True  # padding sees itself only
-    if all(len(cs) == 1 for _, cs in rows):
-        padding = torch.zeros((len(rows), longest), dtype=torch.long)
-        for r, length in enumerate(lengths):
-            padding[r, :length] = 1
-        kwargs = {"input_ids": input_ids.to(device), "attention_mask": padding.to(device)}
-    else:
-        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-        kwargs = {
-            "input_ids": input_ids.to(device),
-            "attention_mask": mask.to(device),
-            "position_ids": positions.to(device),
-        }
-    base = model.base_model if model.base_model is not model else None
-    head = model.get_output_embeddings()
-    select = (torch.tensor(index_rows), torch.tensor(index_cols))
-    if base is not None and head is not None and not getattr(model.config, "final_logit_softcapping", None):
-        logits = head(base(**kwargs).last_hidden_state[select])
-    else:
-        logits = model(**kwargs).logits[select]
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    picked = logprobs[torch.arange(len(targets)), torch.tensor(targets, device=logprobs.device)].double().cpu()
-    sums = [[0.0] * len(cs) for _, cs in rows]
-    counts = [[0] * len(cs) for _, cs in rows]
-    for (r, c), value in zip(owners, picked.tolist(), strict=True):
-        sums[r][c] += value
-        counts[r][c] += 1
-    return [[ChoiceScore(s, n) for s, n in zip(rs, rc, strict=True)] for rs, rc in zip(sums, counts, strict=True)]
+    batch = pad_rows(rows, pad_id, positions=any(len(choices) > 1 for _, choices in rows))
+    counts = [len(choices) for _, choices in rows]
+    batch["response_offset"] = torch.tensor([0, *counts]).cumsum(0)[:-1]
+    batch["group_index"] = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(counts))
+    logp_sum, n_tokens = sequence_logps(model, {key: value.to(device) for key, value in batch.items()})
+    flat = iter(zip(logp_sum.double().tolist(), n_tokens.tolist(), strict=True))
+    return [[ChoiceScore(*next(flat)) for _ in choices] for _, choices in rows]
 
 
 class ScoreCache:
@@ -250,7 +203,7 @@ class ChoiceScorer:
         limit = getattr(model.config, "max_position_embeddings", None) or max_length
         self.max_length = min(max_length, limit)
         self.cache = cache or ScoreCache(None)
-        self.share_prompts = share_prompts
+        self.share_prompts = share_prompts and supports_shared_prompt(model)
         self.end_of_turn = end_of_turn
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad if pad is not None else 0)
