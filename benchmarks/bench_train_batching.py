@@ -1,17 +1,26 @@
 """Training samples/s: sa-train's batched step vs a reference-style batch-size-1 loop (target ≥ 3×), same data, CPU.
 
 A sample is one group (a query with its K rated responses). Both sides train the same groups with the same Stable
-Alignment loss and an AdamW step:
-- `reference_style`: as agi-templar/Stable-Alignment's AlignmentTrainer — one group per step (its collator keeps
-  only the last group of a batch), anomaly detection on (`torch.autograd.set_detect_anomaly(True)` at import),
-  `model(..., labels=labels)` (HF computes a full-vocabulary loss that is thrown away), then the logits are shifted
-  with `.contiguous()` copies and a full-vocabulary cross-entropy per response.
-- `sa_train`: G groups × K responses per optimizer step (sa-train's collator), rows forwarded sorted by length in
-  chunks of `--max-tokens` padded tokens, vocabulary projection and cross-entropy only at trained positions,
+Alignment loss, the same precision and one AdamW step per `--groups-per-batch` groups:
+- `reference_style`: as agi-templar/Stable-Alignment's AlignmentTrainer run by its README (batch size 1, gradient
+  accumulation 8, bf16): one group per forward/backward (its collator keeps only the last group of a batch),
+  anomaly detection on (`torch.autograd.set_detect_anomaly(True)` at import), `model(..., labels=labels)` (HF
+  computes a full-vocabulary loss that is thrown away), then the logits are shifted with `.contiguous()` copies and
+  a full-vocabulary cross-entropy per response.
+- `sa_train`: sa-train as configured in conf/train.yaml: G groups × K responses per forward, one row per group with
+  the prompt forwarded once for its K responses (`train.share_prompt`), rows forwarded sorted by length in chunks of
+  `train.max_tokens_per_forward` padded tokens, vocabulary projection and cross-entropy only at trained positions,
   anomaly detection off.
-`reference_style_no_anomaly` is the same loop with anomaly detection off, to show where the time goes.
+- `sa_train_row_per_response`: the same with `train.share_prompt=false` (each response row repeats its prompt).
+`reference_style_no_anomaly` is the same loop with anomaly detection off, to show where the time goes. One untimed
+step first allocates the gradients and AdamW state, and every variant runs once untimed (`--warmup`) so that none
+pays for first-use kernel setup; then `--repeats` interleaved rounds, medians reported.
 
-    .venv/bin/python benchmarks/bench_train_batching.py [--model embedded:smollm2]
+`--precision bf16` (the default where the CPU has native bf16, e.g. AMX, as the reference trained with `--bf16 True`)
+runs both sides under `torch.autocast("cpu", torch.bfloat16)` with fp32 master weights, as `sa-train
+model.precision=bf16` does; `--precision fp32` runs both in fp32.
+
+    .venv/bin/python -m benchmarks.bench_train_batching [--model embedded:smollm2]
 """
 
 from __future__ import annotations
@@ -20,9 +29,20 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from bench_train_common import emit, environment, interleaved, load, summary, synthetic_groups, threads, tokenize
 
-from training.collator import GroupCollator
+from benchmarks.bench_train_common import (
+    emit,
+    environment,
+    interleaved,
+    load,
+    native_bf16,
+    sa_collator,
+    summary,
+    synthetic_groups,
+    threads,
+    tokenize,
+    train_defaults,
+)
 from training.logprobs import response_stats
 from training.losses import stable_alignment_loss
 
@@ -64,39 +84,69 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded:smollm2")
     parser.add_argument("--groups", type=int, default=8, help="groups trained per timed call (both sides)")
-    parser.add_argument("--groups-per-batch", type=int, default=8, help="G of sa-train")
+    parser.add_argument(
+        "--groups-per-batch", type=int, default=8,
+        help="groups per optimizer step, both sides (G of sa-train; the reference's gradient accumulation)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--precision", choices=("bf16", "fp32"), default="bf16" if native_bf16() else "fp32",
+        help="both sides (default: bf16 where the CPU has native bf16)",
+    )  # fmt: skip
     parser.add_argument("--k", type=int, default=3)
-    parser.add_argument("--max-tokens", type=int, default=2048, help="sa-train's train.max_tokens_per_forward")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=0, help="untimed calls per variant first")
+    parser.add_argument(
+        "--max-tokens", type=int, default=int(train_defaults().max_tokens_per_forward),
+        help="train.max_tokens_per_forward (default: conf/train.yaml's)",
+    )  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--warmup", type=int, default=1,
+        help="untimed calls per variant first (oneDNN builds its bf16 kernels per shape on first use)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     threads(args.threads)
     model, tokenizer = load(args.model)
     items = tokenize(tokenizer, synthetic_groups(args.groups, args.k))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-7)
-    collate = GroupCollator(tokenizer.pad_token_id, max_length=480, max_prompt_length=320)
-    ours = [collate(items[i : i + args.groups_per_batch]) for i in range(0, len(items), args.groups_per_batch)]
+    shared, per_response = sa_collator(tokenizer, share_prompt=True), sa_collator(tokenizer, share_prompt=False)
+    batches = {
+        layout: [collate(items[i : i + args.groups_per_batch]) for i in range(0, len(items), args.groups_per_batch)]
+        for layout, collate in (("shared", shared), ("per_response", per_response))
+    }
     theirs = [reference_batch(item, tokenizer.pad_token_id) for item in items]
 
-    def step(loss: torch.Tensor) -> None:
-        loss.backward()
+    def autocast() -> torch.autocast:
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+
+    def step() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def sa_train() -> None:
-        for batch in ours:
-            stats = response_stats(model, batch, max_tokens=args.max_tokens)
-            step(stable_alignment_loss(stats.nll, stats.ratings, stats.mask, margin=1.0, lam=0.2).loss)
+    def sa_train(layout: str) -> None:
+        for batch in batches[layout]:
+            with autocast():
+                stats = response_stats(model, batch, max_tokens=args.max_tokens)
+                loss = stable_alignment_loss(stats.nll, stats.ratings, stats.mask, margin=1.0, lam=0.2).loss
+            loss.backward()
+            step()
 
     def reference_style(anomaly: bool = True) -> None:
         with torch.autograd.set_detect_anomaly(anomaly):
-            for batch in theirs:  # batch size 1: one group per optimizer step
-                step(reference_loss(model, batch))
+            for i, batch in enumerate(theirs, start=1):  # batch size 1: one group per forward and backward
+                with autocast():
+                    loss = reference_loss(model, batch) / args.groups_per_batch
+                loss.backward()
+                if i % args.groups_per_batch == 0 or i == len(theirs):
+                    step()
 
+    with autocast():  # warm-up: gradients and optimizer state allocated
+        loss = reference_loss(model, theirs[0])
+    loss.backward()
+    step()
     times = interleaved(
         {
-            "sa_train": sa_train,
+            "sa_train": lambda: sa_train("shared"),
+            "sa_train_row_per_response": lambda: sa_train("per_response"),
             "reference_style": reference_style,
             "reference_style_no_anomaly": lambda: reference_style(False),
         },
@@ -108,18 +158,24 @@ def main() -> None:
     ratio = {kind: samples_per_s["sa_train"][kind] / samples_per_s["reference_style"][kind] for kind in ("cpu", "wall")}
     emit({
         "benchmark": "train_batching", "model": args.model, "params": sum(p.numel() for p in model.parameters()),
-        "groups": args.groups, "k": args.k, "sa_train_groups_per_batch": args.groups_per_batch,
+        "groups": args.groups, "k": args.k, "groups_per_optimizer_step": args.groups_per_batch,
+        "precision": args.precision,
         "max_tokens_per_forward": args.max_tokens,
         "tokens": sum(len(i["prompt_ids"]) * args.k + sum(map(len, i["response_ids"])) for i in items),
+        "tokens_forwarded_shared_prompt": sum(int(b["attention_mask"].sum()) for b in batches["shared"]),
         "samples_per_s": samples_per_s,
         "all_call_s": times,
         "ratio_sa_train_over_reference_style": ratio,
+        "ratio_sa_train_row_per_response_over_reference_style": {
+            kind: samples_per_s["sa_train_row_per_response"][kind] / samples_per_s["reference_style"][kind]
+            for kind in ("cpu", "wall")
+        },
         "ratio_sa_train_over_reference_style_no_anomaly": {
             kind: samples_per_s["sa_train"][kind] / samples_per_s["reference_style_no_anomaly"][kind]
             for kind in ("cpu", "wall")
         },
         "target": "sa_train / reference_style samples/s >= 3 (CPU seconds)", "pass": ratio["cpu"] >= 3.0,
-        **environment(),
+        **environment(), "dtype": args.precision, "cpu_native_bf16": native_bf16(),
     })  # fmt: skip
 
 

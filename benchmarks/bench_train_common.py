@@ -44,6 +44,22 @@ def load(name: str):
     return model.train(), tokenizer
 
 
+def train_defaults() -> Any:
+    """The `train:` section of conf/train.yaml, so the scripts time sa-train as it ships."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(ROOT / "conf/train.yaml").train
+
+
+def sa_collator(tokenizer, share_prompt: bool | None = None):
+    """sa-train's collator with its default lengths and layout (`share_prompt` overrides the layout)."""
+    from training.collator import GroupCollator
+
+    t = train_defaults()
+    share = bool(t.share_prompt) if share_prompt is None else share_prompt
+    return GroupCollator(tokenizer.pad_token_id, int(t.max_length), int(t.max_prompt_length), share_prompt=share)
+
+
 def synthetic_groups(n_groups: int, k: int, seed: int = 0) -> list[dict[str, Any]]:
     """n_groups questions, each with k answers of 40–100 words and distinct-ish ratings in 1..7."""
     rng = random.Random(seed)
@@ -108,6 +124,15 @@ def threads(count: int) -> None:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): bf16 autocast then speeds matmuls up."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def environment() -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """Stable Alignment step ÷ SFT step on the same tokens (target ≤ 1.2), same model, same batch, CPU.
 
 One training step = forward + loss + backward + AdamW step over one batch of G groups × K responses.
-- `stable_alignment`: sa-train's path (one padded forward, per-response token-mean NLL, rating-margin penalty).
+- `stable_alignment`: sa-train's path (one padded forward, per-response token-mean NLL, rating-margin penalty), here
+  with one row per response (`train.share_prompt=false`) so that both sides forward exactly the same tokens.
 - `sft_hf`: the plain SFT step anyone writes: `model(input_ids, labels=...)` with the prompt masked (-100), HF's loss.
 - `sft_same_path`: SFT through sa-train's own path (mean of ℓ_i over the same responses): isolates the loss overhead.
 
-    .venv/bin/python benchmarks/bench_train_losses.py [--model embedded:smollm2]
+    .venv/bin/python -m benchmarks.bench_train_losses [--model embedded:smollm2]
 """
 
 from __future__ import annotations
@@ -13,9 +14,18 @@ from __future__ import annotations
 import argparse
 
 import torch
-from bench_train_common import emit, environment, interleaved, load, summary, synthetic_groups, threads, tokenize
 
-from training.collator import GroupCollator
+from benchmarks.bench_train_common import (
+    emit,
+    environment,
+    interleaved,
+    load,
+    sa_collator,
+    summary,
+    synthetic_groups,
+    threads,
+    tokenize,
+)
 from training.logprobs import response_stats
 from training.losses import stable_alignment_loss
 
@@ -31,7 +41,7 @@ def main() -> None:
     threads(args.threads)
     model, tokenizer = load(args.model)
     items = tokenize(tokenizer, synthetic_groups(args.groups, args.k))
-    batch = GroupCollator(tokenizer.pad_token_id, max_length=480, max_prompt_length=320)(items)
+    batch = sa_collator(tokenizer, share_prompt=False)(items)
     labels = batch["input_ids"].masked_fill(~batch["loss_mask"], -100)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-7)
 

@@ -4,11 +4,13 @@ Pairs = (best, worst) response of each synthetic group; every step trains `--pai
 optimizer step (forward, loss, backward, optimizer), the first step of each side is a warm-up.
 - `trl_dpo`: `trl.DPOTrainer` with its defaults (sigmoid loss, a frozen reference copy of the policy,
   conversational data rendered with the chat template), `per_device_train_batch_size = --pairs`.
-- `sa_train_stable_alignment`: sa-train's step with the Stable Alignment loss on the same pairs (K = 2): no reference
-  model is needed, which is the method's point.
+- `sa_train_stable_alignment`: sa-train's step (conf/train.yaml defaults: the prompt forwarded once for both answers)
+  with the Stable Alignment loss on the same pairs (K = 2): no reference model is needed, which is the method's point.
+- `sa_train_stable_alignment_row_per_response`: the same with `train.share_prompt=false` (each answer row repeats
+  its prompt, as TRL's concatenated forward does).
 - `sa_train_dpo`: sa-train's own DPO (same equation as TRL, frozen reference copy) on the same pairs.
 
-    .venv/bin/python benchmarks/bench_train_vs_trl.py [--model embedded:smollm2]
+    .venv/bin/python -m benchmarks.bench_train_vs_trl [--model embedded:smollm2]
 """
 
 from __future__ import annotations
@@ -19,9 +21,19 @@ import tempfile
 import time
 
 import torch
-from bench_train_common import emit, environment, load, median, model_path, synthetic_groups, threads, tokenize
 
-from training.collator import GroupCollator
+from benchmarks.bench_train_common import (
+    emit,
+    environment,
+    load,
+    median,
+    model_path,
+    sa_collator,
+    synthetic_groups,
+    threads,
+    tokenize,
+    train_defaults,
+)
 from training.logprobs import response_stats
 from training.losses import ResponseStats, dpo_loss, stable_alignment_loss
 
@@ -78,11 +90,14 @@ def time_trl(name: str, pairs: list[dict], per_step: int, steps: int) -> dict[st
     return {kind: values[1:] for kind, values in times.items()}  # drop the warm-up step
 
 
-def time_ours(name: str, pairs: list[dict], per_step: int, steps: int, loss: str) -> dict[str, list[float]]:
+def time_ours(
+    name: str, pairs: list[dict], per_step: int, steps: int, loss: str, share_prompt: bool | None = None
+) -> dict[str, list[float]]:
     model, tokenizer = load(name)
     reference = copy.deepcopy(model).eval().requires_grad_(False) if loss == "dpo" else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-7)
-    collate = GroupCollator(tokenizer.pad_token_id, max_length=480, max_prompt_length=320)
+    collate = sa_collator(tokenizer, share_prompt)
+    max_tokens = int(train_defaults().max_tokens_per_forward)
     items = tokenize(
         tokenizer, [{"question": p["question"], "answers": p["answers"], "ratings": p["ratings"]} for p in pairs]
     )
@@ -90,7 +105,7 @@ def time_ours(name: str, pairs: list[dict], per_step: int, steps: int, loss: str
     for s in range(steps):
         batch = collate(items[s * per_step : (s + 1) * per_step])
         wall, cpu = time.perf_counter(), time.process_time()
-        stats: ResponseStats = response_stats(model, batch, reference)
+        stats: ResponseStats = response_stats(model, batch, reference, max_tokens)
         if loss == "dpo":
             out = dpo_loss(stats, beta=0.1)
         else:
@@ -115,13 +130,16 @@ def main() -> None:
     pairs = pairs_of(synthetic_groups(args.pairs * args.steps, 3))
     times = {
         "sa_train_stable_alignment": time_ours(args.model, pairs, args.pairs, args.steps, "stable_alignment"),
+        "sa_train_stable_alignment_row_per_response": time_ours(
+            args.model, pairs, args.pairs, args.steps, "stable_alignment", share_prompt=False
+        ),
         "trl_dpo": time_trl(args.model, pairs, args.pairs, args.steps),
         "sa_train_dpo": time_ours(args.model, pairs, args.pairs, args.steps, "dpo"),
     }
     med = {name: {kind: median(v) for kind, v in t.items()} for name, t in times.items()}
     ratio = {
         name: {kind: med[name][kind] / med["trl_dpo"][kind] for kind in ("cpu", "wall")}
-        for name in ("sa_train_stable_alignment", "sa_train_dpo")
+        for name in ("sa_train_stable_alignment", "sa_train_stable_alignment_row_per_response", "sa_train_dpo")
     }
     emit({
         "benchmark": "train_vs_trl", "model": args.model, "pairs_per_step": args.pairs,
