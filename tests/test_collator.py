@@ -65,7 +65,8 @@ def test_prompt_keeps_its_end_and_response_is_cut_to_the_room_left(tokenizer):
     assert batch["loss_mask"][0].sum() == 10
 
 
-def test_a_response_truncated_to_nothing_gives_no_nan(tokenizer, tiny_model_dir):
+@pytest.mark.parametrize("share_prompt", [False, True])
+def test_a_response_truncated_to_nothing_gives_no_nan(tokenizer, tiny_model_dir, share_prompt):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -73,7 +74,7 @@ def test_a_response_truncated_to_nothing_gives_no_nan(tokenizer, tiny_model_dir)
     long_prompt["prompt_ids"] = long_prompt["prompt_ids"] * 3
     ok = item(tokenizer, ["No.", "Yes."], [6, 2])
     room = len(long_prompt["prompt_ids"])
-    batch = GroupCollator(tokenizer.pad_token_id, max_length=room, max_prompt_length=room)([long_prompt, ok])
+    batch = GroupCollator(tokenizer.pad_token_id, room, room, share_prompt=share_prompt)([long_prompt, ok])
     assert batch["present"].tolist() == [[False, False], [True, True]]
     stats = response_stats(model, batch)
     out = stable_alignment_loss(stats.nll, stats.ratings, stats.mask)
@@ -81,7 +82,7 @@ def test_a_response_truncated_to_nothing_gives_no_nan(tokenizer, tiny_model_dir)
     assert torch.isfinite(out.loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     # every response truncated away: a zero loss that still back-propagates
-    empty = GroupCollator(tokenizer.pad_token_id, max_length=room, max_prompt_length=room)([long_prompt])
+    empty = GroupCollator(tokenizer.pad_token_id, room, room, share_prompt=share_prompt)([long_prompt])
     stats = response_stats(model, empty)
     out = stable_alignment_loss(stats.nll, stats.ratings, stats.mask)
     assert out.loss.item() == 0.0 and out.loss.requires_grad
