@@ -30,12 +30,12 @@ import argparse
 import torch
 import torch.nn.functional as F
 
+from agents.backends.devices import cpu_has_native_bf16
 from benchmarks.bench_train_common import (
     emit,
     environment,
     interleaved,
     load,
-    native_bf16,
     sa_collator,
     summary,
     synthetic_groups,
@@ -89,7 +89,7 @@ def main() -> None:
         help="groups per optimizer step, both sides (G of sa-train; the reference's gradient accumulation)",
     )  # fmt: skip
     parser.add_argument(
-        "--precision", choices=("bf16", "fp32"), default="bf16" if native_bf16() else "fp32",
+        "--precision", choices=("bf16", "fp32"), default="bf16" if cpu_has_native_bf16() else "fp32",
         help="both sides (default: bf16 where the CPU has native bf16)",
     )  # fmt: skip
     parser.add_argument("--k", type=int, default=3)
@@ -175,7 +175,7 @@ def main() -> None:
             for kind in ("cpu", "wall")
         },
         "target": "sa_train / reference_style samples/s >= 3 (CPU seconds)", "pass": ratio["cpu"] >= 3.0,
-        **environment(), "dtype": args.precision, "cpu_native_bf16": native_bf16(),
+        **environment(), "dtype": args.precision, "cpu_native_bf16": cpu_has_native_bf16(),
     })  # fmt: skip
 
 

@@ -126,15 +126,6 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): bf16 autocast then speeds matmuls up."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
 def environment() -> dict[str, Any]:
     return {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
