@@ -67,15 +67,11 @@ class GroupCollator:
         group_index = [g for g, rs in enumerate(responses) for _ in rs]
         slot_index = [k for rs in responses for k in range(len(rs))]
         if self.share_prompt:
-            rows = [(p, rs) for p, rs in zip(prompts, responses, strict=True)]
-            offsets = [0, *torch.tensor([len(rs) for rs in responses]).cumsum(0).tolist()[:-1]]
+            rows = list(zip(prompts, responses, strict=True))
         else:
             rows = [(prompts[g], [r]) for g, rs in enumerate(responses) for r in rs]
-            offsets = list(range(len(rows)))
-        batch = pad_rows(rows, self.pad_token_id, positions=self.share_prompt)
         return {
-            **batch,
-            "response_offset": torch.tensor(offsets, dtype=torch.long),
+            **pad_rows(rows, self.pad_token_id, positions=self.share_prompt),
             "group_index": torch.tensor(group_index, dtype=torch.long),
             "slot_index": torch.tensor(slot_index, dtype=torch.long),
             "ratings": ratings,
@@ -84,7 +80,8 @@ class GroupCollator:
 
 
 def pad_rows(rows: list[tuple[list[int], list[list[int]]]], pad_id: int, positions: bool) -> dict[str, torch.Tensor]:
-    """Right-padded `prompt + responses…` rows with their masks, segment ids and (if asked) restarting positions."""
+    """Right-padded `prompt + responses…` rows with their masks, segment ids, (if asked) restarting positions, and
+    `response_offset`: the index of each row's first response in the batch's response order."""
     longest = max(len(p) + sum(map(len, rs)) for p, rs in rows)
     shape = (len(rows), longest)
     input_ids = torch.full(shape, pad_id, dtype=torch.long)
@@ -105,5 +102,6 @@ def pad_rows(rows: list[tuple[list[int], list[list[int]]]], pad_id: int, positio
         "attention_mask": (segment_ids != PADDING).long(),
         "loss_mask": segment_ids > PROMPT,
         "segment_ids": segment_ids,
+        "response_offset": torch.tensor([0, *[len(rs) for _, rs in rows]], dtype=torch.long).cumsum(0)[:-1],
     }
     return {**batch, "position_ids": position_ids} if positions else batch

@@ -37,10 +37,14 @@ def _accepts(model: nn.Module, argument: str) -> bool:
     return argument in inspect.signature(_unwrap(model).forward).parameters
 
 
+def attention_implementation(model: nn.Module) -> str | None:
+    """The attention kernel the (unwrapped) model runs: sdpa, eager, flash_attention_2, ..."""
+    return getattr(getattr(_unwrap(model), "config", None), "_attn_implementation", None)
+
+
 def supports_shared_prompt(model: nn.Module) -> bool:
     """Whether the model can score the shared-prompt layout: custom 4D masks and explicit `position_ids`."""
-    implementation = getattr(getattr(_unwrap(model), "config", None), "_attn_implementation", None)
-    return implementation in CUSTOM_MASK_ATTENTION and _accepts(model, "position_ids")
+    return attention_implementation(model) in CUSTOM_MASK_ATTENTION and _accepts(model, "position_ids")
 
 
 def shared_prompt_mask(segment_ids: torch.Tensor, additive: bool) -> torch.Tensor:
@@ -105,10 +109,8 @@ def _forward_logps(model: nn.Module, chunk: dict[str, torch.Tensor], n_responses
     start = int(predictor.min()) if predictor.numel() else length - 1
     inputs: dict = {"input_ids": input_ids, "attention_mask": chunk["attention_mask"], "use_cache": False}
     if "position_ids" in chunk:  # shared-prompt layout
-        eager = getattr(_unwrap(model).config, "_attn_implementation", None) == "eager"
-        inputs.update(
-            position_ids=chunk["position_ids"], attention_mask=shared_prompt_mask(chunk["segment_ids"], eager)
-        )
+        mask = shared_prompt_mask(chunk["segment_ids"], additive=attention_implementation(model) == "eager")
+        inputs.update(position_ids=chunk["position_ids"], attention_mask=mask)
     trim = _accepts(model, "logits_to_keep")
     if trim:
         inputs["logits_to_keep"] = length - start

@@ -25,7 +25,7 @@ from agents.backends.embedded import resolve_model_path
 from conf.cli import UserError, hydra_command, require
 from training.collator import GroupCollator
 from training.data import GroupDataset, load_groups, tokenize_groups
-from training.logprobs import response_stats, supports_shared_prompt
+from training.logprobs import attention_implementation, response_stats, supports_shared_prompt
 from training.losses import LOSS_PARAMS, LOSSES, SELECT_ALL
 from training.modeling import load_tokenizer, mixed_precision, pick_device
 from training.throughput import Throughput, peak_tflops
@@ -121,7 +121,7 @@ def share_prompt(cfg: DictConfig, model: torch.nn.Module) -> bool:
         return False
     if supports_shared_prompt(model):
         return True
-    implementation = getattr(model.config, "_attn_implementation", None)
+    implementation = attention_implementation(model)
     print(f"sa-train: {implementation} attention takes no custom mask; train.share_prompt off (one row per response)")
     return False
 

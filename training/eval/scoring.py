@@ -125,9 +125,8 @@ def _forward_scores(
     """
     device = next(model.parameters()).device
     batch = pad_rows(rows, pad_id, positions=any(len(choices) > 1 for _, choices in rows))
-    counts = [len(choices) for _, choices in rows]
-    batch["response_offset"] = torch.tensor([0, *counts]).cumsum(0)[:-1]
-    batch["group_index"] = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor(counts))
+    counts = torch.tensor([len(choices) for _, choices in rows])
+    batch["group_index"] = torch.repeat_interleave(torch.arange(len(rows)), counts)  # the row of each choice
     logp_sum, n_tokens = sequence_logps(model, {key: value.to(device) for key, value in batch.items()})
     flat = iter(zip(logp_sum.double().tolist(), n_tokens.tolist(), strict=True))
     return [[ChoiceScore(*next(flat)) for _ in choices] for _, choices in rows]
