@@ -1,12 +1,14 @@
 """The episode record: one complete Back-Scatter interaction, one JSON object per line of `episodes.jsonl`.
 
 Pure standard library on purpose: training reads episodes through this module and never imports simulation code.
-A rating is an int in [1, 7] or null (unparseable / invalid); it is never coerced into a number.
+A rating is a real number in [1, 7] (an int from a generated reply, an expected value from token probabilities, or a
+likelihood score mapped onto the scale) or null (unreadable / invalid); it is never coerced into a number.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,13 @@ class EpisodeFormatError(ValueError):
     """An episodes file line that is not a valid record (message names file and line)."""
 
 
-def valid_rating(value: Any) -> int | None:
-    """Return `value` if it is an int rating on the 1..7 scale, else None (bools and floats are not ratings)."""
-    if isinstance(value, int) and not isinstance(value, bool) and RATING_MIN <= value <= RATING_MAX:
-        return value
-    return None
+def valid_rating(value: Any) -> int | float | None:
+    """Return `value` if it is a number on the 1..7 scale (int or finite float), else None (bools are not ratings)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if RATING_MIN <= value <= RATING_MAX else None
 
 
 def validate_record(record: Any) -> dict[str, Any]:
@@ -47,13 +51,13 @@ def validate_record(record: Any) -> dict[str, Any]:
     for item in record["feedback"]:
         rating = item.get("rating")
         if rating is not None and valid_rating(rating) is None:
-            raise ValueError(f"feedback rating {rating!r} is neither null nor an int in 1..7")
+            raise ValueError(f"feedback rating {rating!r} is neither null nor a number in 1..7")
     for stage in ("draft", "revision"):
         scores = record["observer"].get(stage) or {}
         for key in ("alignment", "engagement"):
             value = scores.get(key)
             if value is not None and valid_rating(value) is None:
-                raise ValueError(f"observer {stage}.{key} {value!r} is neither null nor an int in 1..7")
+                raise ValueError(f"observer {stage}.{key} {value!r} is neither null nor a number in 1..7")
     return record
 
 

@@ -77,7 +77,7 @@ def test_valid_last_record_without_newline_is_kept(tmp_path: Path) -> None:
     [
         (b"{not json", "corrupt episode record"),
         (b'{"schema_version": 1, "world_id": "w"}', "missing field"),
-        (json.dumps(make_record(0, 9, rating=8)).encode(), "neither null nor an int"),
+        (json.dumps(make_record(0, 9, rating=8)).encode(), "neither null nor a number"),
         (json.dumps(make_record(0, 0)).encode(), "duplicate turn"),
     ],
 )
