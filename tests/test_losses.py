@@ -45,8 +45,69 @@ def test_max_flow_margin_and_gradient():
 
 def test_ties_pick_the_first_best_and_zero_margin_between_equals():
     # ratings [5, 7, 7]: b = 1 (first of the tie); d_0 = 2.0 − 1.0 + 2/7; d_2 = 2.0 − 1.2 + 0
-    out = sa([1.0, 2.0, 1.2], [5, 7, 7])
+    out = sa([1.0, 2.0, 1.2], [5, 7, 7], ties="include")
     assert out.loss.item() == pytest.approx(2.0 + 0.2 * ((1.0 + 2 / 7) + 0.8) / 2, abs=1e-12)
+    # exclude (the default): the response tied with b is not a j; only d_0 remains
+    assert sa([1.0, 2.0, 1.2], [5, 7, 7]).loss.item() == pytest.approx(2.0 + 0.2 * (1.0 + 2 / 7), abs=1e-12)
+
+
+def test_ties_include_vs_exclude_on_float_ratings():
+    # ratings [4.25, 4.25, 2.5, 1]: b = 0 (first of the tie, ℓ_b = 2.0); the j's:
+    #   d_1 = 2.0 − 1.0 + 0 (tied with b), d_2 = 2.0 − 1.5 + 1.75/7, d_3 = 2.0 − 1.8 + 3.25/7
+    nll, ratings = [2.0, 1.0, 1.5, 1.8], [4.25, 4.25, 2.5, 1.0]
+    d1, d2, d3 = 1.0, 0.5 + 1.75 / 7, 0.2 + 3.25 / 7
+    include = sa(nll, ratings, ties="include")
+    exclude = sa(nll, ratings, ties="exclude")
+    assert include.loss.item() == pytest.approx(2.0 + 0.2 * (d1 + d2 + d3) / 3, abs=1e-12)
+    assert exclude.loss.item() == pytest.approx(2.0 + 0.2 * (d2 + d3) / 2, abs=1e-12)
+    assert sa(nll, ratings).loss.item() == exclude.loss.item()  # exclude is the default
+    # max_flow: the tied response (the largest d) is the max under include, left out under exclude
+    assert sa(nll, ratings, ties="include", max_flow=True).loss.item() == pytest.approx(2.0 + 0.2 * d1, abs=1e-12)
+    assert sa(nll, ratings, ties="exclude", max_flow=True).loss.item() == pytest.approx(
+        2.0 + 0.2 * max(d2, d3), abs=1e-12
+    )
+    # gradients: include pushes the tied response down (−λ/3), exclude leaves it alone
+    for ties, expected in (("include", [1.2, -0.2 / 3, -0.2 / 3, -0.2 / 3]), ("exclude", [1.2, 0.0, -0.1, -0.1])):
+        x = torch.tensor(nll, dtype=torch.float64, requires_grad=True)
+        stable_alignment_loss(x, torch.tensor(ratings, dtype=torch.float64), ties=ties).loss.backward()
+        assert x.grad.tolist() == pytest.approx(expected, abs=1e-12), ties
+    # the three-response case of the brief: 4.25 vs 4.25 vs 2.5
+    three = sa([2.0, 1.0, 1.5], [4.25, 4.25, 2.5], ties="exclude")
+    assert three.loss.item() == pytest.approx(2.0 + 0.2 * d2, abs=1e-12)
+    assert sa([2.0, 1.0, 1.5], [4.25, 4.25, 2.5], ties="include").loss.item() == pytest.approx(
+        2.0 + 0.2 * (d1 + d2) / 2, abs=1e-12
+    )
+
+
+def test_a_group_where_all_ratings_tie_is_sft_under_exclude():
+    nll = [2.0, 1.0, 1.5]
+    # include: b = 0, d = [1.0, 0.5] with zero margins → D = 0.75: the loss pushes two equally rated responses down
+    assert sa(nll, [3, 3, 3], ties="include").loss.item() == pytest.approx(2.0 + 0.2 * 0.75, abs=1e-12)
+    out = sa(nll, [3, 3, 3], ties="exclude")
+    assert out.loss.item() == pytest.approx(2.0, abs=1e-12)  # J = ∅ → D = 0: SFT on b
+    assert out.parts["penalty"] == 0.0 and out.parts["gap"] == 0.0 and out.parts["active_margin_frac"] == 0.0
+    x = torch.tensor(nll, requires_grad=True)
+    stable_alignment_loss(x, torch.tensor([4.5, 4.5, 4.5])).loss.backward()
+    assert x.grad.tolist() == pytest.approx([1.0, 0.0, 0.0])
+    # the same in a batch beside a group with a real gap: only that group gets a penalty
+    nll2 = torch.tensor([[2.0, 1.0, 1.5], [1.0, 1.5, 0.0]])
+    ratings2 = torch.tensor([[5.0, 5.0, 5.0], [6.0, 2.0, 0.0]])
+    mask2 = torch.tensor([[True, True, True], [True, True, False]])
+    batched = stable_alignment_loss(nll2, ratings2, mask2)
+    assert batched.loss.item() == pytest.approx((2.0 + 1.0 + 0.2 * max(0.0, -0.5 + 4 / 7)) / 2, abs=1e-6)
+    assert batched.parts["active_margin_frac"] == 1.0  # over the one group that has a j
+
+
+def test_ties_are_decided_on_the_ratings_not_on_a_low_precision_cast():
+    # in bf16, 4.30 and 4.31 both round to 4.3125; b must still be the 4.31 response and the other a j
+    nll = torch.tensor([1.0, 2.0], dtype=torch.bfloat16)
+    out = stable_alignment_loss(nll, torch.tensor([4.30, 4.31]))
+    assert out.loss.item() == pytest.approx(2.0 + 0.2 * 1.0, abs=0.02)
+
+
+def test_unknown_ties_value_is_an_error():
+    with pytest.raises(ValueError, match="ties='maybe'"):
+        sa([1.0, 2.0], [3, 4], ties="maybe")
 
 
 def test_inactive_margin_is_clamped_and_k1_is_sft():
@@ -124,8 +185,11 @@ def test_loss_on_a_fixed_tiny_model_equals_hand_computation(tiny_model_dir):
     batch = GroupCollator(tokenizer.pad_token_id, max_length=256, max_prompt_length=128)([item, other])
     with torch.no_grad():
         stats = response_stats(model, batch)
-        out = stable_alignment_loss(stats.nll, stats.ratings, stats.mask, margin=1.0, lam=0.2)
-        flow = stable_alignment_loss(stats.nll, stats.ratings, stats.mask, margin=1.0, lam=0.2, max_flow=True)
+        out = stable_alignment_loss(stats.nll, stats.ratings, stats.mask, margin=1.0, lam=0.2, ties="include")
+        flow = stable_alignment_loss(
+            stats.nll, stats.ratings, stats.mask, margin=1.0, lam=0.2, max_flow=True, ties="include"
+        )
+        excluded = stable_alignment_loss(stats.nll, stats.ratings, stats.mask, margin=1.0, lam=0.2)
     l1 = [hand_nll(model, item["prompt_ids"], r) for r in item["response_ids"]]
     l2 = [hand_nll(model, other["prompt_ids"], r) for r in other["response_ids"]]
     assert stats.nll[0].tolist() == pytest.approx(l1, abs=1e-4)
@@ -136,6 +200,9 @@ def test_loss_on_a_fixed_tiny_model_equals_hand_computation(tiny_model_dir):
     assert out.loss.item() == pytest.approx((g1 + g2) / 2, abs=1e-4)
     f1, f2 = l1[1] + 0.2 * max(0.0, *d1), l2[0] + 0.2 * max(0.0, *d2)
     assert flow.loss.item() == pytest.approx((f1 + f2) / 2, abs=1e-4)
+    # ties=exclude (the default): group 2's response tied with b (rating 4) is no j, only the rating-2 one is
+    e2 = l2[0] + 0.2 * max(0.0, d2[1])
+    assert excluded.loss.item() == pytest.approx((g1 + e2) / 2, abs=1e-4)
     # K = 1 on the model: the loss is the plain SFT NLL of that response
     single = GroupCollator(tokenizer.pad_token_id, 256, 128)(
         [{**item, "response_ids": item["response_ids"][1:2], "ratings": [7.0]}]

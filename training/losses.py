@@ -9,11 +9,16 @@ responses each, `mask` marks the slots that hold a response with at least one tr
 
 | loss               | equation (per group)                                                          | paper |
 |--------------------|-------------------------------------------------------------------------------|-------|
-| `stable_alignment` | b = argmax_i r_i (ties: first);  d_j = ℓ_b − ℓ_j + M·(r_b − r_j)/R  (j ≠ b)   | [1]   |
-|                    | D = max(0, mean_j d_j)   (`max_flow`: D = max(0, max_j d_j));  L = ℓ_b + λ·D  |       |
+| `stable_alignment` | b = argmax_i r_i (ties: first);  d_j = ℓ_b − ℓ_j + M·(r_b − r_j)/R            | [1]   |
+|                    | J = {j ≠ b : r_j < r_b} (`ties=exclude`, default); {j ≠ b} (`ties=include`)   |       |
+|                    | D = max(0, mean_{j∈J} d_j) (`max_flow`: max_{j∈J}); 0 if J = ∅; L = ℓ_b + λ·D |       |
 | `sft`              | L = ℓ_b                                                                       | —     |
 | `dpo`              | L = −log σ(β[(s_w − s_w^ref) − (s_l − s_l^ref)]) + α·ℓ_w                      | [2]   |
 | `simpo`            | L = −log σ(β(−ℓ_w + ℓ_l) − γ) + α·ℓ_w                                         | [3]   |
+
+`ties=exclude` leaves out responses rated the same as the best: they carry no preference, yet `include` pushes each
+one down by ℓ_b − ℓ_j with zero margin (SPEC §4 read literally; a group whose ratings all tie then favours whichever response comes
+first). With `exclude` such a group is plain SFT on b.
 
 w = the best-rated and l = the worst-rated response of the group (pairwise losses train on that pair; a group whose
 best and worst ratings tie carries no preference and contributes only its SFT/NLL term). The batch loss is the mean
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +42,7 @@ from torch import Tensor
 
 # Which responses of a sampled group each loss needs in the forward pass.
 SELECT_ALL, SELECT_BEST, SELECT_PAIR = "all", "best", "pair"
+TIES = ("include", "exclude")  # stable_alignment: do responses tied with the best count among the j of D?
 
 
 @dataclass
@@ -86,22 +93,29 @@ def stable_alignment_loss(
     lam: float = 0.2,
     rating_scale: float = 7.0,
     max_flow: bool = False,
+    ties: str = "exclude",
 ) -> LossOutput:
     """SPEC §4: L = ℓ_b + λ·max(0, mean_j [ℓ_b − ℓ_j + M·(r_b − r_j)/R]) per group, averaged over groups.
 
     `nll` and `ratings` are `[G, K]` (or `[K]` for one group); j runs over the other valid responses with j's own
-    rating, so the input need not be sorted. A group with one response (K = 1) has D = 0: the loss is SFT.
+    rating, so the input need not be sorted. `ties="exclude"` keeps only the j rated strictly below the best (a group
+    where none is gets D = 0); `"include"` keeps every j ≠ b. A group with one response (K = 1) is SFT.
     """
+    if ties not in TIES:
+        raise ValueError(f"ties={ties!r}: use include or exclude")
     if nll.dim() == 1:
         nll, ratings = nll[None], ratings[None]
         mask = None if mask is None else mask[None]
+    exact = ratings.float()  # ties are decided before a cast to a low-precision nll dtype could merge close ratings
     ratings = ratings.to(nll.dtype)
     mask = torch.ones_like(nll, dtype=torch.bool) if mask is None else mask.bool()
     nll = torch.where(mask, nll, torch.zeros_like(nll))  # NaN/garbage in empty slots never reaches the graph
-    best = _best_index(ratings, mask)
+    best = _best_index(exact, mask)
     nll_best, rating_best = _pick(nll, best), _pick(ratings, best)
     others = mask.clone()
     others[torch.arange(nll.shape[0], device=nll.device), best] = False
+    if ties == "exclude":
+        others &= exact < _pick(exact, best)[:, None]
     d = nll_best[:, None] - nll + margin * (rating_best[:, None] - ratings) / rating_scale
     count = others.sum(dim=1)
     if max_flow:
@@ -196,6 +210,7 @@ LOSSES: dict[str, LossSpec] = {
             lam=p["lam"],
             rating_scale=p["rating_scale"],
             max_flow=p["max_flow"],
+            ties=p["ties"],
         ),
     ),  # fmt: skip
     "sft": LossSpec(SELECT_BEST, False, lambda s, p: sft_loss(s.nll, s.ratings, s.mask)),
@@ -205,13 +220,15 @@ LOSSES: dict[str, LossSpec] = {
     ),
 }
 
-# Keys each loss config must carry, with the check each value must pass (validated before any model is loaded).
-LOSS_PARAMS: dict[str, dict[str, Callable[[float], bool]]] = {
+# Keys each loss config must carry, with the check each value must pass (validated before any model is loaded): a
+# predicate, or a tuple of the allowed values.
+LOSS_PARAMS: dict[str, dict[str, Callable[[Any], bool] | tuple[str, ...]]] = {
     "stable_alignment": {
         "margin": lambda v: v >= 0,
         "lam": lambda v: v >= 0,
         "rating_scale": lambda v: v > 0,
         "max_flow": lambda v: isinstance(v, bool),
+        "ties": TIES,
     },  # fmt: skip
     "sft": {},
     "dpo": {"beta": lambda v: v > 0, "sft_weight": lambda v: v >= 0},

@@ -54,7 +54,10 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     params = {k: v for k, v in OmegaConf.to_container(cfg.loss).items() if k != "name"}
     for key, check in LOSS_PARAMS[name].items():
         require(key in params, f"loss.{key} is missing for loss={name}; see conf/loss/{name}.yaml")
-        require(check(params[key]), f"loss.{key}={params[key]} is out of range for loss={name}")
+        if isinstance(check, tuple):
+            require(params[key] in check, f"loss.{key}={params[key]}: use {'|'.join(check)} (loss={name})")
+        else:
+            require(check(params[key]), f"loss.{key}={params[key]} is out of range for loss={name}")
     t = cfg.train
     require(int(t.group_size) >= 1, f"train.group_size={t.group_size}: K must be >= 1")
     require(int(t.groups_per_batch) >= 1, f"train.groups_per_batch={t.groups_per_batch} must be >= 1")
