@@ -1,7 +1,9 @@
 """End-of-run numbers (`metrics.json`) and PNG plots from the stored episodes.
 
 Plots: mean alignment and engagement per round for drafts vs revisions; a grid heat map of each agent's mean revision
-alignment (at its last position); the distribution of peer and observer ratings (invalid ratings counted apart).
+alignment (at its last position); the distribution of peer and observer ratings on 0.5 bins (invalid ratings counted
+apart). `summarize` adds `signal` (environment.signal.episode_signal) and, when the ratings carry too little signal to
+drive the loss, `signal_warning` (one line).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
+
+from environment.signal import BINS, bin_key, episode_signal, histogram, noise_warning
 
 
 def _mean(values: list[float]) -> float | None:
@@ -43,6 +47,8 @@ def summarize(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str,
         for s in ("draft", "revision")
         for k in ("alignment", "engagement")
     ]
+    signal = episode_signal(records)
+    warning = noise_warning(signal, "sa-simulate")
     return {
         **extra,
         "records": len(records),
@@ -55,6 +61,8 @@ def summarize(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str,
             key: sum(r["usage"].get(key, 0) for r in records)
             for key in ("calls", "prompt_tokens", "completion_tokens", "retries")
         },
+        "signal": signal,
+        **({"signal_warning": warning} if warning else {}),
     }
 
 
@@ -103,13 +111,15 @@ def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Pat
 
     peer = [f["rating"] for r in records for f in r["feedback"]]
     obs = [(r["observer"].get("revision") or {}).get("alignment") for r in records]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    bins = list(range(1, 8))
-    width = 0.4
-    ax.bar([b - width / 2 for b in bins], [peer.count(b) for b in bins], width, label="peer ratings")
-    ax.bar([b + width / 2 for b in bins], [obs.count(b) for b in bins], width, label="observer revision alignment")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.2  # two bars per 0.5 bin; float ratings land on their nearest bin (environment.signal.histogram)
+    peer_bins, obs_bins = histogram(peer), histogram(obs)
+    counts = [[peer_bins.get(bin_key(b), 0) for b in BINS], [obs_bins.get(bin_key(b), 0) for b in BINS]]
+    ax.bar([b - width / 2 for b in BINS], counts[0], width, label="peer ratings")
+    ax.bar([b + width / 2 for b in BINS], counts[1], width, label="observer revision alignment")
     invalid = sum(v is None for v in peer) + sum(v is None for v in obs)
-    ax.set(title=f"rating distribution ({invalid} invalid, not plotted)", xlabel="rating", ylabel="count", xticks=bins)
+    title = f"rating distribution ({invalid} invalid, not plotted)"
+    ax.set(title=title, xlabel="rating (nearest 0.5)", ylabel="count", xticks=list(range(1, 8)))
     ax.legend()
     paths.append(_save(fig, folder / "rating_distribution.png"))
     return paths
