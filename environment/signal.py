@@ -181,7 +181,11 @@ def findings(signal: dict[str, Any]) -> list[str]:
     """
     nested = [signal[key] for key in ("groups", "episodes") if isinstance(signal.get(key), dict)]
     if nested:
-        return list(dict.fromkeys(item for part in nested for item in findings(part)))
+        found = []
+        for part in nested:  # a single value in the training groups says it already: no per-role repeat
+            single = any(item.startswith("a single") for item in found)
+            found += [item for item in findings(part) if not (single and item.startswith("a single"))]
+        return list(dict.fromkeys(found))
     found = []
     episodes = "records" in signal
     tied = signal.get("tied_share")
@@ -199,6 +203,7 @@ def findings(signal: dict[str, Any]) -> list[str]:
         if episodes
         else {"": signal}
     )
+    single: dict[str, list[str]] = {}  # value → the roles that use only it
     for role, stats in roles.items():
         if not isinstance(stats, dict):
             continue
@@ -207,7 +212,9 @@ def findings(signal: dict[str, Any]) -> list[str]:
             found.append(f"only {share:.0%} of {role + ' ' if role else ''}ratings valid")
         bins = stats.get("histogram") or {}
         if len(bins) == 1 and sum(bins.values()) >= 2:
-            found.append(f"a single {role + ' ' if role else ''}rating value ({next(iter(bins))})")
+            single.setdefault(next(iter(bins)), []).append(role)
+    for value, names in single.items():
+        found.append(f"a single {' and '.join(names) + ' ' if names != [''] else ''}rating value ({value})")
     return found
 
 

@@ -104,7 +104,7 @@ def test_noise_warning_fires_on_tied_data_and_says_what_to_change():
     assert warning is not None and "\n" not in warning
     assert warning.startswith("sa-simulate: warning: the ratings carry little signal (")
     assert "100% of interactions score draft and revision alike" in warning
-    assert "a single peer rating value (1)" in warning and "rater=likelihood" in warning
+    assert "a single peer and observer alignment rating value (1)" in warning and "rater=likelihood" in warning
     groups = group_signal([[4, 4, 4], [2, 2], [5, 5, 3], [6]])
     assert groups["n_groups"] == 4 and groups["n_multi"] == 3 and groups["tied_share"] == pytest.approx(0.6667)
     assert "67% of groups tied" in noise_warning(groups, "sa-train")
