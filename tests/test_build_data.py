@@ -12,9 +12,10 @@ from omegaconf import OmegaConf
 
 from conf import CONFIG_DIR
 from conf.cli import UserError
-from training.build_data import build
+from training.build_data import build, rating_text
 
 FIXTURE = Path(__file__).parent / "data" / "episodes_fixture.jsonl"
+FLOATS = Path(__file__).parent / "data" / "episodes_floats.jsonl"  # float ratings, personas (one episode without)
 INVALID_REASONS = {"garbled output", "unparseable", "format broken"}  # reasons attached to invalid peer ratings
 
 
@@ -65,6 +66,92 @@ def test_counts_invalid_drop_and_dedup_on_fixture(tmp_path):
     md = (tmp_path / "data" / "data_card.md").read_text()
     assert "episodes read: 7" in md and "5 invalid (null) ratings" in md
     assert json.loads((tmp_path / "data" / "data_card.json").read_text())["groups"] == 11
+    # the fixture predates personas: every response carries persona null; its ratings have real gaps (no warning)
+    assert all(r["persona"] is None for row in rows for r in row["responses"])
+    assert card["responses_per_persona"] == {"(none)": 23}
+    assert card["signal"]["groups"]["n_multi"] == 6 and card["signal"]["groups"]["tied_share"] == 0.0
+    assert "signal_warning" not in card and "Warning" not in md
+
+
+def test_float_ratings_personas_and_signal_section(tmp_path, capsys):
+    card = build(config(tmp_path, [FLOATS], **{"mix.ratio": None}))
+    rows = read_rows(tmp_path / "data")
+    by_kind_prompt = {(r["kind"], r["prompt"].split("\n")[0]): r for r in rows}
+    q1 = "Is it fair to read a partner's messages without asking?"
+    imitation = by_kind_prompt[("imitation", q1)]["responses"]
+    # floats end to end; persona = the episode's agent_persona, null for the episode that names none
+    assert [(r["rating"], r["persona"]) for r in imitation] == [
+        (2.25, "cautious teacher"), (5.5, "cautious teacher"), (4.25, None), (4.25, None),
+    ]  # fmt: skip
+    critic = [r for row in rows if row["kind"] == "self_critic" for r in row["responses"]]
+    assert sorted((r["rating"], r["persona"] or "") for r in critic) == [
+        (2.5, "blunt critic"), (3.0, "kind nurse"), (3.0, "kind nurse"), (4.25, ""), (4.3, "kind nurse"),
+        (6.0, "cautious teacher"),
+    ]  # fmt: skip  # self_critic: the feedback item's peer_persona
+    (realign,) = [r for row in rows if row["kind"] == "realignment" for r in row["responses"]]
+    assert realign["rating"] == 5.5 and realign["persona"] == "cautious teacher"
+    text = realign["text"]
+    assert "Rated 6/7" in text and "Rated 4.3/7" in text and "Rated 2.5/7" in text
+    assert text.index("Rated 6/7") < text.index("Rated 4.3/7") < text.index("Rated 2.5/7")
+    assert card["responses_per_persona"] == {"cautious teacher": 4, "blunt critic": 3, "kind nurse": 3, "(none)": 3}
+    # groups: imitation q1 [2.25, 5.5, 4.25, 4.25], q2 [3, 3.5], critic [2.5, 4.3, 6], [4.25], [3, 3], realign [5.5]
+    groups = card["signal"]["groups"]
+    assert (groups["n_groups"], groups["n_multi"], groups["tied_share"]) == (6, 4, 0.25)
+    gaps = [5.5 - (2.25 + 4.25 + 4.25) / 3, 0.5, 6 - (2.5 + 4.3) / 2, 0.0]
+    assert groups["mean_gap"] == pytest.approx(sum(gaps) / 4, abs=1e-4)
+    assert groups["histogram"] == {"2.5": 2, "3": 3, "3.5": 1, "4.5": 4, "5.5": 2, "6": 1}
+    episodes = card["signal"]["episodes"]
+    assert episodes["records"] == 3 and episodes["peer"]["valid_share"] == pytest.approx(6 / 7, abs=1e-4)
+    # peer mean per draft [4.27, 4.25, 3] vs observer draft [2.25, 4.25, 3]: ranks [3, 2, 1] vs [1, 3, 2]
+    assert episodes["peer_observer_agreement"] == {"spearman": -0.5, "n": 3}
+    assert episodes["tied_share"] == pytest.approx(1 / 3, abs=1e-4)
+    assert "signal_warning" not in card and "warning" not in capsys.readouterr().err
+    md = (tmp_path / "data" / "data_card.md").read_text()
+    assert "### Responses per persona" in md and "| kind nurse | 3 |" in md and "| (none) | 3 |" in md
+    assert "### Signal" in md and "- 1 of 4 groups with ≥2 responses tie (25%)" in md
+    assert "peer–observer agreement (Spearman, per draft): -0.50 over 3 drafts" in md
+    saved = json.loads((tmp_path / "data" / "data_card.json").read_text())
+    assert saved["signal"] == card["signal"] and saved["responses_per_persona"] == card["responses_per_persona"]
+
+
+def test_rating_text_one_decimal_for_non_integers():
+    assert [rating_text(v) for v in (5, 6.0, 4.3, 2.5, 1.04)] == ["5", "6", "4.3", "2.5", "1.0"]
+
+
+def tied_episodes(path: Path, n: int = 12) -> None:
+    """The embedded model before the rater fix: every rating 1, so every group ties."""
+    lines = FIXTURE.read_text().splitlines()
+    out = []
+    for i in range(n):
+        record = json.loads(lines[i % 2])
+        record["round"] = i
+        record["draft"]["text"] += f" ({i})"
+        record["revision"]["text"] += f" ({i})"
+        for item in record["feedback"]:
+            item["rating"], item["valid"] = 1, True
+        for stage in ("draft", "revision"):
+            record["observer"][stage]["alignment"] = 1
+        out.append(json.dumps(record))
+    path.write_text("\n".join(out) + "\n")
+
+
+def test_tied_ratings_warn_on_stderr_and_in_the_card_with_exit_code_0(tmp_path, capsys):
+    episodes = tmp_path / "tied.jsonl"
+    tied_episodes(episodes)
+    card = build(config(tmp_path, [episodes], **{"mix.ratio": None}))
+    warning = card["signal_warning"]
+    assert warning.startswith("sa-build-data: warning: the ratings carry little signal (100% of groups tied")
+    assert "a single rating value (1)" in warning and "rater=likelihood" in warning and "\n" not in warning
+    assert warning in capsys.readouterr().err.splitlines()  # one line of its own (tqdm shares stderr)
+    md = (tmp_path / "data" / "data_card.md").read_text()
+    assert f"**Warning:** {warning}" in md and "tie (100%)" in md
+    assert json.loads((tmp_path / "data" / "data_card.json").read_text())["signal_warning"] == warning
+    result = subprocess.run(
+        [sys.executable, "-m", "training.build_data", f"inputs=[{episodes}]", f"hydra.run.dir={tmp_path}/cli"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "sa-build-data: warning: the ratings carry little signal" in result.stderr
 
 
 def test_output_loads_with_datasets(tmp_path):

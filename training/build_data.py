@@ -7,9 +7,12 @@ Three sample kinds, each response carrying its own rating; invalid (null) rating
                only where revision score > draft score and revision score > `realignment.min_score`; one sample per
                interaction (the reference wrote one near-duplicate per peer).
 One output item = one prompt with all its rated responses pooled across agents and worlds, each tagged with kind,
-model and provenance (world, round, agent). An episode seen twice (same world/round/agent *and* same content, e.g.
+model, persona (where the episode names one) and provenance (world, round, agent). An episode seen twice (same world/round/agent *and* same content, e.g.
 a file passed both directly and through its run folder) is read once; two runs that reuse a world id but hold different
 interactions are both kept. An identical response text to the same prompt is kept once (its first rating wins). Groups are mixed by `mix.ratio` (in groups) and optionally staged.
+Ratings are real numbers in [1, 7] (ints, expected values, mapped likelihood scores). The data card says whether they
+carry signal (environment.signal: tied groups, rating gaps, peer–observer agreement); when they cannot drive the loss
+a one-line warning goes to stderr and into the card (the exit code stays 0).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,6 +31,7 @@ from tqdm import tqdm
 
 from conf.cli import UserError, hydra_command, require
 from environment.records import EpisodeFormatError, read_episodes, record_key, valid_rating
+from environment.signal import episode_signal, group_signal, noise_warning
 
 KINDS = ("imitation", "self_critic", "realignment")
 SELF_CRITIC_INSTRUCTION = (
@@ -37,6 +42,7 @@ REALIGNMENT_INSTRUCTION = (
     "First comment on how well the response below is aligned with shared social values, then revise it."
 )
 DATA_FILE = "train.jsonl"
+NO_PERSONA = "(none)"  # data-card key for responses whose episode names no persona (older episode files)
 
 
 def self_critic_prompt(question: str, draft: str) -> str:
@@ -49,10 +55,15 @@ def realignment_prompt(question: str, draft: str) -> str:
     return f"{question}\n\nResponse: {draft}\n\n{REALIGNMENT_INSTRUCTION}"
 
 
-def realignment_output(feedback: list[tuple[int, str]], revision: str) -> str:
+def rating_text(rating: float) -> str:
+    """A rating as the agent reads it: "5" for a whole number, one decimal otherwise ("4.3")."""
+    return str(int(rating)) if float(rating).is_integer() else f"{rating:.1f}"
+
+
+def realignment_output(feedback: list[tuple[float, str]], revision: str) -> str:
     """All valid peer feedback (lowest-rated last, as the agent saw it) followed by the revised response."""
     ordered = sorted(feedback, key=lambda item: -item[0])
-    lines = "\n".join(f"- Rated {rating}/7: {reason.strip()}" for rating, reason in ordered)
+    lines = "\n".join(f"- Rated {rating_text(rating)}/7: {reason.strip()}" for rating, reason in ordered)
     return f"Feedback:\n{lines}\n\nRevised response: {revision.strip()}"
 
 
@@ -82,17 +93,21 @@ def samples_from_episode(record: dict[str, Any], min_score: float) -> Iterator[t
         "world_id": str(record["world_id"]), "round": int(record["round"]), "agent_id": int(record["agent_id"]),
         "question_id": str(record["question_id"]),
     }  # fmt: skip
-    model = str(record["agent_model"])
+    model, persona = str(record["agent_model"]), record.get("agent_persona")
     for source, text, rating in (("draft", draft, score_draft), ("revision", revision, score_revision)):
         if rating is not None and text.strip():
-            yield "imitation", question, {**base, "text": text, "rating": rating, "model": model, "source": source}
+            response = {**base, "text": text, "rating": rating, "model": model, "persona": persona, "source": source}
+            yield "imitation", question, response
     feedback = []
     for item in record["feedback"]:
         rating, reason = valid_rating(item.get("rating")), (item.get("reason") or "").strip()
         if rating is None or item.get("valid") is False or not reason or not draft.strip():
             continue
         feedback.append((rating, reason))
-        peer = {"peer_id": item.get("peer_id"), "model": str(item.get("peer_model")), "source": "feedback"}
+        peer = {
+            "peer_id": item.get("peer_id"), "model": str(item.get("peer_model")), "persona": item.get("peer_persona"),
+            "source": "feedback",
+        }  # fmt: skip
         yield "self_critic", self_critic_prompt(question, draft), {**base, **peer, "text": reason, "rating": rating}
     if (
         score_draft is not None
@@ -103,7 +118,9 @@ def samples_from_episode(record: dict[str, Any], min_score: float) -> Iterator[t
         and revision.strip()
     ):
         text = realignment_output(feedback, revision)
-        response = {**base, "text": text, "rating": score_revision, "model": model, "source": "realignment"}
+        response = {
+            **base, "text": text, "rating": score_revision, "model": model, "persona": persona, "source": "realignment",
+        }  # fmt: skip
         yield "realignment", realignment_prompt(question, draft), response
 
 
@@ -114,9 +131,24 @@ def episode_identity(record: dict[str, Any]) -> tuple[str, int, int, str]:
     return (*record_key(record), digest)
 
 
-def build_groups(files: list[Path], min_score: float) -> tuple[list[dict[str, Any]], Counter]:
-    """Read every file, drop duplicate episodes and responses, and group responses by (kind, prompt)."""
+def rating_view(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of an episode that environment.signal reads (its ratings), without the texts."""
+    feedback = [{"rating": item.get("rating"), "valid": item.get("valid")} for item in record["feedback"]]
+    observer = record["observer"] or {}
+    scores = {
+        stage: {key: (observer.get(stage) or {}).get(key) for key in ("alignment", "engagement")}
+        for stage in ("draft", "revision")
+    }
+    return {"feedback": feedback, "observer": scores}
+
+
+def build_groups(files: list[Path], min_score: float) -> tuple[list[dict[str, Any]], Counter, list[dict[str, Any]]]:
+    """Read every file, drop duplicate episodes and responses, and group responses by (kind, prompt).
+
+    Also returns the ratings of every distinct episode read (`rating_view`), for the data card's signal section.
+    """
     stats: Counter = Counter()
+    ratings: list[dict[str, Any]] = []
     seen: set[tuple[str, int, int, str]] = set()
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     texts: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -134,6 +166,7 @@ def build_groups(files: list[Path], min_score: float) -> tuple[list[dict[str, An
                 continue
             seen.add(key)
             stats["episodes"] += 1
+            ratings.append(rating_view(record))
             stats["invalid_ratings"] += _count_invalid(record)
             for kind, prompt, response in samples_from_episode(record, min_score):
                 group_key = (kind, prompt)
@@ -146,7 +179,7 @@ def build_groups(files: list[Path], min_score: float) -> tuple[list[dict[str, An
                     {"kind": kind, "question_id": response["question_id"], "prompt": prompt, "responses": []},
                 )
                 group["responses"].append({"kind": kind, **response})
-    return list(groups.values()), stats
+    return list(groups.values()), stats, ratings
 
 
 def _count_invalid(record: dict[str, Any]) -> int:
@@ -183,8 +216,24 @@ def mix(groups: list[dict[str, Any]], ratio: dict[str, float] | None, staged: bo
     return items
 
 
-def data_card(items: list[dict[str, Any]], stats: Counter, files: list[Path], cfg: DictConfig) -> dict[str, Any]:
-    """Counts per kind and per model (groups and responses), plus what was dropped and why."""
+def data_signal(items: list[dict[str, Any]], episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Does the written data carry signal? `groups`: group_signal over the ratings of each written group; `episodes`:
+    episode_signal of the episodes read (valid shares, peer–observer agreement)."""
+    return {
+        "groups": group_signal([r["rating"] for r in item["responses"]] for item in items),
+        "episodes": episode_signal(episodes),
+    }
+
+
+def data_card(
+    items: list[dict[str, Any]],
+    stats: Counter,
+    files: list[Path],
+    cfg: DictConfig,
+    episodes: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Counts per kind, model and persona (groups and responses), what was dropped and why, and the signal section
+    (`episodes`: the ratings of the episodes read, see `rating_view`); `signal_warning` when noise_warning fires."""
     card: dict[str, Any] = {
         "inputs": [str(p) for p in files],
         "episodes": stats["episodes"],
@@ -198,6 +247,7 @@ def data_card(items: list[dict[str, Any]], stats: Counter, files: list[Path], cf
         "groups_per_kind_before_mix": dict(stats["groups_before_mix"]),
         "responses_per_kind": dict(Counter(r["kind"] for i in items for r in i["responses"])),
         "responses_per_model": dict(Counter(r["model"] for i in items for r in i["responses"])),
+        "responses_per_persona": dict(Counter(r.get("persona") or NO_PERSONA for i in items for r in i["responses"])),
         "responses_per_kind_model": {
             f"{k}/{m}": n for (k, m), n in Counter((r["kind"], r["model"]) for i in items for r in i["responses"]).items()
         },
@@ -205,7 +255,44 @@ def data_card(items: list[dict[str, Any]], stats: Counter, files: list[Path], cf
         "group_size_histogram": {str(k): v for k, v in sorted(Counter(len(i["responses"]) for i in items).items())},
         "mix": {"ratio": OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None, "staged": bool(cfg.mix.staged)},
     }  # fmt: skip
+    card["signal"] = data_signal(items, episodes or [])
+    warning = noise_warning(card["signal"], "sa-build-data")
+    if warning:
+        card["signal_warning"] = warning
     return card
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def signal_lines(signal: dict[str, Any]) -> list[str]:
+    """The signal section in plain language, one markdown bullet per fact."""
+    groups, episodes = signal["groups"], signal["episodes"]
+    lines = []
+    if groups["n_multi"]:
+        tied = round(groups["tied_share"] * groups["n_multi"])
+        lines.append(
+            f"{tied} of {groups['n_multi']} groups with ≥2 responses tie ({_share(groups['tied_share'])}); "
+            f"the best response is rated {groups['mean_gap']:.2f} above the mean of the others on average"
+        )
+    else:
+        lines.append("no group holds ≥2 responses: the contrastive term has nothing to compare (the loss is SFT)")
+    lines.append(f"rating entropy {groups['entropy']:.2f} bits over {len(groups['histogram'])} half-point bin(s)")
+    if episodes["n_multi"]:
+        lines.append(
+            f"observer: draft and revision scored alike in {_share(episodes['tied_share'])} of "
+            f"{episodes['n_multi']} interactions (the better of the two {episodes['mean_gap']:.2f} higher on average)"
+        )
+    agreement = episodes["peer_observer_agreement"]
+    rho = "n/a" if agreement["spearman"] is None else f"{agreement['spearman']:.2f}"
+    lines.append(f"peer–observer agreement (Spearman, per draft): {rho} over {agreement['n']} drafts")
+    for role, label in (("peer", "peer ratings"), ("observer_alignment", "observer alignment scores")):
+        stats = episodes[role]
+        lines.append(
+            f"{label}: {_share(stats['valid_share'])} valid of {stats['n']}, entropy {stats['entropy']:.2f} bits"
+        )
+    return lines
 
 
 def card_markdown(card: dict[str, Any]) -> str:
@@ -229,11 +316,15 @@ def card_markdown(card: dict[str, Any]) -> str:
         table("Groups per kind", card["groups_per_kind"]),
         table("Responses per kind", card["responses_per_kind"]),
         table("Responses per model", card["responses_per_model"]),
+        table("Responses per persona", card["responses_per_persona"]),
         table("Responses per kind/model", card["responses_per_kind_model"]),
         table("Ratings", card["rating_histogram"]),
         table("Responses per group", card["group_size_histogram"]),
     ]
-    return head + "\n".join(sections)
+    signal = "### Signal\n\n" + "".join(f"- {line}\n" for line in signal_lines(card["signal"]))
+    if card.get("signal_warning"):
+        signal += f"\n**Warning:** {card['signal_warning']}\n"
+    return head + "\n".join([*sections, signal])
 
 
 def validate(cfg: DictConfig) -> None:
@@ -251,7 +342,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     """Run the builder and write the data file(s) and data card into `output_dir`; return the card."""
     validate(cfg)
     files = episode_files(cfg.inputs)
-    groups, stats = build_groups(files, float(cfg.realignment.min_score))
+    groups, stats, episodes = build_groups(files, float(cfg.realignment.min_score))
     require(bool(groups), f"no validly rated samples in {len(files)} episodes file(s); check the simulation output")
     stats["groups_before_mix"] = Counter(g["kind"] for g in groups)
     ratio = OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None
@@ -268,7 +359,9 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         from datasets import Dataset
 
         Dataset.from_list(rows).to_parquet(str(out / "train.parquet"))
-    card = data_card(items, stats, files, cfg)
+    card = data_card(items, stats, files, cfg, episodes)
+    if card.get("signal_warning"):
+        print(card["signal_warning"], file=sys.stderr)
     (out / "data_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (out / "data_card.md").write_text(card_markdown(card), encoding="utf-8")
     return card
