@@ -175,6 +175,31 @@ def test_bad_config_and_data_are_one_line_user_errors(tmp_path, data_dir):
         load_groups(tmp_path / "empty-folder-that-is-missing")
 
 
+def test_out_of_scale_and_non_finite_ratings_are_one_line_errors(tmp_path, data_dir):
+    from datasets import Dataset
+
+    from training.data import check_ratings
+
+    rows = [json.loads(line) for line in (data_dir / "train.jsonl").read_text().splitlines()[:3]]
+    for value in (8, -1, 0.5, 7.01):  # the reference's placeholders (8, −1) and values just off the scale
+        rows[1]["responses"][-1]["rating"] = value
+        bad = tmp_path / f"bad-{value}.jsonl"
+        bad.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        with pytest.raises(
+            UserError, match=rf"^{re.escape(str(bad))}:2: response rating {re.escape(repr(value))} is outside 1\.\.7"
+        ) as error:
+            load_groups(bad)
+        assert "\n" not in str(error.value)
+    for value in (float("nan"), float("inf")):  # JSON has no NaN/inf: check the rows as datasets holds them
+        rows[1]["responses"][-1]["rating"] = value
+        with pytest.raises(
+            UserError, match=rf"x\.jsonl:2: response rating {value!r} is outside 1\.\.7 \(or not finite\)"
+        ):
+            check_ratings(Dataset.from_list(rows), Path("x.jsonl"))
+    rows[1]["responses"][-1]["rating"] = 4.25  # a float on the scale is a rating
+    check_ratings(Dataset.from_list(rows), Path("x.jsonl"))
+
+
 def sa_train() -> list[str]:
     """The installed console script, or the same entry point through the interpreter."""
     script = Path(sys.executable).parent / "sa-train"

@@ -16,6 +16,7 @@ from datasets import Dataset, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 from conf.cli import UserError
+from environment.records import RATING_MAX, RATING_MIN, valid_rating
 
 REQUIRED_KEYS = ("messages", "responses", "stage")
 
@@ -51,16 +52,22 @@ def load_groups(data: str | Path) -> Dataset:
 
 
 def check_ratings(dataset: Dataset, path: Path) -> None:
-    """Every response needs a text and a numeric rating; a null/non-numeric rating is an error, never coerced."""
+    """Every response needs a text and a rating in [1, 7]; a null, non-numeric, NaN/inf or out-of-scale rating (the
+    reference's 8 and −1 placeholders) is an error naming the file and line, never coerced."""
     for row, responses in enumerate(dataset["responses"], start=1):
         if not responses:
             raise UserError(f"{path}:{row}: a group without responses; rebuild the data with sa-build-data")
         for response in responses:
             rating = response.get("rating")
-            if isinstance(rating, bool) or not isinstance(rating, int | float) or rating != rating:
+            if isinstance(rating, bool) or not isinstance(rating, int | float):
                 raise UserError(
                     f"{path}:{row}: response rating {rating!r} is not a number; drop invalid ratings "
                     "(sa-build-data does) instead of coercing them"
+                )
+            if valid_rating(rating) is None:
+                raise UserError(
+                    f"{path}:{row}: response rating {rating!r} is outside {RATING_MIN}..{RATING_MAX} (or not finite); "
+                    "an unreadable rating is null and dropped (sa-build-data does), never a placeholder number"
                 )
             if not isinstance(response.get("text"), str):
                 raise UserError(f"{path}:{row}: a response without text; rebuild the data with sa-build-data")
