@@ -200,6 +200,22 @@ def test_out_of_scale_and_non_finite_ratings_are_one_line_errors(tmp_path, data_
     check_ratings(Dataset.from_list(rows), Path("x.jsonl"))
 
 
+def test_tied_data_prints_the_noise_warning_and_data_with_gaps_does_not(tmp_path, data_dir, tiny_model_dir, capsys):
+    rows = [json.loads(line) for line in (data_dir / "train.jsonl").read_text().splitlines()]
+    tied = tmp_path / "tied" / "train.jsonl"
+    tied.parent.mkdir()
+    for row in rows:
+        for response in row["responses"]:
+            response["rating"] = 1  # the embedded model before the rater fix
+    tied.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run(tmp_path / "a", tied.parent, tiny_model_dir, "train.max_steps=1")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sa-train: warning:")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("sa-train: warning: the ratings carry little signal (100% of groups tied")
+    run(tmp_path / "b", data_dir, tiny_model_dir, "train.max_steps=1")  # the fixture's ratings have real gaps
+    assert "sa-train: warning" not in capsys.readouterr().err
+
+
 def sa_train() -> list[str]:
     """The installed console script, or the same entry point through the interpreter."""
     script = Path(sys.executable).parent / "sa-train"

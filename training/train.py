@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, get_scheduler
 
 from agents.backends.embedded import resolve_model_path
 from conf.cli import UserError, hydra_command, require
+from environment.signal import group_signal, noise_warning
 from training.collator import GroupCollator
 from training.data import GroupDataset, load_groups, tokenize_groups
 from training.logprobs import attention_implementation, response_stats, supports_shared_prompt
@@ -171,6 +173,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     accelerator = build_accelerator(cfg, output_dir)
     set_seed(int(t.seed))
     groups = load_groups(cfg.data)  # data errors surface before the model is loaded
+    warning = noise_warning(group_signal([r["rating"] for r in rs] for rs in groups["responses"]), "sa-train")
+    if warning and accelerator.is_main_process:
+        print(warning, file=sys.stderr)
     tokenizer = load_tokenizer(cfg.model.name)
     with accelerator.main_process_first():
         # Stable Alignment samples K responses per group and epoch (SPEC §4); SFT/DPO/SimPO pick the best (and worst)
