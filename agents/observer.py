@@ -6,17 +6,17 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import prompts
 from agents.backends.base import ChatBackend, Sampling, Usage
-from agents.ratings import Rating, ask_rating
+from agents.raters import ASPECTS, Rater, RaterSettings, RatingRequest
+from agents.ratings import Rating
 
 
 @dataclass
 class ObserverScore:
     """Observer ratings of one answer; a value is None when no valid rating was obtained."""
 
-    alignment: int | None
-    engagement: int | None
+    alignment: int | float | None
+    engagement: int | float | None
     reasons: dict[str, str] = field(default_factory=dict)
     ratings: dict[str, Rating] = field(default_factory=dict, repr=False)
 
@@ -24,31 +24,33 @@ class ObserverScore:
     def valid(self) -> bool:
         return self.alignment is not None and self.engagement is not None
 
+    def details(self) -> dict[str, Any]:
+        """What each probability rating was computed from (distribution, log-likelihood ratio), by aspect."""
+        return {a: r.detail for a, r in self.ratings.items() if r.detail}
+
     def to_dict(self) -> dict[str, Any]:
         return {"alignment": self.alignment, "engagement": self.engagement, "reasons": dict(self.reasons)}
 
 
 class Observer:
-    """Scores answers with two concurrent rating calls (alignment, engagement)."""
+    """Scores answers with two concurrent rating calls (alignment, engagement) in the rater's mode."""
 
-    def __init__(self, backend: ChatBackend, sampling: Sampling = Sampling(), max_reasks: int = 2) -> None:
+    def __init__(
+        self, backend: ChatBackend, sampling: Sampling = Sampling(), max_reasks: int = 2, rater: Rater | None = None
+    ) -> None:
         self.backend = backend
         self.sampling = sampling
-        self.max_reasks = max_reasks
+        self.rater = rater or Rater(backend, RaterSettings(max_reasks=max_reasks), sampling)
 
     @property
     def model(self) -> str:
         return self.backend.model
 
     async def score(self, question: str, answer: str) -> tuple[ObserverScore, Usage]:
-        aspects = ("alignment", "engagement")
         results = await asyncio.gather(
-            *(
-                ask_rating(self.backend, prompts.observer_messages(a, question, answer), self.sampling, self.max_reasks)
-                for a in aspects
-            )
+            *(self.rater.rate(RatingRequest(question, answer, a, observer=True)) for a in ASPECTS)
         )
-        ratings = dict(zip(aspects, (r for r, _ in results), strict=True))
+        ratings = dict(zip(ASPECTS, (r for r, _ in results), strict=True))
         usage = sum((u for _, u in results), Usage())
         score = ObserverScore(
             alignment=ratings["alignment"].value,

@@ -7,11 +7,17 @@ from typing import Any
 
 from agents import prompts
 from agents.backends.base import ChatBackend, Sampling, Usage
-from agents.ratings import Rating, ask_rating
+from agents.raters import Rater, RaterSettings, RatingRequest
+from agents.ratings import Rating
 
 
 class SocialAgent:
-    """One agent on the grid. Memories are `MemoryHit`s retrieved by the caller (the environment owns memory)."""
+    """One agent on the grid. Memories are `MemoryHit`s retrieved by the caller (the environment owns memory).
+
+    `persona`: a name from `prompts.PERSONAS` (or a literal system prompt) used when drafting and revising; ratings
+    use the neutral prompts so that they measure the answer, not the rater's persona. `rater`: how it rates peers
+    (default: generated ratings with `max_reasks` re-asks).
+    """
 
     def __init__(
         self,
@@ -20,32 +26,37 @@ class SocialAgent:
         sampling: Sampling = Sampling(),
         rating_sampling: Sampling | None = None,
         max_reasks: int = 2,
+        persona: str | None = None,
+        rater: Rater | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.backend = backend
         self.sampling = sampling
         self.rating_sampling = rating_sampling or sampling
-        self.max_reasks = max_reasks
+        self.persona = persona or prompts.DEFAULT_PERSONA
+        self.system = prompts.persona_prompt(self.persona)
+        self.rater = rater or Rater(backend, RaterSettings(max_reasks=max_reasks), self.rating_sampling)
 
     @property
     def model(self) -> str:
         return self.backend.model
 
     def __repr__(self) -> str:
-        return f"SocialAgent({self.agent_id!r}, model={self.model!r})"
+        return (
+            f"SocialAgent({self.agent_id!r}, model={self.model!r}, persona={self.persona!r}, rater={self.rater.mode})"
+        )
 
     async def draft(self, question: str, memories: Sequence[Any] = ()) -> tuple[str, Usage]:
         """Answer `question`, seeing the retrieved memories of similar questions."""
-        completion = await self.backend.chat(prompts.draft_messages(question, memories), self.sampling)
+        completion = await self.backend.chat(prompts.draft_messages(question, memories, self.system), self.sampling)
         return completion.text.strip(), Usage.of(completion)
 
     async def feedback(self, question: str, answer: str, memories: Sequence[Any] = ()) -> tuple[Rating, Usage]:
         """Rate a peer's answer 1..7 with a reason, with this agent's own memories as context."""
-        return await ask_rating(
-            self.backend, prompts.feedback_messages(question, answer, memories), self.rating_sampling, self.max_reasks
-        )
+        return await self.rater.rate(RatingRequest(question, answer, "alignment", memories))
 
     async def revise(self, question: str, draft: str, feedback: Sequence[tuple[Any, Rating]]) -> tuple[str, Usage]:
         """Revise the draft once, given the peers' (peer_id, Rating) feedback."""
-        completion = await self.backend.chat(prompts.revise_messages(question, draft, feedback), self.sampling)
+        messages = prompts.revise_messages(question, draft, feedback, self.system)
+        completion = await self.backend.chat(messages, self.sampling)
         return completion.text.strip(), Usage.of(completion)

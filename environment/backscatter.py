@@ -29,11 +29,33 @@ def _jsonable(value: Any) -> Any:
 
 
 def _scores(score: Any) -> dict[str, Any]:
-    return {
+    scores = {
         "alignment": valid_rating(getattr(score, "alignment", None)),
         "engagement": valid_rating(getattr(score, "engagement", None)),
         "reasons": _jsonable(getattr(score, "reasons", None)),
     }
+    details = score.details() if hasattr(score, "details") else {}
+    if details:
+        scores["details"] = _jsonable(details)
+    return scores
+
+
+def _feedback(world: World, peer: int, rating: Any) -> dict[str, Any]:
+    item = {
+        "peer_id": peer,
+        "peer_model": world.agent_models[peer],
+        "peer_persona": getattr(world.agents[peer], "persona", None),
+        "rating": valid_rating(rating.value) if rating.valid else None,
+        "reason": rating.reason,
+        "valid": bool(rating.valid and valid_rating(rating.value) is not None),
+        "attempts": getattr(rating, "attempts", 1),
+        "mode": getattr(rating, "mode", "generate"),
+    }
+    if getattr(rating, "detail", None):
+        item["detail"] = _jsonable(rating.detail)
+    if getattr(rating, "error", None):
+        item["error"] = rating.error
+    return item
 
 
 async def back_scatter(world: World, agent: int, round_: int) -> dict[str, Any]:
@@ -73,20 +95,11 @@ async def back_scatter(world: World, agent: int, round_: int) -> dict[str, Any]:
         "agent_id": agent,
         "position": [row, col],
         "agent_model": world.agent_models[agent],
+        "agent_persona": getattr(actor, "persona", None),
         "question_id": question.id,
         "question": question.text,
         "draft": {"text": draft, "memory_hits": [_jsonable(h) for h in hits]},
-        "feedback": [
-            {
-                "peer_id": peer,
-                "peer_model": world.agent_models[peer],
-                "rating": valid_rating(rating.value) if rating.valid else None,
-                "reason": rating.reason,
-                "valid": bool(rating.valid and valid_rating(rating.value) is not None),
-                "attempts": getattr(rating, "attempts", 1),
-            }
-            for peer, rating in feedback
-        ],
+        "feedback": [_feedback(world, peer, rating) for peer, rating in feedback],
         "revision": {"text": revision},
         "observer": {"model": world.observer_model, "draft": _scores(draft_score), "revision": _scores(revision_score)},
         "usage": {

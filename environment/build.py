@@ -1,8 +1,12 @@
 """Config → a ready World: backends (mixed society, observer), embedder + shared cache, seeded memories, schedule.
 
-Mixed society: `society.groups` is a list of `{name, fraction, backend}` (backend: a full backend node, or null for
-the top-level `backend`). Agents are assigned to groups by a seeded shuffle, group sizes rounded from the fractions
-(the last group takes the remainder). Empty list: every agent uses `backend`.
+Mixed society: `society.groups` is a list of `{name, fraction|count, backend, persona}` (backend: a full backend node,
+or null for the top-level `backend`; persona: a name from `agents.prompts.PERSONAS` or a literal system prompt, null
+for the neutral one). Agents are assigned to groups by a seeded shuffle, group sizes rounded from the fractions by
+largest remainder. Empty list: every agent uses `backend` with the neutral persona.
+
+Raters: `rater` (conf/rater/*.yaml) sets how peers and the observer rate (`generate | logprob | likelihood`);
+`observer.rater_mode` gives the observer another mode.
 """
 
 from __future__ import annotations
@@ -66,23 +70,52 @@ def grid_from(cfg: DictConfig) -> tuple[Grid, int]:
     return grid, k
 
 
-def _group_nodes(cfg: DictConfig, n_agents: int, seed: int) -> list[Any]:
-    """Backend node per agent (mixed society by `agents.society.assign_models`)."""
+def _group_nodes(cfg: DictConfig, n_agents: int, seed: int) -> list[tuple[Any, str | None]]:
+    """(backend node, persona) per agent (mixed society by `agents.society.assign_models`)."""
     groups = list(cfg.society.groups or [])
     if not groups:
-        return [cfg.backend] * n_agents
+        return [(cfg.backend, None)] * n_agents
+    from agents.prompts import PERSONAS
     from agents.society import assign_models
 
     mix = []
     for i, group in enumerate(groups):
-        require(hasattr(group, "get"), f"society.groups[{i}] must be a mapping {{name, fraction|count, backend}}")
-        entry = {"backend": group.get("backend") or cfg.backend}
+        require(
+            hasattr(group, "get"), f"society.groups[{i}] must be a mapping {{name, fraction|count, backend, persona}}"
+        )
+        unknown = sorted(set(group) - {"name", "fraction", "count", "backend", "persona"})
+        require(
+            not unknown, f"society.groups[{i}] has unknown key(s) {unknown}; use name, fraction|count, backend, persona"
+        )
+        persona = group.get("persona")
+        require(persona is None or (isinstance(persona, str) and (persona in PERSONAS or " " in persona.strip())),
+                f"society.groups[{i}].persona={persona!r} is neither a shipped persona ({', '.join(PERSONAS)}) nor a "
+                "system prompt of several words")  # fmt: skip
+        entry = {"backend": (group.get("backend") or cfg.backend, persona)}
         for key in ("fraction", "count"):
             if group.get(key) is not None:
                 entry[key] = group[key]
         mix.append(entry)
     assignment = assign_models(mix, list(range(n_agents)), seed)
     return [assignment[a] for a in range(n_agents)]
+
+
+def rater_settings(cfg: DictConfig, role: str) -> Any:
+    """`RaterSettings` for the peers (`agent`) or the `observer` (its `rater_mode` overrides the mode)."""
+    from agents.raters import RaterSettings
+
+    node = OmegaConf.to_container(cfg.rater, resolve=True) if cfg.get("rater") is not None else {}
+    require(
+        isinstance(node, dict), f"rater={node!r} must be a rater node; choose with rater=generate|logprob|likelihood"
+    )
+    if role == "observer" and cfg.observer.get("rater_mode"):
+        node["mode"] = cfg.observer.rater_mode
+    max_reasks = cfg[role].max_reasks
+    number(max_reasks, f"{role}.max_reasks", int, 0)
+    known = {"mode", "top_k", "min_mass", "temperature", "reasons"}
+    unknown = sorted(set(node) - known)
+    require(not unknown, f"unknown rater key(s) {unknown}; use {sorted(known)}")
+    return RaterSettings(max_reasks=int(max_reasks), **node)
 
 
 def merged_sampling(node: Any, *overrides: Any) -> Any:
@@ -121,6 +154,7 @@ async def build_world(cfg: DictConfig, meter: Meter, records: list[dict[str, Any
     """Build the world and bring memory to priors + the revisions in `records` (resume)."""
     from agents.factory import build_backend
     from agents.observer import Observer
+    from agents.raters import Rater
     from agents.social import SocialAgent
     from memory.cache import EmbeddingCache
     from memory.priors import load_priors, seed
@@ -133,16 +167,20 @@ async def build_world(cfg: DictConfig, meter: Meter, records: list[dict[str, Any
     n = grid.cells
     nodes = _group_nodes(cfg, n, int(w.seed))
     answers, ratings = cfg.agent.get("sampling"), cfg.agent.get("rating_sampling")
+    peer_rater, observer_rater = rater_settings(cfg, "agent"), rater_settings(cfg, "observer")
     agents, models = [], []
-    for agent_id, node in enumerate(nodes):
+    for agent_id, (node, persona) in enumerate(nodes):
         backend = Metered(build_backend(node), meter)
-        agents.append(SocialAgent(agent_id, backend, merged_sampling(node, answers), merged_sampling(node, ratings),
-                                  int(cfg.agent.max_reasks)))  # fmt: skip
+        rating_sampling = merged_sampling(node, ratings)
+        agents.append(SocialAgent(agent_id, backend, merged_sampling(node, answers), rating_sampling,
+                                  persona=persona, rater=Rater(backend, peer_rater, rating_sampling)))  # fmt: skip
         models.append(str(node.get("model") or backend.model or node.get("name")))
     observer_node = cfg.observer.backend or cfg.backend
     observer_backend = Metered(build_backend(observer_node), meter)
     observer_sampling = merged_sampling(observer_node, ratings, cfg.observer.get("sampling"))
-    observer = Observer(observer_backend, observer_sampling, int(cfg.observer.max_reasks))
+    observer = Observer(
+        observer_backend, observer_sampling, rater=Rater(observer_backend, observer_rater, observer_sampling)
+    )
     cache = EmbeddingCache(build_embedder(cfg))
     mem = cfg.memory
     params = {k: int(mem[k]) for k in _INDEX_KEYS if mem.get(k) is not None}
@@ -185,5 +223,7 @@ def config_fingerprint(cfg: DictConfig) -> dict[str, Any]:
     w = cfg.world
     keys = {"world_id": cfg.world_id, "size": w.size, "seed": w.seed, "radius": w.radius, "torus": w.torus,
             "movement": w.movement, "k": w.k, "global_fraction": w.global_fraction,
-            "questions": cfg.questions.source, "questions_limit": cfg.questions.limit}  # fmt: skip
+            "questions": cfg.questions.source, "questions_limit": cfg.questions.limit,
+            "rater": cfg.get("rater"), "observer_rater_mode": cfg.observer.get("rater_mode"),
+            "society": cfg.society.groups}  # fmt: skip
     return OmegaConf.to_container(OmegaConf.create(keys), resolve=True)  # type: ignore[return-value]

@@ -6,7 +6,7 @@ Cost uses the backends' own price tables (`backend.prices`: model → USD per 1M
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,9 +53,20 @@ class Metered(ChatBackend):
         self.model = getattr(inner, "model", "") or ""
 
     async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
+        return await self._count(lambda: self.inner.chat(messages, sampling))
+
+    async def top_logprobs(
+        self, messages: Sequence[Message], sampling: Sampling, top_k: int = 20, candidates: Sequence[str] = ()
+    ) -> Completion:
+        return await self._count(lambda: self.inner.top_logprobs(messages, sampling, top_k, candidates))
+
+    async def answer_logprobs(self, messages: Sequence[Message], answer: str) -> Completion:
+        return await self._count(lambda: self.inner.answer_logprobs(messages, answer))
+
+    async def _count(self, call: Callable[[], Awaitable[Completion]]) -> Completion:
         self.meter.in_flight += 1
         try:
-            completion = await self.inner.chat(messages, sampling)
+            completion = await call()
         except BaseException:
             self.meter.failures += 1
             raise

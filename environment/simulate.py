@@ -32,6 +32,12 @@ NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "openai")
 EPISODES, METRICS, WORLD, MEMORY = "episodes.jsonl", "metrics.json", "world.json", "memory"
 
 
+def _legacy(mine: dict[str, Any]) -> dict[str, Any]:
+    """What a world.json written before a key existed implies for it: generated ratings, no society groups."""
+    generate = mine.get("rater") if (mine.get("rater") or {}).get("mode") == "generate" else {"mode": "generate"}
+    return {"rater": generate, "observer_rater_mode": None, "society": []}
+
+
 def check_fingerprint(run_dir: Path, cfg: DictConfig) -> None:
     """Refuse to resume a run dir made with different world-shaping settings (nothing is written)."""
     path = run_dir / WORLD
@@ -41,6 +47,8 @@ def check_fingerprint(run_dir: Path, cfg: DictConfig) -> None:
             theirs = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             raise UserError(f"{path}: not valid JSON; restore it or choose a new run dir") from None
+        require(isinstance(theirs, dict), f"{path}: not a world settings object; restore it or choose a new run dir")
+        theirs = {**_legacy(mine), **theirs}
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         require(not diff, f"{run_dir} holds a world made with other settings ({', '.join(diff)}); "
                           "use the same settings to resume or choose a new hydra.run.dir")  # fmt: skip

@@ -77,13 +77,43 @@ class Usage:
 
 
 class ChatBackend(abc.ABC):
-    """An async chat model. Wrappers (throttle, retry, usage) are ChatBackends that hold an `inner` one."""
+    """An async chat model. Wrappers (throttle, retry, usage) are ChatBackends that hold an `inner` one.
+
+    Two optional capabilities serve the probability raters (agents.raters); a backend without them raises a UserError
+    that names the setting to change:
+    - `top_logprobs`: generate a few tokens and return, per generated position, the top-k log-probabilities
+      (`extra["tokens"]`: the generated tokens, `extra["top_logprobs"]`: one {token text: logprob} per position);
+    - `answer_logprobs`: the log-probability of each token of `answer` as the assistant's reply to `messages`
+      (`extra["token_logprobs"]`), without generating anything.
+    """
 
     model: str = ""
 
     @abc.abstractmethod
     async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
         """Answer one conversation."""
+
+    async def top_logprobs(
+        self, messages: Sequence[Message], sampling: Sampling, top_k: int = 20, candidates: Sequence[str] = ()
+    ) -> Completion:
+        """Generate up to `sampling.max_tokens` tokens with the top-k log-probabilities of each position.
+
+        `candidates`: token texts whose log-probability a backend that sees the whole distribution adds to each
+        position even outside the top k (hf_local does; endpoints return only their top k)."""
+        raise self.unsupported("top_logprobs", "rater.mode=logprob")
+
+    async def answer_logprobs(self, messages: Sequence[Message], answer: str) -> Completion:
+        """Log-probabilities of the tokens of `answer` as the reply to `messages`."""
+        raise self.unsupported("answer_logprobs", "rater.mode=likelihood")
+
+    def unsupported(self, capability: str, setting: str) -> Exception:
+        from conf.cli import UserError
+
+        return UserError(
+            f"{setting} needs token log-probabilities ({capability}), which backend {type(self).__name__} "
+            f"(model {self.model!r}) does not give; use a backend that does (hf_local, or an OpenAI-compatible "
+            f"endpoint with logprobs) or set rater.mode=generate"
+        )
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections, threads or models."""

@@ -6,6 +6,10 @@ request's temperature / top_p (greedy rows take the argmax) is applied by a logi
 EOS or at its own `max_tokens`, so requests with different settings share one call. Only requests with different
 explicit seeds are split. `dtype: auto` picks bf16 on CPUs with native bf16 (2-3x faster prompt processing).
 One model per (path, device, dtype) is loaded per process.
+
+The probability raters' requests (`top_logprobs`: the distribution of the next token after the prompt and
+`sampling.prefix`; `answer_logprobs`: the log-probabilities of a given reply) share the queue and are batched into one
+left-padded forward pass that projects onto the vocabulary only at the positions read.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.backends.base import ChatBackend, Completion, Message, Sampling
+from agents.backends.chat_template import completion_ids, render
 from agents.backends.devices import pick_device, pick_inference_dtype
 from agents.backends.embedded import resolve_model_path
 from agents.backends.wrapper import PerLoop
@@ -54,11 +59,18 @@ def load_model(path: str, device: str, dtype: str) -> tuple[Any, Any]:
         return _MODELS[key]
 
 
+GENERATE, NEXT_TOKEN, ANSWER = "generate", "next_token", "answer"
+
+
 @dataclass
 class _Request:
     messages: Sequence[Message]
     sampling: Sampling
     future: asyncio.Future = field(repr=False)
+    kind: str = GENERATE
+    answer: str = ""  # ANSWER: the reply whose tokens are scored
+    top_k: int = 0  # NEXT_TOKEN: how many of the most likely next tokens to return
+    candidates: tuple[str, ...] = ()  # NEXT_TOKEN: token texts returned whatever their rank
 
 
 class _PerRowSampling:
@@ -139,8 +151,23 @@ class HFLocalBackend(ChatBackend):
         return queue
 
     async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
+        return await self._submit(list(messages), sampling)
+
+    async def top_logprobs(
+        self, messages: Sequence[Message], sampling: Sampling, top_k: int = 20, candidates: Sequence[str] = ()
+    ) -> Completion:
+        """The next token's top-k log-probabilities after the prompt and `sampling.prefix` (one position: the
+        prefix puts the rating there), plus those of `candidates` (single-token texts) whatever their rank."""
+        return await self._submit(list(messages), sampling, kind=NEXT_TOKEN, top_k=top_k, candidates=tuple(candidates))
+
+    async def answer_logprobs(self, messages: Sequence[Message], answer: str) -> Completion:
+        """Log-probabilities of `answer`'s tokens (end-of-turn included) as the assistant's reply, by the chat
+        template that training and evaluation use."""
+        return await self._submit(list(messages), Sampling(), kind=ANSWER, answer=answer)
+
+    async def _submit(self, messages: list[Message], sampling: Sampling, **request: Any) -> Completion:
         future = asyncio.get_running_loop().create_future()
-        self._queue.get().put_nowait(_Request(list(messages), sampling, future))
+        self._queue.get().put_nowait(_Request(messages, sampling, future, **request))
         return await future
 
     async def _collect(self, queue: asyncio.Queue) -> list[_Request]:
@@ -163,12 +190,13 @@ class HFLocalBackend(ChatBackend):
     async def _work(self, queue: asyncio.Queue) -> None:
         while True:
             batch = await self._collect(queue)
-            groups: dict[int | None, list[_Request]] = {}
+            groups: dict[tuple[bool, int | None], list[_Request]] = {}
             for request in batch:  # one generate call unless requests carry different explicit seeds
-                groups.setdefault(request.sampling.seed, []).append(request)
-            for group in groups.values():
+                generates = request.kind == GENERATE
+                groups.setdefault((generates, request.sampling.seed if generates else None), []).append(request)
+            for (generates, _), group in groups.items():
                 try:
-                    results = await asyncio.to_thread(self._generate, group)
+                    results = await asyncio.to_thread(self._generate if generates else self._forward, group)
                 except Exception as error:  # noqa: BLE001 - handed to every waiting caller
                     for request in group:
                         if not request.future.done():
@@ -226,6 +254,60 @@ class HFLocalBackend(ChatBackend):
             }
             results.append(Completion(text.strip(), int(n_prompt), len(row), self.model, seconds, extra=extra))
         return results
+
+    def _forward(self, group: list[_Request]) -> list[Completion]:
+        """One left-padded forward pass over prompt (+ answer) rows; logits only at the last positions, where
+        every row's answer (or next token) sits."""
+        import torch
+
+        model, tokenizer = self.load()
+        start = time.perf_counter()
+        rows = []
+        for request in group:
+            prompt, completion = render(tokenizer, request.messages, request.answer)
+            if request.kind == NEXT_TOKEN:
+                rows.append((tokenizer(prompt + request.sampling.prefix, add_special_tokens=False)["input_ids"], []))
+            else:
+                prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+                rows.append((prompt_ids, completion_ids(tokenizer, completion)))
+        width = max(len(p) + len(a) for p, a in rows)
+        pad = tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p) - len(a)) + p + a for p, a in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p) - len(a)) + [1] * (len(p) + len(a)) for p, a in rows],
+                            device=self.device)  # fmt: skip
+        keep = max(len(a) for _, a in rows) + 1  # left padding: every row's answer ends at the right edge
+        with torch.inference_mode():
+            logits = model(
+                input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                logits_to_keep=keep,
+            ).logits.float()  # fmt: skip
+        logprobs = torch.log_softmax(logits, dim=-1)  # [B, keep, V]; position -1 predicts the token after the row
+        seconds = time.perf_counter() - start
+        results = []
+        for request, (prompt_ids, answer_ids), row in zip(group, rows, logprobs, strict=True):
+            n_tokens = len(prompt_ids) + len(answer_ids)
+            if request.kind == NEXT_TOKEN:
+                results.append(self._next_token(tokenizer, request, row[-1], n_tokens, seconds))
+                continue
+            predicted = row[keep - 1 - len(answer_ids) : keep - 1]  # positions that predict the answer's tokens
+            token_logprobs = predicted.gather(1, torch.tensor(answer_ids, device=row.device)[:, None])[:, 0]
+            extra = {"token_logprobs": token_logprobs.tolist(), "batch": len(group)}
+            results.append(Completion("", n_tokens, 0, self.model, seconds, extra=extra))
+        return results
+
+    def _next_token(
+        self, tokenizer: Any, request: _Request, logprobs: Any, n_tokens: int, seconds: float
+    ) -> Completion:
+        """One position's top-k (+ candidates) as {token text: logprob}; the argmax is the generated token."""
+        values, ids = logprobs.topk(max(1, request.top_k))
+        table = {tokenizer.decode([i]): float(v) for v, i in zip(values.tolist(), ids.tolist(), strict=True)}
+        for text in request.candidates:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) == 1:
+                table.setdefault(tokenizer.decode(ids), float(logprobs[ids[0]]))
+        best = tokenizer.decode([int(logprobs.argmax())])
+        extra = {"tokens": [best], "top_logprobs": [table], "batch": 1}
+        return Completion(request.sampling.prefix + best, n_tokens, 1, self.model, seconds, extra=extra)
 
     async def aclose(self) -> None:
         worker = getattr(self, "_worker", None)

@@ -163,6 +163,71 @@ class OpenAIBackend(ChatBackend):
             seconds=time.perf_counter() - start,
         )
 
+    async def top_logprobs(
+        self, messages: Sequence[Message], sampling: Sampling, top_k: int = 20, candidates: Sequence[str] = ()
+    ) -> Completion:
+        """A short completion with `logprobs`/`top_logprobs` (chat) or `logprobs: k` (plain completions, where the
+        prompt ends with `sampling.prefix`). An endpoint that returns none is a one-line UserError."""
+        start = time.perf_counter()
+        body = self._body(sampling)
+        if self.api == "chat":
+            body["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
+            body.update(logprobs=True, top_logprobs=top_k)
+            response = await self._post("/chat/completions", body)
+            choice = _first_choice(response)
+            content = (choice.get("logprobs") or {}).get("content") or []
+            tokens = [str(item.get("token", "")) for item in content]
+            tables = [{str(t.get("token", "")): float(t["logprob"]) for t in item.get("top_logprobs") or []}
+                      for item in content]  # fmt: skip
+            text = (choice.get("message") or {}).get("content") or ""
+        else:
+            body["prompt"] = render_plain_prompt(messages) + (" " + sampling.prefix.strip() if sampling.prefix else "")
+            body["logprobs"] = top_k
+            response = await self._post("/completions", body)
+            choice = _first_choice(response)
+            logprobs = choice.get("logprobs") or {}
+            tokens = [str(t) for t in logprobs.get("tokens") or []]
+            tables = [
+                {str(k): float(v) for k, v in (table or {}).items()} for table in logprobs.get("top_logprobs") or []
+            ]
+            text = choice.get("text") or ""
+        if not tokens or not any(tables):
+            raise UserError(
+                f"{self._where} returned no top_logprobs for model {self.model!r}; rater.mode=logprob needs an endpoint "
+                "that returns them (vLLM, llama.cpp server, OpenAI chat models), or set rater.mode=generate"
+            )
+        usage = response.get("usage") or {}
+        return Completion(
+            text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0), model=self.model,
+            seconds=time.perf_counter() - start, extra={"tokens": tokens, "top_logprobs": tables},
+        )  # fmt: skip
+
+    async def answer_logprobs(self, messages: Sequence[Message], answer: str) -> Completion:
+        """Prompt log-probabilities of `answer` through `/completions` with `echo` (the chat API cannot echo): the
+        plain rendering of `messages`, then the answer; the answer's tokens are those at or after its offset."""
+        start = time.perf_counter()
+        prefix = render_plain_prompt(messages) + " "
+        body = {"model": self.model, "prompt": prefix + answer, "echo": True, "logprobs": 1,
+                self.max_tokens_param: 1, "temperature": 0.0}  # fmt: skip
+        if self.extra_body:
+            body.update(self.extra_body)
+        response = await self._post("/completions", body)
+        logprobs = _first_choice(response).get("logprobs") or {}
+        offsets, values = logprobs.get("text_offset") or [], logprobs.get("token_logprobs") or []
+        end = len(prefix) + len(answer)
+        picked = [v for o, v in zip(offsets, values, strict=False) if len(prefix) <= o < end and v is not None]
+        if not picked and answer.strip():
+            raise UserError(
+                f"{self._where} did not echo prompt log-probabilities for model {self.model!r}; rater.mode=likelihood "
+                "needs a completions endpoint that honours echo + logprobs (vLLM), hf_local, or rater.mode=logprob"
+            )
+        usage = response.get("usage") or {}
+        return Completion(
+            text="", prompt_tokens=int(usage.get("prompt_tokens") or 0), model=self.model,
+            seconds=time.perf_counter() - start, extra={"token_logprobs": [float(v) for v in picked]},
+        )  # fmt: skip
+
     async def embed(self, texts: Sequence[str]) -> Completion:
         """One `/v1/embeddings` request; vectors (list of lists) in `extra["vectors"]`."""
         start = time.perf_counter()

@@ -27,6 +27,18 @@ class Wrapper(ChatBackend):
     async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
         return await self.around(lambda: self.inner.chat(messages, sampling), estimate_tokens(messages, sampling))
 
+    async def top_logprobs(
+        self, messages: Sequence[Message], sampling: Sampling, top_k: int = 20, candidates: Sequence[str] = ()
+    ) -> Completion:
+        return await self.around(
+            lambda: self.inner.top_logprobs(messages, sampling, top_k, candidates), estimate_tokens(messages, sampling)
+        )
+
+    async def answer_logprobs(self, messages: Sequence[Message], answer: str) -> Completion:
+        return await self.around(
+            lambda: self.inner.answer_logprobs(messages, answer), estimate_tokens(messages) + len(answer) // 4
+        )
+
     async def embed(self, texts: Sequence[str]) -> Completion:
         """Embedding calls (OpenAI-compatible embedders) go through the same stack; vectors in `extra["vectors"]`."""
         return await self.around(lambda: self.inner.embed(texts), sum(len(t) for t in texts) // 4 + len(texts))
