@@ -7,7 +7,11 @@
         server.log_entries()   # the request log file (when log=True), readable even after the server stopped
 
 Options are the server's command-line flags with underscores (`latency`, `p429`, `retry_after`, `p500`, `pslow`,
-`slow_s`, `pgarbage`, `fail_first`, `rating_style`, `embed_dim`, `api_key`, `model`, `seed`, `latency_jitter`).
+`slow_s`, `pgarbage`, `fail_first`, `rating_style`, `logprob_style`, `embed_dim`, `api_key`, `model`, `seed`,
+`latency_jitter`). `logprob_style` scripts the log-probabilities of rating replies (chat `logprobs`/`top_logprobs`,
+completions `logprobs: k` and `echo`): `digit` (default; a known distribution around the scripted rating), `space`
+(a lone " " token first), `prefixed` ("Rating", ":", " 5"), `multi` ("1", "0"), `superscript` ("²" in the top list)
+or `none` (a provider that drops logprobs); the distribution and the echo scores are in the server's docstring.
 Each server runs in its own process and is stopped (by pid) at teardown.
 """
 

@@ -18,12 +18,35 @@ Scripted replies (deterministic for a given prompt) make a SANDBOX world work:
 - `/v1/embeddings`: deterministic hashed bag-of-words vectors (`--embed-dim`, default 384), L2-normalised: the same
   text always gives the same vector and texts sharing words are similar.
 
+Log-probabilities, in the shapes OpenAI and vLLM return them (a request that does not ask gets `logprobs: null`):
+- chat completions with `logprobs: true, top_logprobs: k`: `choices[0].logprobs.content = [{token, logprob, bytes,
+  top_logprobs: [{token, logprob, bytes}, ...k]}]`; plain completions with `logprobs: k`: `choices[0].logprobs =
+  {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}` (offsets count from the prompt's start).
+- Tokens: a word or one punctuation mark with the whitespace before it (`" kind"`, `"."`), as BPE tokenizers split.
+- A rating prompt that asks for logprobs gets a scripted reply whose distribution is known (`--logprob-style`); v is the
+  rating the text reply would carry (see above). At the rating position the probabilities are
+  DIGIT_SHAPE: v 0.50, v+1 0.20, v-1 0.15, v+2 0.05, "I" 0.04, "The" 0.03, v-2 0.02, then 13 filler words at
+  0.0005 (a digit outside 0..9 is left out; 8 and 9 are listed: a model can put mass off the scale). Styles:
+  `digit` (default): the reply is the bare digit v, its table the one above;
+  `space`: a lone `" "` token first (table: " " 0.9, "\n" 0.05, "v" 0.02, ...), then the digit as above;
+  `prefixed`: `"Rating"`, `":"`, then `" v"` (the table's digits carry the leading space: `" 5"`);
+  `multi`: the two-token number `"1"`, `"0"` ("10": "1" 0.6, "7" 0.2, "5" 0.1, then "0" 0.9);
+  `superscript`: as `digit`, with `"²"` (0.005) in the table, as SmolLM2's top-20 holds (str.isdigit() is True);
+  `none`: a provider that drops them: `logprobs: null` always (echo too), the text reply as without logprobs.
+  Any other reply asked with logprobs: each token at log-probability −0.1, alone in its top list.
+- `echo: true` on plain completions: `text` = prompt + reply; with `logprobs` the prompt's tokens come first, the first
+  with `null` logprob and top_logprobs (as OpenAI and vLLM do). Echoed token i ≥ 1 has log-probability
+  −0.1·(its characters without whitespace), twice that when the prompt's first paragraph (up to the first blank line)
+  holds one of ECHO_CUES (dishonest, unfair, dull, dismissive: the "violates" system prompts of
+  agents/prompts.py LIKELIHOOD_SYSTEMS), so an answer's mean log-likelihood ratio is 0.1 × its mean token length.
+
 Options (all faults are drawn from one RNG seeded by `--seed`, in request arrival order):
 - `--latency S` fixed delay per generation/embedding request (e.g. 0.2 or 1.0); `--latency-jitter S` uniform extra.
 - `--p429 P` and `--retry-after S`: answer 429 with a `Retry-After: S` header; `--p500 P`: answer 500;
   `--pslow P` and `--slow-s S`: respond only after S seconds (set it above the client timeout);
   `--pgarbage P`: a rating prompt gets unreadable text ("garbage"), or an out-of-range rating half of the time.
 - `--fail-first N`: the first N generation requests get 500 (deterministic retry tests).
+- `--logprob-style digit|space|prefixed|multi|superscript|none`: log-probabilities of a rating reply (above).
 - `--api-key KEY`: require `Authorization: Bearer KEY` (401 otherwise). The key is never logged.
 - `--model NAME` (repeatable) the names listed by /v1/models (any model name is accepted in requests).
 - `--log-file PATH`: one JSON line per request {t_start, t_end, path, status, fault, prompt_tokens,
@@ -40,6 +63,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import random
 import re
 import sys
@@ -61,6 +85,16 @@ _CHOICE_KEYS = {"winner", "better", "preferred", "choice"}
 _ANSWER_QUOTE = re.compile(r'(?:answered|Answer):\s*"(?P<answer>[^"]*)', re.IGNORECASE)
 _STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
                 500: "Internal Server Error"}  # fmt: skip
+_TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")  # a word or a punctuation mark, with the whitespace before it
+LOGPROB_STYLES = ("digit", "space", "prefixed", "multi", "superscript", "none")
+# The rating position's distribution around the scripted rating v: (offset from v, or a literal token; probability).
+DIGIT_SHAPE: tuple[tuple[int | str, float], ...] = (
+    (0, 0.50), (1, 0.20), (-1, 0.15), (2, 0.05), ("I", 0.04), ("The", 0.03), (-2, 0.02),
+)  # fmt: skip
+FILLERS = ("A", "My", "This", "It", "\n", "Rating", "**", "Answer", "One", "Score", "Based", "In", "Overall")
+FILLER_P = 0.0005
+ECHO_CUES = re.compile(r"\b(dishonest|unfair|dull|dismissive)\b", re.IGNORECASE)
+Table = list[tuple[str, float]]  # (token, logprob), most likely first
 
 
 @dataclass
@@ -76,6 +110,7 @@ class Options:
     pgarbage: float = 0.0
     fail_first: int = 0
     rating_style: str = "auto"
+    logprob_style: str = "digit"
     embed_dim: int = 384
     api_key: str | None = None
     models: list[str] = field(default_factory=lambda: ["stub-model"])
@@ -98,6 +133,35 @@ def asks_rating(prompt: str) -> bool:
     """A rating request: the last message says "rate"/"score", or asks for a "rating" without asking to revise."""
     last = _last_part(prompt)
     return bool(_RATE_VERB.search(last) or (_RATING_NOUN.search(last) and not _REVISE.search(last)))
+
+
+def tokenize(text: str) -> list[tuple[int, str]]:
+    """(offset, token) pairs that join back to `text`: a word or a punctuation mark with the whitespace before it."""
+    return [(m.start(), m.group(0)) for m in _TOKEN.finditer(text)]
+
+
+def _table(entries: list[tuple[str, float]], fillers: bool = True) -> Table:
+    """Probabilities (duplicates summed, fillers appended) as (token, logprob), most likely first."""
+    probs: dict[str, float] = {}
+    for token, p in list(entries) + ([(f, FILLER_P) for f in FILLERS] if fillers else []):
+        probs[token] = probs.get(token, 0.0) + p
+    return sorted(((t, math.log(p)) for t, p in probs.items() if p > 0), key=lambda e: -e[1])
+
+
+def digit_table(value: int, space: str = "", extra: tuple[tuple[str, float], ...] = ()) -> Table:
+    """DIGIT_SHAPE around `value` (digits outside 0..9 left out), the digits written with `space` before them."""
+    entries = []
+    for key, p in DIGIT_SHAPE:
+        if isinstance(key, str):
+            entries.append((space + key, p))
+        elif 0 <= value + key <= 9:
+            entries.append((f"{space}{value + key}", p))
+    return _table(entries + list(extra))
+
+
+def echo_logprob(token: str, violates: bool) -> float:
+    """The scripted log-probability of an echoed prompt token (not the first)."""
+    return -0.1 * len(token.strip()) * (2.0 if violates else 1.0)
 
 
 def achieved_rate(log: list[dict[str, Any]], window_s: float = 60.0) -> float:
@@ -162,6 +226,33 @@ class Script:
             else:
                 data[key] = reason
         return json.dumps(data)
+
+    def logprob_reply(self, prompt: str, text: str, garbage: bool) -> list[tuple[str, Table]]:
+        """The reply's tokens, each with its top log-probabilities (`--logprob-style` for a rating prompt)."""
+        style = self.options.logprob_style
+        if asks_rating(prompt) and not garbage:
+            low, high = self._range(prompt)
+            value = self._value(prompt, low, high)
+            if style in ("digit", "none"):
+                return [(str(value), digit_table(value))]
+            if style == "superscript":
+                return [(str(value), digit_table(value, extra=(("\u00b2", 0.005),)))]
+            if style == "space":
+                blank = _table([(" ", 0.9), ("\n", 0.05), (str(value), 0.02), ("I", 0.01)])
+                return [(" ", blank), (str(value), digit_table(value))]
+            if style == "prefixed":
+                word = _table([("Rating", 0.9), ("I", 0.05), ("The", 0.03)])
+                colon = _table([(":", 0.95), (" is", 0.03)])
+                return [("Rating", word), (":", colon), (f" {value}", digit_table(value, space=" "))]
+            if style == "multi":
+                first = _table([("1", 0.6), ("7", 0.2), ("5", 0.1), ("I", 0.05)])
+                return [("1", first), ("0", _table([("0", 0.9), ("\n", 0.05), (".", 0.03)]))]
+        return [(token, [(token, -0.1)]) for _, token in tokenize(text)]
+
+    def echo(self, prompt: str) -> list[tuple[int, str, float | None]]:
+        """The prompt's (offset, token, logprob) as echoed: the first token's logprob is None."""
+        violates = ECHO_CUES.search(prompt.split("\n\n", 1)[0]) is not None
+        return [(o, t, None if i == 0 else echo_logprob(t, violates)) for i, (o, t) in enumerate(tokenize(prompt))]
 
     def _garbage(self, prompt: str) -> str:
         if _digest(prompt) % 2:
@@ -278,15 +369,29 @@ class Server:
         if fault == "slow":
             await asyncio.sleep(self.options.slow_s)
         max_tokens = request.get("max_tokens") or request.get("max_completion_tokens")
-        text = self.script.reply(prompt, fault == "garbage", int(max_tokens) if max_tokens else None)
+        max_tokens = int(max_tokens) if max_tokens else None
+        text = self.script.reply(prompt, fault == "garbage", max_tokens)
+        chat = path == "/v1/chat/completions"
+        top_k = _logprobs_asked(request, chat)
+        scored = None
+        if top_k is not None and self.options.logprob_style != "none":
+            scored = self.script.logprob_reply(prompt, text, fault == "garbage")[:max_tokens]
+            text = "".join(token for token, _ in scored)
         usage = {"prompt_tokens": _tokens(prompt), "completion_tokens": _tokens(text)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         model = request.get("model") or self.options.models[0]
-        if path == "/v1/chat/completions":
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                      "logprobs": None if scored is None else {"content": _chat_logprobs(scored, top_k or 0)}}  # fmt: skip
             kind = "chat.completion"
         else:
-            choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+            echo = bool(request.get("echo"))
+            logprobs = None
+            if scored is not None:
+                echoed = self.script.echo(prompt) if echo else []
+                logprobs = _completion_logprobs(echoed, scored, len(prompt), top_k or 0)
+            choice = {"index": 0, "text": (prompt if echo else "") + text, "finish_reason": "stop",
+                      "logprobs": logprobs}  # fmt: skip
             kind = "text_completion"
         payload = {"id": f"stub-{len(self.log)}", "object": kind, "created": int(time.time()), "model": model,
                    "choices": [choice], "usage": usage}  # fmt: skip
@@ -351,6 +456,45 @@ class Server:
             writer.close()
 
 
+def _logprobs_asked(request: dict[str, Any], chat: bool) -> int | None:
+    """How many top log-probabilities per position the request asks for, or None when it asks for none."""
+    if chat:
+        return int(request.get("top_logprobs") or 0) if request.get("logprobs") else None
+    asked = request.get("logprobs")
+    return None if asked is None or asked is False else int(asked)
+
+
+def _lookup(table: Table, token: str) -> float:
+    return next((lp for t, lp in table if t == token), table[-1][1] if table else 0.0)
+
+
+def _chat_logprobs(scored: list[tuple[str, Table]], top_k: int) -> list[dict[str, Any]]:
+    """`choices[0].logprobs.content` of a chat completion."""
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return [{**entry(token, _lookup(table, token)), "top_logprobs": [entry(t, lp) for t, lp in table[:top_k]]}
+            for token, table in scored]  # fmt: skip
+
+
+def _completion_logprobs(
+    echoed: list[tuple[int, str, float | None]], scored: list[tuple[str, Table]], start: int, top_k: int
+) -> dict[str, Any]:
+    """`choices[0].logprobs` of a plain completion: the echoed prompt tokens (if any), then the reply's."""
+    tokens = [t for _, t, _ in echoed]
+    logprobs: list[float | None] = [lp for _, _, lp in echoed]
+    tops: list[dict[str, float] | None] = [None if lp is None else {t: lp} for _, t, lp in echoed]
+    offsets = [o for o, _, _ in echoed]
+    for token, table in scored:
+        tokens.append(token)
+        logprobs.append(_lookup(table, token))
+        tops.append(dict(table[: max(top_k, 1)]))
+        offsets.append(start)
+        start += len(token)
+    return {"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets}
+
+
 def _param_names(body: bytes) -> list[str]:
     """The request's top-level keys other than the content (e.g. which max-tokens field a client sent)."""
     try:
@@ -380,6 +524,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Optio
     parser.add_argument("--pgarbage", type=float, default=0.0)
     parser.add_argument("--fail-first", type=int, default=0)
     parser.add_argument("--rating-style", choices=["auto", "json", "form"], default="auto")
+    parser.add_argument("--logprob-style", choices=LOGPROB_STYLES, default="digit")
     parser.add_argument("--embed-dim", type=int, default=384)
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--model", action="append", default=None)
@@ -388,8 +533,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Optio
     options = Options(
         latency=args.latency, latency_jitter=args.latency_jitter, seed=args.seed, p429=args.p429,
         retry_after=args.retry_after, p500=args.p500, pslow=args.pslow, slow_s=args.slow_s, pgarbage=args.pgarbage,
-        fail_first=args.fail_first, rating_style=args.rating_style, embed_dim=args.embed_dim, api_key=args.api_key,
-        models=args.model or ["stub-model"], log_file=args.log_file,
+        fail_first=args.fail_first, rating_style=args.rating_style, logprob_style=args.logprob_style,
+        embed_dim=args.embed_dim, api_key=args.api_key, models=args.model or ["stub-model"], log_file=args.log_file,
     )  # fmt: skip
     return args, options
 
