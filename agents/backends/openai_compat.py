@@ -205,17 +205,18 @@ class OpenAIBackend(ChatBackend):
 
     async def answer_logprobs(self, messages: Sequence[Message], answer: str) -> Completion:
         """Prompt log-probabilities of `answer` through `/completions` with `echo` (the chat API cannot echo): the
-        plain rendering of `messages`, then the answer; the answer's tokens are those at or after its offset."""
+        plain rendering of `messages`, a space, then the answer; the answer's tokens are those at or after the space
+        (BPE tokenizers attach it to the answer's first word: `" Be"` starts at the space, not at `B`)."""
         start = time.perf_counter()
-        prefix = render_plain_prompt(messages) + " "
-        body = {"model": self.model, "prompt": prefix + answer, "echo": True, "logprobs": 1,
+        prefix = render_plain_prompt(messages)
+        body = {"model": self.model, "prompt": prefix + " " + answer, "echo": True, "logprobs": 1,
                 self.max_tokens_param: 1, "temperature": 0.0}  # fmt: skip
         if self.extra_body:
             body.update(self.extra_body)
         response = await self._post("/completions", body)
         logprobs = _first_choice(response).get("logprobs") or {}
         offsets, values = logprobs.get("text_offset") or [], logprobs.get("token_logprobs") or []
-        end = len(prefix) + len(answer)
+        end = len(prefix) + 1 + len(answer)
         picked = [v for o, v in zip(offsets, values, strict=False) if len(prefix) <= o < end and v is not None]
         if not picked and answer.strip():
             raise UserError(
