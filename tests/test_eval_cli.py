@@ -101,6 +101,9 @@ def test_demo_preset_and_cfg_job(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "tasks:\n- hhh\n" in proc.stdout and "world_dir: null" in proc.stdout
     assert list(config("eval_preset=demo", "output_dir=x").tasks) == ["hhh"]
+    default = config("output_dir=x")  # the rater check is opt-in (tasks=[rater]) and checks the generate rater
+    assert "rater" not in default.tasks and default.rater.mode == "generate" and default.rater_check.limit is None
+    assert config("rater=likelihood", "output_dir=x").rater.mode == "likelihood"
 
 
 def test_bad_input_is_one_line(tmp_path: Path) -> None:

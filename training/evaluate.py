@@ -1,5 +1,7 @@
 """`sa-eval`: evaluate checkpoints (or a backend) on BIG-bench HHH, HHH-Adversarial, TruthfulQA, moral_permissibility
-and an LLM judge; write report.md, report.json and PNG plots into the run dir (see conf/eval.yaml)."""
+and an LLM judge, and check a rater (`tasks=[rater]`, training.eval.rater_check: the top-level `backend` in the `rater`
+mode on HHH answer pairs; no checkpoint is loaded for it); write report.md, report.json and PNG plots into the run dir
+(see conf/eval.yaml)."""
 
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from conf.cli import UserError, hydra_command, require
 from training.eval import judge as judging
+from training.eval import rater_check
 from training.eval import tasks as mc
 from training.eval.bigbench import bigbench_folder, subsample
 from training.eval.report import write_report
 from training.eval.sandbox import world_curves
 
 PROG = "sa-eval"
-TASKS = (*mc.MC_TASKS, "judge")
+TASKS = (*mc.MC_TASKS, "judge", "rater")
+MODEL_TASKS = (*mc.MC_TASKS, "judge")  # the tasks that evaluate `models`; `rater` checks the `backend` alone
 BACKEND_MODEL = "backend"
 
 
@@ -35,16 +39,20 @@ def _label(model: str) -> str:
 
 
 def check_config(cfg: DictConfig) -> tuple[list[str], list[str]]:
-    """Validate the user-facing keys; return (models, labels)."""
+    """Validate the user-facing keys; return (models, labels), both empty when no task evaluates the models."""
+    tasks = list(cfg.tasks or [])
+    unknown = sorted(set(tasks) - set(TASKS))
+    require(bool(tasks) and not unknown, f"tasks {unknown or tasks} unknown or empty; choose from {list(TASKS)}")
+    if "rater" in tasks:
+        rater_check.check_settings(cfg)
+    if not set(tasks) & set(MODEL_TASKS):
+        return [], []
     models = cfg.models
     require(isinstance(models, ListConfig) and len(models) > 0, "models must be a non-empty list, e.g. models=[CKPT]")
     models = [str(m) for m in models]
     labels = [str(x) for x in cfg.labels] if cfg.labels is not None else [_label(m) for m in models]
     require(len(labels) == len(models), f"labels has {len(labels)} entries for {len(models)} models; give one each")
     require(len(set(labels)) == len(labels), f"labels {labels} repeat; give each model its own label")
-    tasks = list(cfg.tasks or [])
-    unknown = sorted(set(tasks) - set(TASKS))
-    require(bool(tasks) and not unknown, f"tasks {unknown or tasks} unknown or empty; choose from {list(TASKS)}")
     require(cfg.headline in ("sum", "mean"), f"headline={cfg.headline!r} must be sum or mean")
     require(
         cfg.limit is None or (isinstance(cfg.limit, int) and cfg.limit > 0),
@@ -194,7 +202,14 @@ def evaluate(cfg: DictConfig) -> Path:
         "models": [],
         "pairwise": [],
         "sandbox": sandbox,
+        "rater_check": None,
     }
+    if "rater" in cfg.tasks:  # first: cheap, and it needs no checkpoint
+        folder = bigbench_folder(cfg.bigbench_dir, download=bool(cfg.download))
+        section, records = asyncio.run(rater_check.run_rater_check(cfg, folder))
+        results["rater_check"] = section
+        _write_jsonl(out / "rater_check.jsonl", records)
+        print(f"{PROG}: rater check ({section['mode']}) done ({len(records)} pairs, {section['seconds']:.1f} s)")
     predictions = out / "predictions"
     for model, label in zip(models, labels, strict=True):
         entry: dict[str, Any] = {"label": label, "model": model, "tasks": {}}
@@ -243,6 +258,16 @@ def headline_lines(report_json: Path) -> list[str]:
     for p in data.get("pairwise", []):
         rate = "–" if p["win_rate"] is None else f"{p['win_rate']:.3f}"
         lines.append(f"{PROG}: {p['model']} vs {p['reference']}: win rate {rate}")
+    check = data.get("rater_check")
+    if check:
+        lines.append(f"{PROG}: rater ({check['mode']}): {check['verdict']}")
+        pair = check.get("pairwise")
+        if pair:
+            lines.append(
+                f"{PROG}: pairwise judge: accuracy {rater_check.fmt(pair['accuracy_better_first'])} (better as A) / "
+                f"{rater_check.fmt(pair['accuracy_better_second'])} (better as B), position bias "
+                f"{rater_check.fmt(pair['position_bias'])}"
+            )
     return lines
 
 

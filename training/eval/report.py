@@ -44,9 +44,10 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
     models = results["models"]
     labels = [m["label"] for m in models]
     other = "length-normalised mean log-prob per token" if headline == "sum" else "summed log-prob"
-    lines = [
-        "# sa-eval report",
-        "",
+    lines = ["# sa-eval report", ""]
+    if not models:  # `tasks=[rater]` alone: no checkpoint was evaluated
+        return "\n".join(lines + _rater_section(results.get("rater_check")) + _plot_lines(plots))
+    lines += [
         "| label | model | seconds |",
         "|---|---|---|",
         *[f"| {m['label']} | `{m['model']}` | {_fmt(m.get('seconds'), 1)} |" for m in models],
@@ -122,11 +123,77 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
                          f"{_fmt(r['revision_alignment'], 2)} | {_fmt(r['draft_engagement'], 2)} | "
                          f"{_fmt(r['revision_engagement'], 2)} |")  # fmt: skip
         lines.append("")
-    if plots:
-        lines += ["## Plots", "", *[f"![{p.stem}]({p.name})" for p in plots], ""]
+    lines += _rater_section(results.get("rater_check"))
+    lines += _plot_lines(plots)
     if len(labels) != len(set(labels)):
         lines += ["Note: some labels repeat; set `labels=[...]` to tell the models apart.", ""]
     return "\n".join(lines)
+
+
+def _plot_lines(plots: Sequence[Path]) -> list[str]:
+    return ["## Plots", "", *[f"![{p.stem}]({p.name})" for p in plots], ""] if plots else []
+
+
+def _ci(bounds: Sequence[float] | None) -> str:
+    return "–" if not bounds else f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"
+
+
+def _rater_section(check: dict[str, Any] | None) -> list[str]:
+    """`tasks=[rater]`: the rater check's verdict and tables (numbers from report.json's `rater_check`)."""
+    if not check:
+        return []
+    length = check["length"]
+    lines = [
+        "## Rater check",
+        "",
+        f"Rater `rater={check['mode']}` on backend `{check['backend']}` (`{check['model']}`), observer alignment "
+        f"prompt, {check['n']} BIG-bench HHH answer pairs with a known better answer (evaluation data only).",
+        "",
+        f"**Verdict:** {check['verdict']}.",
+        "",
+        "| pairs | readable | accuracy [95 % Wilson] | ties as half [95 % bootstrap] | tie rate | unreadable share "
+        "| seconds |",
+        "|---|---|---|---|---|---|---|",
+        f"| {check['n']} | {check['n_readable']} | {_fmt(check['accuracy'])} {_ci(check['accuracy_ci'])} | "
+        f"{_fmt(check['accuracy_ties_half'])} {_ci(check['accuracy_ties_half_ci'])} | {_fmt(check['tie_rate'])} | "
+        f"{_fmt(check['unreadable_share'])} | {_fmt(check['seconds'], 1)} |",
+        "",
+        "Accuracy: the better answer rated strictly higher, over pairs with both ratings readable (a tie counts as "
+        "wrong; in the second figure as half, whose chance level is 0.5). Unreadable share: pairs where either "
+        "rating is null (left out, never a number).",
+        "",
+        "| category | pairs | readable | accuracy | ties as half |",
+        "|---|---|---|---|---|",
+        *[f"| {name} | {c['n']} | {c['n_readable']} | {_fmt(c['accuracy'])} | {_fmt(c['accuracy_ties_half'])} |"
+          for name, c in check["categories"].items()],
+        "",
+        f"Length: the longer answer was rated higher in {_fmt(length['longer_preferred'])} "
+        f"{_ci(length['longer_preferred_ci'])} of {length['n_decided']} decided pairs whose answers differ in length; "
+        f"the better answer is the longer one in {_fmt(length['better_is_longer'])} of those pairs "
+        f"({_fmt(length['better_is_longer_all'])} of all {length['n_differ']} pairs of different length). A rater "
+        "that follows length puts the first figure near 1 whatever the second.",
+        "",
+        "| answers | rated | mean | std | min | max |",
+        "|---|---|---|---|---|---|",
+        *[f"| {side} | {r['n']} | {_fmt(r['mean'], 2)} | {_fmt(r['std'], 2)} | {_fmt(r['min'], 2)} | "
+          f"{_fmt(r['max'], 2)} |" for side, r in check["ratings"].items()],
+        "",
+    ]  # fmt: skip
+    pair = check.get("pairwise")
+    if pair:
+        lines += [
+            f"Pairwise judge (training/eval/judge.py's prompt, same backend), each pair asked in both orders "
+            f"({pair['n']} pairs): accuracy with the better answer as A {_fmt(pair['accuracy_better_first'])} "
+            f"{_ci(pair['accuracy_better_first_ci'])}, as B {_fmt(pair['accuracy_better_second'])} "
+            f"{_ci(pair['accuracy_better_second_ci'])} (a tie or unreadable verdict counts as wrong; unreadable "
+            f"{pair['unreadable_first']} / {pair['unreadable_second']}). Position bias: the verdict named the same "
+            f"position in both orders in {_fmt(pair['position_bias'])} of {pair['n_both_readable']} pairs readable "
+            f"both times (A both times {pair['a_both_times']}, B both times {pair['b_both_times']}); both orders "
+            f"combined (ties and conflicting verdicts as half): {_fmt(pair['accuracy_both_orders'])} over "
+            f"{pair['n_decided']} pairs.",
+            "",
+        ]
+    return lines
 
 
 def _length_table(models: Sequence[dict[str, Any]]) -> list[str]:
@@ -220,6 +287,20 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
         ax.bar_label(drawn, labels=[_fmt(v, 2) for v in values], fontsize=8)
         ax.set(title="LLM judge: mean alignment score", ylabel="score (1-10)", ylim=(0, 10.5))
         paths.append(_save(fig, folder / "judge.png"))
+
+    check = results.get("rater_check")
+    if check and check.get("histogram"):
+        hist = check["histogram"]
+        edges = hist["edges"]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for side, colour in (("better", "tab:green"), ("worse", "tab:red")):
+            ax.stairs(hist[side], edges, label=f"{side} answers (n={sum(hist[side])})", color=colour, fill=True,
+                      alpha=0.45)  # fmt: skip
+        ax.set(title=f"rater check ({check['mode']}): ratings of the better and worse HHH answers",
+               xlabel="rating (1-7)", ylabel="answers", xlim=(edges[0], edges[-1]))  # fmt: skip
+        ax.title.set_fontsize(10)
+        ax.legend()
+        paths.append(_save(fig, folder / "rater_ratings.png"))
 
     sandbox = results.get("sandbox")
     if sandbox and sandbox["rounds"]:
