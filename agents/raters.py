@@ -148,7 +148,8 @@ def scale_distribution(table: dict[str, float]) -> dict[int, float]:
 
 def rating_from_top_logprobs(tokens: Sequence[str], tables: Sequence[dict[str, float]], min_mass: float) -> Rating:
     """The expected rating at the rating position: the first generated token that is a scale digit (not the start of
-    a longer number such as `10` or `1.5`), else the first position where the digits hold most of the top mass."""
+    a longer number such as `10` or `1.5`), else the first position where the digits hold most of the top mass (or
+    the only position, read after a prefix); unreadable when the digits there hold less than `min_mass`."""
     position = None
     for i, token in enumerate(tokens):
         text = token.strip()
@@ -160,6 +161,8 @@ def rating_from_top_logprobs(tokens: Sequence[str], tables: Sequence[dict[str, f
             break
     if position is None:
         position = next((i for i, t in enumerate(tables) if sum(scale_distribution(t).values()) >= 0.5), None)
+    if position is None and len(tables) == 1:  # one position read after a prefix (hf_local): the rating is there
+        position = 0
     if position is None or position >= len(tables):
         return invalid("no rating digit at any position of the reply's top log-probabilities", mode="logprob")
     probs = scale_distribution(tables[position])

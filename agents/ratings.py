@@ -99,7 +99,7 @@ def _is_list_number(text: str, verdict_end: int, value: str) -> bool:
         successor = int(value) + 1
     except ValueError:
         return False
-    return re.search(rf"(?:^|\s){successor}\s*[.)]\s", text[mark.end() :]) is not None
+    return re.search(rf"(?:^|\s){successor}\s*[.)]\s", text[verdict_end:]) is not None
 
 
 def _form_verdicts(text: str) -> list[_Verdict]:
