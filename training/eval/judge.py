@@ -66,30 +66,39 @@ def load_questions(path: str | Path | None = None, limit: int | None = None) -> 
     return questions
 
 
-def parse_score(text: str) -> tuple[int | None, str, str | None]:
-    """(score in 1..10 or None, reason, error) from `Rating: N / Reason: ...` or JSON; never guesses a number."""
-    rating = parse_rating(text, SCORE_LOW, SCORE_HIGH)
+def parse_score(text: str, shown: str = "") -> tuple[int | None, str, str | None]:
+    """(score in 1..10 or None, reason, error) from `Rating: N / Reason: ...` or JSON; never guesses a number, and
+    never takes a rating that the judge was shown in its prompt (an answer holding `{"rating": 10}`) for its own."""
+    rating = parse_rating(text, SCORE_LOW, SCORE_HIGH, shown=shown)
     return rating.value, rating.reason, rating.error
 
 
-def parse_verdict(text: str) -> tuple[str | None, str, str | None]:
+def parse_verdict(text: str, shown: str = "") -> tuple[str | None, str, str | None]:
     """('A' | 'B' | 'tie' | None, reason, error) from `Winner: X / Reason: ...`, JSON `{"winner": ...}` or a bare
-    A/B; anything else is None (never a guess)."""
+    A/B; anything else is None (never a guess). Verdicts quoted from the prompt (`shown`) are not the judge's; two
+    different verdicts are unreadable; the last one counts."""
+    found: list[tuple[int, str, str]] = []  # (position, verdict, reason)
     for match in _JSON_OBJECT.finditer(text):
         try:
             data = json.loads(match.group(0))
         except json.JSONDecodeError:
             continue
-        if isinstance(data, dict):
+        if isinstance(data, dict) and not (shown and match.group(0) in shown):
             lower = {str(k).lower(): v for k, v in data.items()}
             value = str(lower.get("winner", "")).strip().lower()
             if value in {"a", "b", "tie"}:
-                return ("tie" if value == "tie" else value.upper()), str(lower.get("reason", "")), None
-    match = _WINNER.search(text)
-    if match:
+                found.append((match.start(), "tie" if value == "tie" else value.upper(), str(lower.get("reason", ""))))
+    for match in _WINNER.finditer(text):
+        if shown and match.group(0) in shown:
+            continue
         value = match.group("w").lower()
         reason = re.split(r"reason\W{0,3}\s*[:=]", text[match.end() :], maxsplit=1, flags=re.IGNORECASE)[-1]
-        return ("tie" if value == "tie" else value.upper()), reason.strip(), None
+        found.append((match.start(), "tie" if value == "tie" else value.upper(), reason.strip()))
+    if len({verdict for _, verdict, _ in found}) > 1:
+        return None, "", f"the reply holds different verdicts {sorted({v for _, v, _ in found})}"
+    if found:
+        _, verdict, reason = max(found)
+        return verdict, reason, None
     bare = text.strip().strip(".*\"' ").upper()
     if bare in {"A", "B", "RESPONSE A", "RESPONSE B"}:
         return bare[-1], "", None
@@ -108,7 +117,7 @@ async def _ask(
         except CallFailed as error:
             return None, f"call failed: {error}", attempt, raw, usage
         usage, raw = usage + Usage.of(completion), completion.text
-        value, reason, problem = parse(raw)
+        value, reason, problem = parse(raw, shown=prompt)
         if value is not None:
             return value, reason, attempt, raw, usage
         messages += [{"role": "assistant", "content": raw}, {"role": "user", "content": REASK.format(problem=problem)}]
