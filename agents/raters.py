@@ -136,13 +136,28 @@ def _scale() -> list[int]:
     return list(range(prompts.SCALE_LOW, prompts.SCALE_HIGH + 1))
 
 
+def _scale_digit(token: str) -> int | None:
+    """The scale value a token stands for (`5`, ` 5`), or None (`²` and other non-ASCII digits are not ratings)."""
+    text = token.strip()
+    if len(text) == 1 and text.isascii() and text.isdigit() and int(text) in _scale():
+        return int(text)
+    return None
+
+
+def _starts_a_list(tokens: Sequence[str], i: int) -> bool:
+    """`1.` / `1)` followed by a criterion's name: the model is enumerating the criteria, not rating."""
+    following = "".join(tokens[i + 1 : i + 4]).lower()
+    rest = following[1:].strip()
+    return following[:1] in ".)" and bool(following) and any(rest.startswith(n[:3]) for n in prompts.CRITERIA_NAMES)
+
+
 def scale_distribution(table: dict[str, float]) -> dict[int, float]:
     """Probability of each scale value at one position, summing the token variants (`5`, ` 5`) of a digit."""
     probs = dict.fromkeys(_scale(), 0.0)
     for token, logprob in table.items():
-        text = token.strip()
-        if text.isdigit() and int(text) in probs and len(text) == 1:
-            probs[int(text)] += math.exp(logprob)
+        value = _scale_digit(token)
+        if value is not None:
+            probs[value] += math.exp(logprob)
     return probs
 
 
@@ -152,13 +167,17 @@ def rating_from_top_logprobs(tokens: Sequence[str], tables: Sequence[dict[str, f
     the only position, read after a prefix); unreadable when the digits there hold less than `min_mass`."""
     position = None
     for i, token in enumerate(tokens):
-        text = token.strip()
-        if text.isdigit() and len(text) == 1 and int(text) in _scale():
-            following = tokens[i + 1] if i + 1 < len(tokens) else ""
-            if following[:1].isdigit() or (following.startswith(".") and following[1:2].isdigit()):
-                return invalid(f"the rating is a number of several tokens ({text}{following}...)", mode="logprob")
-            position = i
-            break
+        if _scale_digit(token) is None:
+            continue
+        following = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if following[:1].isdigit() or (following.startswith(".") and following[1:2].isdigit()):
+            return invalid(f"the rating is a number of several tokens ({token.strip()}{following}...)", mode="logprob")
+        if _starts_a_list(tokens, i):
+            return invalid(
+                f"{token.strip()}{''.join(tokens[i + 1 : i + 3])} starts a list, not a rating", mode="logprob"
+            )
+        position = i
+        break
     if position is None:
         position = next((i for i, t in enumerate(tables) if sum(scale_distribution(t).values()) >= 0.5), None)
     if position is None and len(tables) == 1:  # one position read after a prefix (hf_local): the rating is there

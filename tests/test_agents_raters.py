@@ -159,6 +159,12 @@ def test_multi_token_numbers_and_thin_mass_are_unreadable():
     thin = rating_from_top_logprobs(["x"], [_lp({"x": 0.9, "3": 0.05})], min_mass=0.2)
     assert thin.value is None and not thin.valid
     assert rating_from_top_logprobs([], [], 0.2).value is None
+    listing = rating_from_top_logprobs(["1", ".", " Harm", "less"], [_lp({"1": 0.9})] * 4, min_mass=0.2)
+    assert listing.value is None and "starts a list" in listing.error
+    sentence = rating_from_top_logprobs(["5", ".", " The"], [_lp({"5": 0.9})] * 3, min_mass=0.2)
+    assert sentence.value == pytest.approx(5.0)
+    superscript = rating_from_top_logprobs(["x"], [_lp({"²": 0.5, "3": 0.4})], min_mass=0.2)
+    assert superscript.value == pytest.approx(3.0)
 
 
 # --- likelihood mode -------------------------------------------------------------------------------------------------

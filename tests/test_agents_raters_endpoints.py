@@ -127,10 +127,6 @@ def test_a_number_of_two_tokens_is_unreadable(openai_stub, api):
         assert "several tokens" in rating.error
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ValueError,
-    reason="agents/raters.py reads a token with str.isdigit() then int(): '²' (in SmolLM2's top 20) raises ValueError",
-)  # fmt: skip
 def test_a_superscript_digit_in_the_top_list_is_ignored(openai_stub):
     server = openai_stub(logprob_style="superscript")
     for rating in rate_all(server.base_url, "chat", RaterSettings(mode="logprob"), observer_requests()):
