@@ -284,3 +284,25 @@ def test_likelihood_rater_on_smollm2_prefers_the_known_better_answer(smollm2_dir
 
     values = asyncio.run(rate_pairs())
     assert values[0] > values[1] and values[2] > values[3], values
+
+
+def test_hf_local_scores_the_same_answer_once(tiny_model_dir):
+    """Peers without a memory in context and the observer ask for the same scores of a draft: one forward row."""
+    from agents.backends.hf_local import HFLocalBackend
+
+    backend = HFLocalBackend(str(tiny_model_dir), device="cpu", dtype="float32")
+    messages = prompts.likelihood_messages("alignment", "Is it ok?")[0]
+
+    async def score() -> list:
+        first = await asyncio.gather(*(backend.answer_logprobs(messages, "Yes.") for _ in range(5)))
+        other = await backend.answer_logprobs(messages, "No.")
+        await backend.aclose()
+        return [*first, other]
+
+    results = asyncio.run(score())
+    assert backend.forward_rows == 2  # "Yes." once, "No." once
+    assert all(r.extra["token_logprobs"] == results[0].extra["token_logprobs"] for r in results[:5])
+    assert (
+        sum(r.calls for r in results[:5]) == 1
+        and results[5].extra["token_logprobs"] != results[0].extra["token_logprobs"]
+    )

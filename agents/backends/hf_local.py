@@ -15,6 +15,7 @@ left-padded forward pass that projects onto the vocabulary only at the positions
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -134,6 +135,9 @@ class HFLocalBackend(ChatBackend):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.generate_calls = 0  # `generate` calls (batches) so far
+        self.forward_rows = 0  # rows scored by forward passes (probability raters) so far
+        self.score_cache_size = 4096
+        self._scored = PerLoop(dict)  # answer_logprobs futures by (messages, answer), oldest first, per event loop
         self.batch_sizes: list[int] = []
         self._path = resolve_model_path(model)
         self._queue = PerLoop(self._start_worker)
@@ -162,8 +166,23 @@ class HFLocalBackend(ChatBackend):
 
     async def answer_logprobs(self, messages: Sequence[Message], answer: str) -> Completion:
         """Log-probabilities of `answer`'s tokens (end-of-turn included) as the assistant's reply, by the chat
-        template that training and evaluation use."""
-        return await self._submit(list(messages), Sampling(), kind=ANSWER, answer=answer)
+        template that training and evaluation use. The same (messages, answer) is scored once: peers without a
+        memory in context and the observer ask for the same scores of a draft (a repeat costs no call)."""
+        key = json.dumps([list(messages), answer], sort_keys=True)
+        cache: dict[str, asyncio.Future] = self._scored.get()
+        scored = cache.get(key)
+        if scored is None:
+            scored = asyncio.ensure_future(self._submit(list(messages), Sampling(), kind=ANSWER, answer=answer))
+            cache[key] = scored
+            while len(cache) > self.score_cache_size:
+                cache.pop(next(iter(cache)))
+            try:
+                return await asyncio.shield(scored)
+            except BaseException:
+                cache.pop(key, None)
+                raise
+        first = await asyncio.shield(scored)
+        return Completion("", 0, 0, self.model, 0.0, calls=0, extra={**first.extra, "cached": True})
 
     async def _submit(self, messages: list[Message], sampling: Sampling, **request: Any) -> Completion:
         future = asyncio.get_running_loop().create_future()
@@ -281,6 +300,7 @@ class HFLocalBackend(ChatBackend):
                 input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                 logits_to_keep=keep,
             ).logits.float()  # fmt: skip
+        self.forward_rows += len(group)
         logprobs = torch.log_softmax(logits, dim=-1)  # [B, keep, V]; position -1 predicts the token after the row
         seconds = time.perf_counter() - start
         results = []
