@@ -40,8 +40,9 @@ def test_cfg_job_prints_the_config_and_the_demo_preset(tmp_path: Path) -> None:
     assert "size: 3" in default.stdout and "rounds: 2" in default.stdout and "name: hf_local" in default.stdout
     demo = sa_simulate("preset=demo", "--cfg", "job", cwd=tmp_path)
     assert demo.returncode == 0, demo.stderr
-    assert "max_tokens: 64" in demo.stdout and "max_tokens: 16" in demo.stdout and "temperature: 0.2" in demo.stdout
-    assert "prefix: 'Rating:'" in demo.stdout
+    assert "max_tokens: 64" in demo.stdout and "max_tokens: 32" in demo.stdout and "temperature: 0.2" in demo.stdout
+    assert "mode: likelihood" in demo.stdout and "mode: generate" in default.stdout
+    assert "persona: considerate" in demo.stdout and "persona: deceptive" in demo.stdout
 
 
 def test_small_world_writes_episodes_metrics_plots_and_memory(tmp_path: Path, stub: RunningServer) -> None:
