@@ -15,6 +15,7 @@ import torch
 from datasets import Dataset, load_dataset
 from transformers import PreTrainedTokenizerBase
 
+from agents.backends.chat_template import completion_ids, render
 from conf.cli import UserError
 from environment.records import RATING_MAX, RATING_MIN, valid_rating
 
@@ -71,29 +72,6 @@ def check_ratings(dataset: Dataset, path: Path) -> None:
                 )
             if not isinstance(response.get("text"), str):
                 raise UserError(f"{path}:{row}: a response without text; rebuild the data with sa-build-data")
-
-
-def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], response: str) -> tuple[str, str]:
-    """(prompt text, completion text) as the chat template writes them; a plain fallback for template-less models."""
-    eos = tokenizer.eos_token or ""
-    if tokenizer.chat_template:
-        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": response}], tokenize=False)
-        if full.startswith(prompt):
-            completion = full[len(prompt) :]
-            return prompt, completion if eos in completion else completion + eos
-    names = {"user": "Human", "assistant": "Assistant", "system": "System"}  # as training/eval renders prompts
-    prompt = "".join(f"\n{names.get(m['role'], m['role'])}: {m['content']}" for m in messages) + "\nAssistant: "
-    return prompt, response + eos
-
-
-def completion_ids(tokenizer: PreTrainedTokenizerBase, completion: str) -> list[int]:
-    """Token ids of the completion, cut after its last EOS (the template's trailing newline is not a target)."""
-    ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    if eos is not None and eos in ids:
-        ids = ids[: len(ids) - ids[::-1].index(eos)]
-    return ids
 
 
 def tokenize_groups(dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:

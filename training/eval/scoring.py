@@ -2,7 +2,7 @@
 
 Each choice gets the summed log-probability of its tokens given the prompt (BIG-bench's rule) and the length-normalised
 mean per token (our headline, the quantity the training loss compares); `pick(scores, by)` applies either rule. Prompt and choice are rendered exactly as training renders
-them (`training.data.render`: the model's chat template, prompt with the assistant header, the choice as the assistant
+them (`agents.backends.chat_template.render`: the model's chat template, prompt with the assistant header, the choice as the assistant
 reply up to and including its end-of-turn token, tokenised separately). Identical (prompt, choice) pairs are scored
 once; pairs are sorted by length and padded into batches of about `batch_tokens` tokens, one forward pass each.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from agents.backends.chat_template import completion_ids, render
 from training.collator import pad_rows
-from training.data import completion_ids, render
 from training.logprobs import sequence_logps, supports_shared_prompt
 
 Message = dict[str, str]
