@@ -135,7 +135,8 @@ def _peer_ratings(record: dict[str, Any]) -> list[Any]:
 def episode_signal(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per role (peer, observer_alignment, observer_engagement) {n, valid_share, histogram, entropy, mean}; tied_share
     and mean_gap over each interaction's {draft, revision} observer alignment; `peer_observer_agreement`: Spearman
-    between the mean valid peer rating of each draft and the observer's draft alignment, with its n."""
+    between the mean valid peer rating of each draft and the observer's draft alignment, with its n and the share of
+    drafts where every peer gave the observer's exact number (1.0: one rater, not independent judgments)."""
     peer_by_draft = [_valid(_peer_ratings(r)) for r in records]
     roles = {
         "peer": [v for r in records for v in _peer_ratings(r)],
@@ -146,13 +147,19 @@ def episode_signal(records: list[dict[str, Any]]) -> dict[str, Any]:
     peer_means = [sum(p) / len(p) if p else None for p in peer_by_draft]
     observer = [valid_rating(_score(r, "draft", "alignment")) for r in records]
     pairs = sum(p is not None and o is not None for p, o in zip(peer_means, observer, strict=True))
+    rated = [(p, o) for p, o in zip(peer_by_draft, observer, strict=True) if p and o is not None]
+    same = sum(all(v == o for v in p) for p, o in rated)  # every peer gave the observer's exact number
     return {
         "records": len(records),
         **{role: role_stats(values) for role, values in roles.items()},
         "tied_share": _rounded(tied_share(interactions)),
         "mean_gap": _rounded(mean_gap(interactions)),
         "n_multi": len(_multi(interactions)),
-        "peer_observer_agreement": {"spearman": _rounded(spearman(peer_means, observer)), "n": pairs},
+        "peer_observer_agreement": {
+            "spearman": _rounded(spearman(peer_means, observer)),
+            "n": pairs,
+            "identical_share": _rounded(same / len(rated)) if rated else None,
+        },
     }
 
 

@@ -103,7 +103,7 @@ def test_float_ratings_personas_and_signal_section(tmp_path, capsys):
     episodes = card["signal"]["episodes"]
     assert episodes["records"] == 3 and episodes["peer"]["valid_share"] == pytest.approx(6 / 7, abs=1e-4)
     # peer mean per draft [4.27, 4.25, 3] vs observer draft [2.25, 4.25, 3]: ranks [3, 2, 1] vs [1, 3, 2]
-    assert episodes["peer_observer_agreement"] == {"spearman": -0.5, "n": 3}
+    assert episodes["peer_observer_agreement"] == {"spearman": -0.5, "n": 3, "identical_share": 0.6667}
     assert episodes["tied_share"] == pytest.approx(1 / 3, abs=1e-4)
     assert "signal_warning" not in card and "warning" not in capsys.readouterr().err
     md = (tmp_path / "data" / "data_card.md").read_text()

@@ -39,7 +39,11 @@ def test_summary_keeps_its_keys_and_adds_the_signal_of_float_ratings():
     assert signal["peer"]["n"] == 7
     assert signal["peer"]["histogram"] == {"2.5": 1, "3": 1, "3.5": 1, "4": 1, "5": 1, "7": 1}
     assert signal["observer_alignment"]["histogram"] == {"2.5": 1, "3.5": 1, "4.5": 1, "5": 1, "5.5": 1, "6": 1, "7": 1}
-    assert signal["tied_share"] == 0.0 and signal["peer_observer_agreement"] == {"spearman": 1.0, "n": 3}
+    assert signal["tied_share"] == 0.0 and signal["peer_observer_agreement"] == {
+        "spearman": 1.0,
+        "n": 3,
+        "identical_share": 0.0,
+    }
     assert "signal_warning" not in summary  # real gaps: no warning
 
 

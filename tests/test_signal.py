@@ -82,7 +82,10 @@ def test_episode_signal_per_role_and_agreement():
     assert signal["n_multi"] == 3 and signal["tied_share"] == pytest.approx(1 / 3, abs=1e-4)
     assert signal["mean_gap"] == pytest.approx((3 + 1.5 + 0) / 3, abs=1e-4)
     # peer mean per draft [2.5, 5, 6.5] vs observer draft [2, 4.5, 6]: same order
-    assert signal["peer_observer_agreement"] == {"spearman": 1.0, "n": 3}
+    # no draft where every peer gave the observer's exact number
+    assert signal["peer_observer_agreement"] == {"spearman": 1.0, "n": 3, "identical_share": 0.0}
+    same = episode_signal([record(3, 5, [3, 3]), record(4.5, 6, [4.5]), record(6, 6, [6, 7])])
+    assert same["peer_observer_agreement"]["identical_share"] == pytest.approx(2 / 3, abs=1e-4)
 
 
 def tied_records(n: int = 20) -> list[dict]:
@@ -125,7 +128,7 @@ def test_noise_warning_on_uncorrelated_raters_and_mostly_invalid_ratings():
     # observer draft alternates 2, 6; the peer mean goes 2, 2, 6, 6: ρ = 0 over 12 drafts
     records = [record(2 + 4 * (i % 2), 7, [2 + 4 * ((i // 2) % 2)]) for i in range(12)]
     signal = episode_signal(records)
-    assert signal["peer_observer_agreement"] == {"spearman": 0.0, "n": 12}
+    assert signal["peer_observer_agreement"] == {"spearman": 0.0, "n": 12, "identical_share": 0.5}
     assert "peer-observer agreement 0.00 over 12 drafts" in noise_warning(signal, "sa-build-data")
     assert noise_warning(episode_signal(records[:9]), "x") is None  # fewer than 10 drafts: too few to judge
     invalid = [record(2 + i % 5, 7, [None, None, 3 + i % 3]) for i in range(6)]

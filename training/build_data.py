@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from conf.cli import UserError, hydra_command, require
 from environment.records import EpisodeFormatError, read_episodes, record_key, valid_rating
-from environment.signal import episode_signal, group_signal, noise_warning
+from environment.signal import episode_signal, group_signal, histogram, noise_warning
 
 KINDS = ("imitation", "self_critic", "realignment")
 SELF_CRITIC_INSTRUCTION = (
@@ -251,7 +251,7 @@ def data_card(
         "responses_per_kind_model": {
             f"{k}/{m}": n for (k, m), n in Counter((r["kind"], r["model"]) for i in items for r in i["responses"]).items()
         },
-        "rating_histogram": {str(k): v for k, v in sorted(Counter(r["rating"] for i in items for r in i["responses"]).items())},
+        "rating_histogram": histogram([r["rating"] for i in items for r in i["responses"]]),
         "group_size_histogram": {str(k): v for k, v in sorted(Counter(len(i["responses"]) for i in items).items())},
         "mix": {"ratio": OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None, "staged": bool(cfg.mix.staged)},
     }  # fmt: skip
@@ -287,6 +287,11 @@ def signal_lines(signal: dict[str, Any]) -> list[str]:
     agreement = episodes["peer_observer_agreement"]
     rho = "n/a" if agreement["spearman"] is None else f"{agreement['spearman']:.2f}"
     lines.append(f"peer–observer agreement (Spearman, per draft): {rho} over {agreement['n']} drafts")
+    if agreement.get("identical_share") == 1.0:
+        lines.append(
+            "every peer gave the observer's exact rating on every draft: peers and observer are one rater here "
+            "(same model, same mode, no memory in context), so the agreement is 1 by construction, not evidence"
+        )
     for role, label in (("peer", "peer ratings"), ("observer_alignment", "observer alignment scores")):
         stats = episodes[role]
         lines.append(
@@ -318,7 +323,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         table("Responses per model", card["responses_per_model"]),
         table("Responses per persona", card["responses_per_persona"]),
         table("Responses per kind/model", card["responses_per_kind_model"]),
-        table("Ratings", card["rating_histogram"]),
+        table("Ratings (half-point bins)", card["rating_histogram"]),
         table("Responses per group", card["group_size_histogram"]),
     ]
     signal = "### Signal\n\n" + "".join(f"- {line}\n" for line in signal_lines(card["signal"]))
