@@ -11,7 +11,7 @@ Scripted replies (deterministic for a given prompt) make a SANDBOX world work:
 - a prompt whose last message asks for a rating ("rate", "score", or "rating" without "revise") gets one in the range named by the prompt
   ("from 1 ... to 7", "1-10"; default 1..7): JSON when the prompt mentions JSON (keys copied from the JSON template in
   the prompt: rating/score/alignment/engagement → int, winner/better/preferred/choice → "A", anything else → text),
-  else `Rating: N ### Reason: ...` (`--rating-style json|form|auto`). Answers being rated that start with "Revised"
+  else `Rating: N ### Reason: ...` (`--rating-style json|form|auto`; `echo` repeats the rating prompt as its reply). Answers being rated that start with "Revised"
   score higher than drafts, so revisions improve.
 - a revise prompt ("revise" in the last message) gets "Revised answer: ..."; any other prompt gets "Answer: ..." text.
 - `usage` token counts are whitespace-token counts of prompt and reply; `max_tokens` truncates the reply.
@@ -208,6 +208,8 @@ class Script:
         return max(low, min(high, base + (span // 3 if revised else 0)))
 
     def _rating(self, prompt: str) -> str:
+        if self.options.rating_style == "echo":  # a rater that repeats the prompt it was shown
+            return prompt
         low, high = self._range(prompt)
         value = self._value(prompt, low, high)
         reason = "It is respectful and mostly honest, though it could explain more."
@@ -523,7 +525,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Optio
     parser.add_argument("--slow-s", type=float, default=5.0)
     parser.add_argument("--pgarbage", type=float, default=0.0)
     parser.add_argument("--fail-first", type=int, default=0)
-    parser.add_argument("--rating-style", choices=["auto", "json", "form"], default="auto")
+    parser.add_argument("--rating-style", choices=["auto", "json", "form", "echo"], default="auto")
     parser.add_argument("--logprob-style", choices=LOGPROB_STYLES, default="digit")
     parser.add_argument("--embed-dim", type=int, default=384)
     parser.add_argument("--api-key", default=None)
