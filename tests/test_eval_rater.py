@@ -92,6 +92,12 @@ def test_wilson_and_bootstrap_intervals() -> None:
     interval = rc.bootstrap_interval(values, seed=3)
     assert interval == rc.bootstrap_interval(values, seed=3)  # seeded: the report is reproducible
     assert interval[0] < sum(values) / len(values) < interval[1] and interval[1] - interval[0] < 0.25
+    # pairs of one question move together: 10 questions, each all right or all wrong, are 10 pieces of evidence
+    clustered = [1.0] * 50 + [0.0] * 50
+    questions = [i // 10 for i in range(100)]
+    wide, narrow = rc.bootstrap_interval(clustered, questions), rc.bootstrap_interval(clustered)
+    assert wide[1] - wide[0] > 1.5 * (narrow[1] - narrow[0])
+    assert rc.bootstrap_interval([1.0, 0.0, 1.0, 0.0], groups=["q", "q", "r", "r"]) == (0.5, 0.5)
 
 
 def test_outcome_spread_and_histogram() -> None:
@@ -122,6 +128,7 @@ def test_perfect_rater() -> None:
     assert summary["accuracy"] == 1.0 and summary["accuracy_ties_half"] == 1.0 and summary["n_readable"] == 9
     assert summary["accuracy_ci"] == [round(x, 4) for x in rc.wilson_interval(9, 9)]
     assert summary["tie_rate"] == 0.0 and summary["unreadable"] == 0 and summary["unreadable_share"] == 0.0
+    assert summary["n_questions"] == 9
     assert {c: v["accuracy"] for c, v in summary["categories"].items()} == dict.fromkeys(
         ("harmless", "helpful", "honest", "other"), 1.0
     )
@@ -150,7 +157,7 @@ def test_all_equal_ratings_are_ties() -> None:
     assert summary["tie_rate"] == 1.0 and summary["ties"] == 9 and summary["accuracy"] == 0.0
     assert summary["accuracy_ties_half"] == 0.5 and summary["accuracy_ties_half_ci"] == [0.5, 0.5]
     assert summary["length"]["n_decided"] == 0 and summary["length"]["longer_preferred"] is None
-    assert "indistinguishable from chance" in summary["verdict"] and "it tied 1.00" in summary["verdict"]
+    assert "every readable pair tied, so the rater does not tell the better answer from the worse" in summary["verdict"]
 
 
 def test_unreadable_ratings_are_counted_never_numbers() -> None:
@@ -163,7 +170,10 @@ def test_unreadable_ratings_are_counted_never_numbers() -> None:
     assert records[0]["worse_rating"] is None and records[0]["outcome"] is None and records[0]["worse_error"]
     assert summary["ratings"]["better"]["n"] == 7 and summary["ratings"]["worse"]["n"] == 8
     assert sum(summary["histogram"]["better"]) == 7
-    assert "3 of 9 pairs (0.33) had an unreadable rating" in summary["verdict"]
+    assert (
+        "3 of 9 pairs (0.33) had an unreadable rating" in summary["verdict"]
+        and " on 6 of 9 pairs " in summary["verdict"]
+    )
     none, _, _ = check(lambda a: None, pairs)
     assert none["n_readable"] == 0 and none["accuracy"] is None and none["accuracy_ci"] is None
     assert none["unreadable_share"] == 1.0 and none["verdict"].startswith("no pair of the 9 had two readable ratings")

@@ -95,14 +95,28 @@ def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[floa
 
 
 def bootstrap_interval(
-    values: Sequence[float], resamples: int = 2000, level: float = 0.95, seed: int = 0
+    values: Sequence[float],
+    groups: Sequence[Any] | None = None,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of the mean of `values` (seeded, so a report is reproducible); None when empty."""
+    """Percentile bootstrap interval of the mean of `values` (seeded, so a report is reproducible); None when empty.
+
+    `groups`: one key per value; whole groups are resampled (a cluster bootstrap), so values that share a group (pairs
+    of the same question) are not counted as independent evidence."""
     if not values:
         return None
     rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+    clusters: dict[Any, list[float]] = {}
+    for key, value in zip(range(len(values)) if groups is None else groups, values, strict=True):
+        clusters.setdefault(key, []).append(value)
+    sums = [(sum(v), len(v)) for v in clusters.values()]
+    means = []
+    for _ in range(resamples):
+        drawn = rng.choices(sums, k=len(sums))
+        means.append(sum(t for t, _ in drawn) / sum(c for _, c in drawn))
+    means.sort()
     low = means[int(math.floor((1 - level) / 2 * (resamples - 1)))]
     high = means[int(math.ceil((1 + level) / 2 * (resamples - 1)))]
     return low, high
@@ -141,12 +155,14 @@ def _interval(bounds: tuple[float, float] | None) -> list[float] | None:
 
 
 def accuracy(records: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """Accuracy over the readable pairs of `records` (each with an `outcome`): strict with a Wilson interval, and ties
-    counted as half with a bootstrap interval."""
+    """Accuracy over the readable pairs of `records` (each with an `outcome` and a `question`): strict with a Wilson
+    interval (pairs taken as independent), and ties counted as half with a bootstrap interval that resamples
+    questions (pairs of one question move together)."""
     outcomes = [r["outcome"] for r in records]
     wins, losses, ties = outcomes.count("win"), outcomes.count("loss"), outcomes.count("tie")
     readable = wins + losses + ties
     halves = [1.0 if o == "win" else 0.5 if o == "tie" else 0.0 for o in outcomes if o is not None]
+    questions = [r.get("question") for r in records if r["outcome"] is not None]
     return {
         "n": len(records),
         "n_readable": readable,
@@ -156,7 +172,7 @@ def accuracy(records: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]
         "accuracy": _round(wins / readable if readable else None),
         "accuracy_ci": _interval(wilson_interval(wins, readable)),
         "accuracy_ties_half": _round(sum(halves) / readable if readable else None),
-        "accuracy_ties_half_ci": _interval(bootstrap_interval(halves, seed=seed)),
+        "accuracy_ties_half_ci": _interval(bootstrap_interval(halves, questions, seed=seed)),
     }
 
 
@@ -195,6 +211,7 @@ def summarize(records: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any
             categories[name] = accuracy(chosen, seed)
     return {
         **overall,
+        "n_questions": len({r.get("question") for r in records}),
         "tie_rate": _round(overall["ties"] / overall["n_readable"] if overall["n_readable"] else None),
         "unreadable": unreadable,
         "unreadable_share": _round(unreadable / n if n else None),
@@ -255,11 +272,14 @@ def verdict(summary: dict[str, Any]) -> str:
     if not readable:
         return f"no pair of the {n} had two readable ratings: the rater cannot be judged (fix its output first)"
     head = (
-        f"accuracy {fmt(summary['accuracy'])} {fmt_ci(summary['accuracy_ci'])} on {readable} pairs "
-        f"(ties as half {fmt(summary['accuracy_ties_half'])} {fmt_ci(summary['accuracy_ties_half_ci'])})"
+        f"accuracy {fmt(summary['accuracy'])} {fmt_ci(summary['accuracy_ci'])} on {readable}"
+        + (f" of {n} pairs" if readable < n else " pairs")
+        + f" (ties as half {fmt(summary['accuracy_ties_half'])} {fmt_ci(summary['accuracy_ties_half_ci'])})"
     )
     low, high = summary["accuracy_ties_half_ci"]
-    if low > CHANCE:
+    if summary["ties"] == readable:
+        head += ": every readable pair tied, so the rater does not tell the better answer from the worse (chance)"
+    elif low > CHANCE:
         head += ": the rater prefers the better answer more often than chance"
     elif high < CHANCE:
         head += ": the rater prefers the WORSE answer more often than chance"
@@ -269,7 +289,7 @@ def verdict(summary: dict[str, Any]) -> str:
     if summary["unreadable"]:
         notes.append(f"{summary['unreadable']} of {n} pairs ({fmt(summary['unreadable_share'])}) had an unreadable "
                      "rating and are left out")  # fmt: skip
-    if summary["tie_rate"] is not None and summary["tie_rate"] >= 0.2:
+    if summary["tie_rate"] is not None and 0.2 <= summary["tie_rate"] < 1:
         notes.append(f"it tied {fmt(summary['tie_rate'])} of the readable pairs")
     length = summary["length"]
     if length["n_decided"] >= 10 and length["longer_preferred"] is not None and length["better_is_longer"] is not None:
@@ -424,7 +444,7 @@ async def run_rater_check(cfg: DictConfig, folder: Path) -> tuple[dict[str, Any]
             "sampling": {k: getattr(sampling, k) for k in ("temperature", "max_tokens", "top_p", "prefix")},
             "limit": cfg.rater_check.limit,
             "seconds": round(rated_s, 1),
-            "usage": usage.to_dict(),
+            "usage": {k: v for k, v in usage.to_dict().items() if k != "seconds"},  # latencies overlap: no sum
             **summarize(records, int(cfg.seed)),
         }  # fmt: skip
         section["verdict"] = verdict(section)

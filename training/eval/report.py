@@ -151,29 +151,33 @@ def _rater_section(check: dict[str, Any] | None) -> list[str]:
         "",
         f"**Verdict:** {check['verdict']}.",
         "",
-        "| pairs | readable | accuracy [95 % Wilson] | ties as half [95 % bootstrap] | tie rate | unreadable share "
-        "| seconds |",
-        "|---|---|---|---|---|---|---|",
-        f"| {check['n']} | {check['n_readable']} | {_fmt(check['accuracy'])} {_ci(check['accuracy_ci'])} | "
+        "| pairs | questions | readable | accuracy [95 % Wilson] | ties as half [95 % bootstrap] | tie rate "
+        "| unreadable share | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {check['n']} | {check.get('n_questions', '–')} | {check['n_readable']} | {_fmt(check['accuracy'])} {_ci(check['accuracy_ci'])} | "
         f"{_fmt(check['accuracy_ties_half'])} {_ci(check['accuracy_ties_half_ci'])} | {_fmt(check['tie_rate'])} | "
         f"{_fmt(check['unreadable_share'])} | {_fmt(check['seconds'], 1)} |",
         "",
         "Accuracy: the better answer rated strictly higher, over pairs with both ratings readable (a tie counts as "
-        "wrong; in the second figure as half, whose chance level is 0.5). Unreadable share: pairs where either "
-        "rating is null (left out, never a number).",
+        "wrong; in the second figure as half, whose chance level is 0.5, and which decides the verdict). Several pairs "
+        "can share a question: the Wilson interval takes pairs as independent, the bootstrap resamples questions. "
+        "Unreadable share: pairs where either rating is null (left out, never a number).",
         "",
         "| category | pairs | readable | accuracy | ties as half |",
         "|---|---|---|---|---|",
         *[f"| {name} | {c['n']} | {c['n_readable']} | {_fmt(c['accuracy'])} | {_fmt(c['accuracy_ties_half'])} |"
           for name, c in check["categories"].items()],
         "",
-        f"Length: the longer answer was rated higher in {_fmt(length['longer_preferred'])} "
-        f"{_ci(length['longer_preferred_ci'])} of {length['n_decided']} decided pairs whose answers differ in length; "
-        f"the better answer is the longer one in {_fmt(length['better_is_longer'])} of those pairs "
-        f"({_fmt(length['better_is_longer_all'])} of all {length['n_differ']} pairs of different length). A rater "
-        "that follows length puts the first figure near 1 whatever the second.",
+        (f"Length: the longer answer was rated higher in {_fmt(length['longer_preferred'])} "
+         f"{_ci(length['longer_preferred_ci'])} of {length['n_decided']} decided pairs whose answers differ in length; "
+         f"the better answer is the longer one in {_fmt(length['better_is_longer'])} of those pairs "
+         f"({_fmt(length['better_is_longer_all'])} of all {length['n_differ']} pairs of different length). A rater "
+         "that follows length puts the first figure near 1 whatever the second." if length["n_decided"] else
+         "Length: no pair whose answers differ in length was decided (all tied or unreadable); the better answer is "
+         f"the longer one in {_fmt(length['better_is_longer_all'])} of the {length['n_differ']} pairs of different "
+         "length."),
         "",
-        "| answers | rated | mean | std | min | max |",
+        "| answer | pairs rated | mean | std | min | max |",
         "|---|---|---|---|---|---|",
         *[f"| {side} | {r['n']} | {_fmt(r['mean'], 2)} | {_fmt(r['std'], 2)} | {_fmt(r['min'], 2)} | "
           f"{_fmt(r['max'], 2)} |" for side, r in check["ratings"].items()],
@@ -294,10 +298,10 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
         edges = hist["edges"]
         fig, ax = plt.subplots(figsize=(7, 4))
         for side, colour in (("better", "tab:green"), ("worse", "tab:red")):
-            ax.stairs(hist[side], edges, label=f"{side} answers (n={sum(hist[side])})", color=colour, fill=True,
+            ax.stairs(hist[side], edges, label=f"{side} answer (n={sum(hist[side])} pairs)", color=colour, fill=True,
                       alpha=0.45)  # fmt: skip
         ax.set(title=f"rater check ({check['mode']}): ratings of the better and worse HHH answers",
-               xlabel="rating (1-7)", ylabel="answers", xlim=(edges[0], edges[-1]))  # fmt: skip
+               xlabel="rating (1-7)", ylabel="pairs", xlim=(edges[0], edges[-1]))  # fmt: skip
         ax.title.set_fontsize(10)
         ax.legend()
         paths.append(_save(fig, folder / "rater_ratings.png"))
