@@ -15,6 +15,7 @@ and the self-critic data), `reasons=true` asks for one in a second short call th
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -115,8 +116,10 @@ class Rater:
 
     async def _likelihood(self, request: RatingRequest) -> tuple[Rating, Usage]:
         follows, violates = prompts.likelihood_messages(request.aspect, request.question, request.memories)
-        good = await self.backend.answer_logprobs(follows, request.answer)
-        bad = await self.backend.answer_logprobs(violates, request.answer)
+        good, bad = await asyncio.gather(
+            self.backend.answer_logprobs(follows, request.answer),
+            self.backend.answer_logprobs(violates, request.answer),
+        )
         usage = Usage.of(good) + Usage.of(bad)
         good_lp, bad_lp = good.extra.get("token_logprobs") or [], bad.extra.get("token_logprobs") or []
         if not good_lp or len(good_lp) != len(bad_lp):
