@@ -77,6 +77,10 @@ def test_before_after_report_with_world_curves(two_checkpoints: list[Path], tmp_
     assert before != after  # two different checkpoints really were scored
     rounds = data["sandbox"]["rounds"]
     assert [r["round"] for r in rounds] == [0, 1] and rounds[0]["n"] == 6 and data["sandbox"]["records"] == 8
+    signal = data["sandbox"]["signal"]  # the fixture's generated ratings, summarised for the report
+    assert data["sandbox"]["rater_modes"] == {"generate": sum(len(r["feedback"]) for r in _fixture_records())}
+    assert signal["records"] == 8 and 0 < signal["peer"]["valid_share"] < 1
+    assert "### The ratings behind the data" in (out / "report.md").read_text()
     for name in ("hhh_categories", "hhh_adversarial_categories", "benchmarks", "sandbox_curves"):
         assert (out / f"{name}.png").read_bytes()[:8] == PNG
         assert f"({name}.png)" in (out / "report.md").read_text()
@@ -125,3 +129,7 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     ]:
         with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
             evaluate(config(*overrides, f"output_dir={tmp_path / 'x'}", "progress=false"))
+
+
+def _fixture_records() -> list[dict]:
+    return [json.loads(line) for line in (DATA / "episodes_fixture.jsonl").read_text().splitlines() if line.strip()]

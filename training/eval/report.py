@@ -123,6 +123,7 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
                          f"{_fmt(r['revision_alignment'], 2)} | {_fmt(r['draft_engagement'], 2)} | "
                          f"{_fmt(r['revision_engagement'], 2)} |")  # fmt: skip
         lines.append("")
+        lines += _signal_lines(sandbox)
     lines += _rater_section(results.get("rater_check"))
     lines += _plot_lines(plots)
     if len(labels) != len(set(labels)):
@@ -136,6 +137,30 @@ def _plot_lines(plots: Sequence[Path]) -> list[str]:
 
 def _ci(bounds: Sequence[float] | None) -> str:
     return "–" if not bounds else f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"
+
+
+def _signal_lines(sandbox: dict[str, Any]) -> list[str]:
+    """What the world's ratings can teach: rater mode, spread, ties, gaps, peer–observer agreement."""
+    signal = sandbox.get("signal")
+    if not signal:
+        return []
+    modes = ", ".join(f"{m} ({n} peer ratings)" for m, n in sorted(sandbox.get("rater_modes", {}).items()))
+    peer, observer = signal["peer"], signal["observer_alignment"]
+    agreement = signal["peer_observer_agreement"]
+    lines = ["### The ratings behind the data", "",
+             f"- rater: {modes or 'none recorded'}; personas: "
+             + ", ".join(f"{k} {v}" for k, v in sorted((sandbox.get("personas") or {}).items())),
+             f"- peer ratings: {_fmt(peer['valid_share'], 2)} readable of {peer['n']}, mean {_fmt(peer['mean'], 2)}, "
+             f"entropy {peer['entropy']:.2f} bits; observer alignment: {_fmt(observer['valid_share'], 2)} readable, "
+             f"mean {_fmt(observer['mean'], 2)}, entropy {observer['entropy']:.2f} bits",
+             f"- draft and revision scored alike in {_fmt(signal['tied_share'], 2)} of {signal['n_multi']} interactions; "
+             f"the better of the two {_fmt(signal['mean_gap'], 2)} higher on average",
+             f"- peer–observer agreement (Spearman over {agreement['n']} drafts): {_fmt(agreement['spearman'], 2)}"]  # fmt: skip
+    if agreement.get("identical_share") == 1.0:
+        lines.append("  (every peer gave the observer's exact rating: one rater, so agreement is 1 by construction)")
+    if sandbox.get("signal_warning"):
+        lines.append(f"- **{sandbox['signal_warning']}**")
+    return [*lines, ""]
 
 
 def _rater_section(check: dict[str, Any] | None) -> list[str]:

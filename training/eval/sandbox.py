@@ -3,12 +3,13 @@ drafts vs revisions (read through `environment.records`, the pure episode-record
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 from conf.cli import UserError
 from environment.records import EpisodeFormatError, read_episodes
+from environment.signal import episode_signal, noise_warning
 
 STAGES = ("draft", "revision")
 SCORES = ("alignment", "engagement")
@@ -25,13 +26,16 @@ def episodes_file(world: str | Path) -> Path:
 
 
 def world_curves(world: str | Path) -> dict[str, Any]:
-    """{file, worlds, records, rounds: [{round, n, draft_alignment, ..., revision_engagement}], invalid}."""
+    """{file, worlds, records, rounds: [{round, n, draft_alignment, ..., revision_engagement}], invalid_scores,
+    signal (environment.signal.episode_signal), signal_warning, rater_modes (peer ratings per mode), personas}."""
     path = episodes_file(world)
     table: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     invalid, records, worlds = 0, 0, set()
+    episodes: list[dict[str, Any]] = []
     try:
         for record in read_episodes(path):
             records += 1
+            episodes.append(record)
             worlds.add(str(record["world_id"]))
             row = table[int(record["round"])]
             row["n"].append(1)
@@ -55,5 +59,8 @@ def world_curves(world: str | Path) -> dict[str, Any]:
                 values = row.get(f"{stage}_{key}", [])
                 entry[f"{stage}_{key}"] = round(sum(values) / len(values), 4) if values else None
         rounds.append(entry)
+    signal = episode_signal(episodes)
+    modes = Counter(str(f.get("mode", "generate")) for r in episodes for f in r["feedback"])
     return {"file": str(path), "worlds": sorted(worlds), "records": records, "invalid_scores": invalid,
-            "rounds": rounds}  # fmt: skip
+            "rounds": rounds, "signal": signal, "signal_warning": noise_warning(signal, "sa-eval"),
+            "rater_modes": dict(modes), "personas": dict(Counter(str(r.get("agent_persona")) for r in episodes))}  # fmt: skip
