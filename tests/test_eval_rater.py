@@ -138,7 +138,7 @@ def test_perfect_rater() -> None:
         "accuracy 1.00 [0.70, 1.00]"
     )
     assert records[0]["better_detail"]["delta"] == pytest.approx(0.2)
-    assert backend.peak == 18  # all 18 answers asked at once (the rater asks follows, then violates)
+    assert backend.peak == 36  # all 18 answers asked at once, each under both prompts together
 
 
 def test_length_driven_rater_is_visible() -> None:
