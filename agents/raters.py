@@ -102,7 +102,7 @@ class Rater:
         sampling = replace(
             self.sampling, temperature=0.0, max_tokens=min(self.sampling.max_tokens, 4), prefix=prompts.RATING_PREFIX
         )
-        digits = [str(v) for v in range(prompts.SCALE_LOW, prompts.SCALE_HIGH + 1)]
+        digits = [str(v) for v in _scale()]
         completion = await self.backend.top_logprobs(
             request.messages(digit_only=True),
             sampling,
