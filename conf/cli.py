@@ -3,6 +3,7 @@
 Every `sa-*` command is a Hydra app (so `--cfg job`, overrides and `-m` sweeps work). Problems with the user's input
 (an unknown key, a bad value, a missing or corrupt file, an unreachable endpoint) are reported as one line
 `sa-xxx: error: <what is wrong>; <how to fix it>` with exit code 2. Set HYDRA_FULL_ERROR=1 for the full traceback.
+Ctrl-C (SIGINT) ends a command with one line, `sa-xxx: interrupted; re-run the same command to resume`, exit 130.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from conf import CONFIG_DIR
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 class UserError(Exception):
@@ -81,6 +83,11 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
                     raise
                 print(f"{prog}: error: {one_line(error)} (see `{prog} --cfg job` for valid keys)", file=sys.stderr)
                 sys.exit(EXIT_USER_ERROR)
+            except KeyboardInterrupt:
+                if wants_traceback:
+                    raise
+                print(f"{prog}: interrupted; re-run the same command to resume", file=sys.stderr)
+                sys.exit(EXIT_INTERRUPTED)
             finally:
                 sys.stderr = stderr
 

@@ -78,3 +78,20 @@ def test_missing_inputs_are_one_line_errors(tmp_path: Path) -> None:
         "sa-train",
         "missing",
     )
+
+
+def test_ctrl_c_is_one_line_with_exit_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """SIGINT (KeyboardInterrupt inside the task) ends any sa-* command with one line and the shell's code 130."""
+    from conf.cli import EXIT_INTERRUPTED, hydra_command
+
+    def task(_cfg: object) -> None:
+        raise KeyboardInterrupt
+
+    main = hydra_command("train", "sa-train")(task)
+    monkeypatch.setattr(sys, "argv", ["sa-train", "hydra.run.dir=.", "hydra.output_subdir=null"])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == EXIT_INTERRUPTED == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sa-train: interrupted; re-run the same command to resume"]
