@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from omegaconf import OmegaConf
 
 from conf import CONFIG_DIR
 from conf.cli import UserError
-from training.build_data import build, rating_text
+from training.build_data import build, mix, rating_text
 
 FIXTURE = Path(__file__).parent / "data" / "episodes_fixture.jsonl"
 FLOATS = Path(__file__).parent / "data" / "episodes_floats.jsonl"  # float ratings, personas (one episode without)
@@ -233,3 +234,103 @@ def test_console_script_one_line_error(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "sa-build-data: error:" in result.stderr
+
+
+def kind_groups(counts: dict[str, int]) -> list[dict]:
+    return [{"kind": kind, "prompt": f"{kind} {i}", "responses": []} for kind, n in counts.items() for i in range(n)]
+
+
+def test_mix_anchors_on_imitation_so_a_scarce_or_missing_kind_discards_nothing_else():
+    ratio = {"imitation": 5, "self_critic": 1, "realignment": 1}
+    items, plan = mix(kind_groups({"imitation": 120, "self_critic": 5000, "realignment": 1}), ratio, False, 0)
+    # the scarcest kind used to set the unit: 5 / 1 / 1 kept; imitation anchors now: all 120, 120/5 = 24, the 1
+    assert Counter(i["kind"] for i in items) == {"imitation": 120, "self_critic": 24, "realignment": 1}
+    assert plan["anchor"] == "imitation"
+    assert plan["per_kind"] == {
+        "imitation": {"available": 120, "cap": None, "kept": 120, "dropped": 0},
+        "self_critic": {"available": 5000, "cap": 24, "kept": 24, "dropped": 4976},
+        "realignment": {"available": 1, "cap": 24, "kept": 1, "dropped": 0},
+    }
+    # no realignment at all: imitation and self-critic are untouched by its absence
+    items, plan = mix(kind_groups({"imitation": 50, "self_critic": 7}), ratio, False, 0)
+    assert Counter(i["kind"] for i in items) == {"imitation": 50, "self_critic": 7}
+    # no imitation: the next kind anchors (kept whole), realignment capped relative to it
+    items, plan = mix(kind_groups({"self_critic": 40, "realignment": 90}), {**ratio, "realignment": 2}, False, 0)
+    assert plan["anchor"] == "self_critic" and Counter(i["kind"] for i in items) == {
+        "self_critic": 40,
+        "realignment": 80,
+    }
+    # one imitation group: each other kind keeps at least one; a zero weight drops a kind whole
+    items, _ = mix(kind_groups({"imitation": 1, "self_critic": 30, "realignment": 30}), {**ratio, "realignment": 0},
+                   False, 0)  # fmt: skip
+    assert Counter(i["kind"] for i in items) == {"imitation": 1, "self_critic": 1}
+    # the sample kept is seeded: the same seed keeps the same groups
+    again, _ = mix(kind_groups({"imitation": 120, "self_critic": 5000, "realignment": 1}), ratio, False, 0)
+    first, _ = mix(kind_groups({"imitation": 120, "self_critic": 5000, "realignment": 1}), ratio, False, 0)
+    assert [i["prompt"] for i in again] == [i["prompt"] for i in first]
+
+
+def test_data_card_reports_kept_and_dropped_per_kind_with_scarce_realignment(tmp_path):
+    episodes = tmp_path / "episodes.jsonl"
+    synthetic_episodes(episodes)  # 10 imitation, 30 self-critic, 30 realignment groups ...
+    records = [json.loads(line) for line in episodes.read_text().splitlines()]
+    for record in records[1:]:  # ... but only the first revision improves on its draft: 1 realignment group
+        record["observer"]["revision"]["alignment"] = 2
+    episodes.write_text("".join(json.dumps(r) + "\n" for r in records))
+    card = build(config(tmp_path, [episodes]))
+    assert card["groups_per_kind"] == {"imitation": 10, "self_critic": 2, "realignment": 1}  # was 5 / 1 / 1
+    assert card["mix"]["anchor"] == "imitation"
+    assert card["mix"]["per_kind"]["self_critic"] == {"available": 30, "cap": 2, "kept": 2, "dropped": 28}
+    assert card["mix"]["per_kind"]["realignment"] == {"available": 1, "cap": 2, "kept": 1, "dropped": 0}
+    md = (tmp_path / "data" / "data_card.md").read_text()
+    assert "| imitation (anchor) | 10 | all | 10 | 0 |" in md and "| self_critic | 30 | 2 | 2 | 28 |" in md
+
+
+def fixture_line(**changes) -> dict:
+    record = json.loads(FIXTURE.read_text().splitlines()[0])
+    record.update(changes)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"question": None}, "field question is null"),
+        ({"question": "  "}, "field question is empty"),
+        ({"draft": "a plain string"}, "field draft is a string, not an object with a text"),
+        ({"revision": {"text": 7}}, "field revision.text is an integer, not a string"),
+        ({"agent_persona": ["x"]}, "field agent_persona is a list, not a string"),
+        ({"question": "lone \ud800 surrogate"}, "field question holds a lone surrogate"),
+        ({"feedback": [{"peer_id": 1, "rating": 3, "reason": {"a": 1}, "valid": True}]},
+         "field feedback[0].reason is an object, not a string"),
+    ],
+)  # fmt: skip
+def test_an_episode_of_the_wrong_shape_is_one_line_naming_file_line_and_field(tmp_path, change, field):
+    good = json.dumps(fixture_line())
+    bad = json.dumps(fixture_line(round=5, **change))  # ensure_ascii: the surrogate travels as an escape
+    episodes = tmp_path / "odd.jsonl"
+    episodes.write_text(f"{good}\n\n{bad}\n")  # a blank line: the bad record is on line 3
+    with pytest.raises(UserError) as caught:
+        build(config(tmp_path, [episodes]))
+    message = str(caught.value)
+    assert message.startswith(f"{episodes}:3: not a usable episode record ({field}") and "\n" not in message
+    assert not (tmp_path / "data").exists()  # nothing written
+
+
+def test_invalid_utf8_and_question_null_through_the_console_script(tmp_path):
+    lines = FIXTURE.read_text().splitlines()
+    broken = tmp_path / "latin1.jsonl"
+    broken.write_bytes(("\n".join(lines[:2]) + "\n").encode() + lines[2].encode().replace(b"?", b"\xe9?", 1) + b"\n")
+    column = lines[2].index("?") + 1
+    null_question = tmp_path / "null.jsonl"
+    null_question.write_text(json.dumps(fixture_line(question=None)) + "\n")
+    for path, message in (
+        (broken, f"{broken}:3: byte 0xe9 at column {column} is not UTF-8"),
+        (null_question, f"{null_question}:1: not a usable episode record (field question is null"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "training.build_data", f"inputs=[{path}]", f"hydra.run.dir={tmp_path}/out"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"sa-build-data: error: {message}"), result.stderr

@@ -9,7 +9,8 @@ Three sample kinds, each response carrying its own rating; invalid (null) rating
 One output item = one prompt with all its rated responses pooled across agents and worlds, each tagged with kind,
 model, persona (where the episode names one) and provenance (world, round, agent). An episode seen twice (same world/round/agent *and* same content, e.g.
 a file passed both directly and through its run folder) is read once; two runs that reuse a world id but hold different
-interactions are both kept. An identical response text to the same prompt is kept once (its first rating wins). Groups are mixed by `mix.ratio` (in groups) and optionally staged.
+interactions are both kept. An identical response text to the same prompt is kept once (its first rating wins). Groups
+are mixed by `mix.ratio` (in groups, capped relative to the imitation anchor: see `mix`) and optionally staged.
 Ratings are real numbers in [1, 7] (ints, expected values, mapped likelihood scores). The data card says whether they
 carry signal (environment.signal: tied groups, rating gaps, peer–observer agreement); when they cannot drive the loss
 a one-line warning goes to stderr and into the card (the exit code stays 0).
@@ -18,6 +19,7 @@ a one-line warning goes to stderr and into the card (the exit code stays 0).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import sys
@@ -82,6 +84,61 @@ def episode_files(inputs: Iterable[str]) -> list[Path]:
     return list(dict.fromkeys(p.resolve() for p in files))
 
 
+_JSON_TYPES = {type(None): "null", str: "string", bool: "boolean", int: "integer", float: "number", list: "list",
+               dict: "object"}  # fmt: skip
+
+
+def _type_name(value: Any) -> str:
+    """The JSON type of a value with its article ("an integer", "a string")."""
+    name = _JSON_TYPES.get(type(value), type(value).__name__)
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _field_problem(value: Any, kinds: tuple[type, ...], nullable: bool) -> str | None:
+    """Why `value` is not one of `kinds` (or null when `nullable`), or None; strings must encode as UTF-8."""
+    if value is None:
+        return None if nullable else "is null"
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        return f"is {_type_name(value)}, not {' or '.join(_type_name(k()) for k in kinds)}"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "holds a lone surrogate escape (\\udXXX), not text"
+    return None
+
+
+def episode_problem(record: dict[str, Any]) -> str | None:
+    """What in a schema-valid episode (environment.records) cannot become training data: "field <name> <problem>", or
+    None. sa-simulate always writes a string question and draft/revision objects whose text is a string or null; any
+    other shape (`question: null` renders no prompt and crashes sa-train's chat template; `draft: "text"`) means the
+    file was written or edited by something else, so it is an error, never a silent skip."""
+    text, ident, number = (str,), (str, int), (int,)
+    fields: list[tuple[str, Any, tuple[type, ...], bool]] = [
+        ("question", record["question"], text, False), ("world_id", record["world_id"], ident, False),
+        ("question_id", record["question_id"], ident, False), ("agent_model", record["agent_model"], ident, False),
+        ("agent_persona", record.get("agent_persona"), text, True),
+    ]  # fmt: skip
+    for stage in ("draft", "revision"):
+        value = record[stage]
+        if value is not None and not isinstance(value, dict):
+            return f"field {stage} is {_type_name(value)}, not an object with a text"
+        fields.append((f"{stage}.text", (value or {}).get("text"), text, True))
+    for index, item in enumerate(record["feedback"]):
+        if not isinstance(item, dict):
+            return f"field feedback[{index}] is {_type_name(item)}, not an object"
+        for key, kinds in (("reason", text), ("peer_persona", text), ("peer_model", ident), ("peer_id", number)):
+            fields.append((f"feedback[{index}].{key}", item.get(key), kinds, True))
+        fields.append((f"feedback[{index}].valid", item.get("valid"), (bool,), True))
+    for name, value, kinds, nullable in fields:
+        problem = _field_problem(value, kinds, nullable)
+        if problem:
+            return f"field {name} {problem}"
+    if not record["question"].strip():
+        return "field question is empty"
+    return None
+
+
 def samples_from_episode(record: dict[str, Any], min_score: float) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """Yield (kind, prompt, response) for every validly rated sample of one episode."""
     question, draft = record["question"], (record["draft"] or {}).get("text") or ""
@@ -142,6 +199,43 @@ def rating_view(record: dict[str, Any]) -> dict[str, Any]:
     return {"feedback": feedback, "observer": scores}
 
 
+def _record_line(path: Path, index: int) -> int:
+    """The line number of the `index`-th record read_episodes yielded (it skips blank lines)."""
+    with path.open(encoding="utf-8") as handle:
+        lines = (number for number, line in enumerate(handle, start=1) if line.strip())
+        return next(itertools.islice(lines, index, None), 0)
+
+
+def _undecodable_line(path: Path) -> str:
+    """`path:line: column C` of the first byte that is not UTF-8."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return f"{path}:{number}: byte 0x{line[error.start]:02x} at column {error.start + 1}"
+    return str(path)
+
+
+def read_checked(path: Path) -> list[dict[str, Any]]:
+    """The episodes of one file (environment.records.read_episodes), each checked by `episode_problem`; any problem is
+    a one-line UserError naming file, line and field."""
+    fix = "regenerate it with sa-simulate or drop it from inputs"
+    try:
+        records = list(read_episodes(path))
+    except EpisodeFormatError as error:
+        raise UserError(f"{error}; {fix}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{_undecodable_line(path)} is not UTF-8 (episodes files are UTF-8 JSONL); {fix}") from None
+    except RecursionError:
+        raise UserError(f"{path}: a line nests JSON too deeply to be an episode record; {fix}") from None
+    for index, record in enumerate(records):
+        problem = episode_problem(record)
+        if problem:
+            raise UserError(f"{path}:{_record_line(path, index)}: not a usable episode record ({problem}); {fix}")
+    return records
+
+
 def build_groups(files: list[Path], min_score: float) -> tuple[list[dict[str, Any]], Counter, list[dict[str, Any]]]:
     """Read every file, drop duplicate episodes and responses, and group responses by (kind, prompt).
 
@@ -153,12 +247,7 @@ def build_groups(files: list[Path], min_score: float) -> tuple[list[dict[str, An
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     texts: dict[tuple[str, str], set[str]] = defaultdict(set)
     for path in files:
-        try:
-            records = list(read_episodes(path))
-        except EpisodeFormatError as error:
-            raise UserError(f"{error}; regenerate it with sa-simulate or drop it from inputs") from None
-        except UnicodeDecodeError:
-            raise UserError(f"{path} is not a UTF-8 JSONL episodes file; check inputs=[...]") from None
+        records = read_checked(path)
         for record in tqdm(records, desc=f"episodes {path.parent.name}", leave=False):
             key = episode_identity(record)
             if key in seen:
@@ -190,20 +279,42 @@ def _count_invalid(record: dict[str, Any]) -> int:
     return sum(valid_rating(value) is None for value in scores + peers)
 
 
-def mix(groups: list[dict[str, Any]], ratio: dict[str, float] | None, staged: bool, seed: int) -> list[dict[str, Any]]:
-    """Down-sample kinds to `ratio` (counted in groups; the scarcest kind sets the unit), then order the items.
+def mix(
+    groups: list[dict[str, Any]], ratio: dict[str, float] | None, staged: bool, seed: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Cap kinds by `ratio` (counted in groups) relative to the anchor kind, then order the items; also return the
+    plan (`anchor`, and per kind: available, cap, kept, dropped) for the data card.
 
-    Each kind keeps round(unit · weight) groups, at least one; a kind with ratio 0 is excluded; a kind with no groups at all is left out of the ratio (noted in the data card).
+    The anchor is imitation (as in the reference release, 5 : 1 : 1), or the first of self_critic, realignment when
+    imitation has ratio 0 or no groups. Every anchor group is kept; another kind keeps at most
+    round(anchor groups · its weight / anchor weight) groups (at least one), so a scarce or missing kind never
+    discards the others (120 / 5,000 / 1 groups keep 120 / 24 / 1 at 5 : 1 : 1). A kind with ratio 0 is excluded.
     `staged` orders imitation → self_critic → realignment (stage 0, 1, 2); otherwise items are shuffled (stage 0).
     """
     rng = random.Random(seed)
     by_kind = {kind: [g for g in groups if g["kind"] == kind] for kind in KINDS}
+    available = {kind: len(by_kind[kind]) for kind in KINDS}
+    caps: dict[str, int | None] = dict.fromkeys(KINDS)
+    anchor = None
     if ratio is not None:
-        active = {k: float(ratio.get(k, 0)) for k in KINDS if float(ratio.get(k, 0)) > 0 and by_kind[k]}
-        unit = min((len(by_kind[k]) / w for k, w in active.items()), default=0.0)
+        weights = {kind: float(ratio.get(kind, 0)) for kind in KINDS}
+        anchor = next((k for k in KINDS if weights[k] > 0 and by_kind[k]), None)
         for kind in KINDS:
-            keep = max(1, round(unit * active[kind])) if kind in active else 0
-            by_kind[kind] = rng.sample(by_kind[kind], keep) if keep < len(by_kind[kind]) else by_kind[kind]
+            if weights[kind] <= 0:
+                caps[kind] = 0
+            elif anchor is not None and kind != anchor:
+                caps[kind] = max(1, round(available[anchor] * weights[kind] / weights[anchor]))
+            cap = caps[kind]
+            if cap is not None and cap < available[kind]:
+                by_kind[kind] = rng.sample(by_kind[kind], cap)
+    plan = {
+        "anchor": anchor,
+        "per_kind": {
+            kind: {"available": available[kind], "cap": caps[kind], "kept": len(by_kind[kind]),
+                   "dropped": available[kind] - len(by_kind[kind])}
+            for kind in KINDS
+        },
+    }  # fmt: skip
     items = []
     for stage, kind in enumerate(KINDS):
         for group in by_kind[kind]:
@@ -213,7 +324,7 @@ def mix(groups: list[dict[str, Any]], ratio: dict[str, float] | None, staged: bo
     for index, item in enumerate(items):
         item["group_id"] = f"{item['kind']}-{index:06d}"
         item["messages"] = [{"role": "user", "content": item["prompt"]}]
-    return items
+    return items, plan
 
 
 def data_signal(items: list[dict[str, Any]], episodes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -231,9 +342,11 @@ def data_card(
     files: list[Path],
     cfg: DictConfig,
     episodes: list[dict[str, Any]] | None = None,
+    plan: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Counts per kind, model and persona (groups and responses), what was dropped and why, and the signal section
-    (`episodes`: the ratings of the episodes read, see `rating_view`); `signal_warning` when noise_warning fires."""
+    """Counts per kind, model and persona (groups and responses), what was dropped and why, the mix (`plan` from
+    `mix`: anchor kind, groups available / cap / kept / dropped per kind) and the signal section (`episodes`: the
+    ratings of the episodes read, see `rating_view`); `signal_warning` when noise_warning fires."""
     card: dict[str, Any] = {
         "inputs": [str(p) for p in files],
         "episodes": stats["episodes"],
@@ -253,7 +366,8 @@ def data_card(
         },
         "rating_histogram": histogram([r["rating"] for i in items for r in i["responses"]]),
         "group_size_histogram": {str(k): v for k, v in sorted(Counter(len(i["responses"]) for i in items).items())},
-        "mix": {"ratio": OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None, "staged": bool(cfg.mix.staged)},
+        "mix": {"ratio": OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None, "staged": bool(cfg.mix.staged),
+                **(plan or {})},
     }  # fmt: skip
     card["signal"] = data_signal(items, episodes or [])
     warning = noise_warning(card["signal"], "sa-build-data")
@@ -300,6 +414,20 @@ def signal_lines(signal: dict[str, Any]) -> list[str]:
     return lines
 
 
+def mix_table(mix: dict[str, Any]) -> str:
+    """The mix as markdown: per kind the groups available, the cap (relative to the anchor), kept and dropped."""
+    per_kind = mix.get("per_kind")
+    if not per_kind:
+        return "### Mix\n\nevery group kept (mix.ratio null)\n"
+    anchor = mix.get("anchor")
+    rows = "\n".join(
+        f"| {kind}{' (anchor)' if kind == anchor else ''} | {row['available']} | "
+        f"{'all' if row['cap'] is None else row['cap']} | {row['kept']} | {row['dropped']} |"
+        for kind, row in per_kind.items()
+    )
+    return f"### Mix\n\n| kind | available | cap | kept | dropped |\n|---|---|---|---|---|\n{rows}\n"
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """The data card as a short markdown report."""
 
@@ -317,6 +445,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- mix: ratio {card['mix']['ratio']} (in groups), staged {card['mix']['staged']}\n\n"
     )
     sections = [
+        mix_table(card["mix"]),
         table("Groups per kind (before mix)", card["groups_per_kind_before_mix"]),
         table("Groups per kind", card["groups_per_kind"]),
         table("Responses per kind", card["responses_per_kind"]),
@@ -351,7 +480,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     require(bool(groups), f"no validly rated samples in {len(files)} episodes file(s); check the simulation output")
     stats["groups_before_mix"] = Counter(g["kind"] for g in groups)
     ratio = OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None
-    items = mix(groups, ratio, bool(cfg.mix.staged), int(cfg.seed))
+    items, plan = mix(groups, ratio, bool(cfg.mix.staged), int(cfg.seed))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     fields = ("group_id", "kind", "stage", "question_id", "prompt", "messages", "responses")
@@ -364,7 +493,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         from datasets import Dataset
 
         Dataset.from_list(rows).to_parquet(str(out / "train.parquet"))
-    card = data_card(items, stats, files, cfg, episodes)
+    card = data_card(items, stats, files, cfg, episodes, plan)
     if card.get("signal_warning"):
         print(card["signal_warning"], file=sys.stderr)
     (out / "data_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
