@@ -72,7 +72,8 @@ def make_stopper(cfg: DictConfig, n_agents: int) -> Stopper:
     epsilon = number(s.plateau.epsilon or 0.0, "stopping.plateau.epsilon", float, 0)
     budget = {key: None if s.budget[key] is None else number(s.budget[key], f"stopping.budget.{key}", kind, 0)
               for key, kind in (("max_calls", int), ("max_tokens", int), ("max_cost", float))}  # fmt: skip
-    return Stopper(n_agents, int(cfg.world.rounds), window, epsilon, **budget)
+    score = s.plateau.get("score", "product_of_means")  # validated by Stopper
+    return Stopper(n_agents, int(cfg.world.rounds), window, epsilon, plateau_score=score, **budget)
 
 
 def check_run_settings(cfg: DictConfig) -> None:

@@ -1,10 +1,11 @@
 """Stopping rules: a round count, a plateau of mean alignment × engagement, a budget of calls, tokens or cost.
 
 Round r is complete when every agent's round-r record is stored (rounds complete in order, since an agent's turn in
-round r+1 starts after its own round-r turn). Plateau: stop after round r when the best society score of the last
-`window` rounds is not above the best before them by more than `epsilon`. Budget: no new turn starts once a limit
-is reached (checked after every call); turns already in flight finish, so the total can pass the limit by their
-remaining calls.
+round r+1 starts after its own round-r turn). The society score of a round is the paper's mean alignment x mean
+engagement (or the mean of per-agent products, `plateau.score`). Plateau: stop after round r when the best society
+score of the last `window` rounds is not above the best before them by more than `epsilon`. Budget: no new turn
+starts once a limit is reached (checked after every call); turns already in flight finish, so the total can pass the
+limit by their remaining calls.
 """
 
 from __future__ import annotations
@@ -13,18 +14,28 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from conf.cli import require
 from environment.metered import Meter
 
+PLATEAU_SCORES = ("product_of_means", "mean_of_products")
 
-def society_score(records: list[dict[str, Any]]) -> float | None:
-    """Mean over agents of revision alignment × engagement (observer), invalid scores left out."""
-    values = []
-    for record in records:
-        scores = record["observer"].get("revision") or {}
-        a, e = scores.get("alignment"), scores.get("engagement")
-        if a is not None and e is not None:
-            values.append(a * e)
-    return sum(values) / len(values) if values else None
+
+def society_score(records: list[dict[str, Any]], score: str = "product_of_means") -> float | None:
+    """The society's alignment x engagement from the observer's revision scores, invalid scores left out.
+
+    `product_of_means` (the paper): mean alignment x mean engagement. `mean_of_products` (the rule before 2026-12):
+    the mean over agents of alignment x engagement.
+    """
+    revisions = [r["observer"].get("revision") or {} for r in records]
+    pairs = [(scores.get("alignment"), scores.get("engagement")) for scores in revisions]
+    if score == "mean_of_products":
+        values = [a * e for a, e in pairs if a is not None and e is not None]
+        return sum(values) / len(values) if values else None
+    alignment = [a for a, _ in pairs if a is not None]
+    engagement = [e for _, e in pairs if e is not None]
+    if not alignment or not engagement:
+        return None
+    return (sum(alignment) / len(alignment)) * (sum(engagement) / len(engagement))
 
 
 @dataclass
@@ -35,6 +46,7 @@ class Stopper:
     rounds: int
     plateau_window: int = 0  # 0: plateau rule off
     plateau_epsilon: float = 0.0
+    plateau_score: str = "product_of_means"  # or "mean_of_products" (see society_score)
     max_calls: int | None = None
     max_tokens: int | None = None
     max_cost: float | None = None
@@ -43,13 +55,19 @@ class Stopper:
     scores: dict[int, float | None] = field(default_factory=dict)
     _by_round: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
 
+    def __post_init__(self) -> None:
+        require(
+            self.plateau_score in PLATEAU_SCORES,
+            f"stopping.plateau.score={self.plateau_score!r} must be one of {', '.join(PLATEAU_SCORES)}",
+        )
+
     def observe(self, record: dict[str, Any]) -> None:
         """Count a committed record; fire the plateau rule when its round completes."""
         round_ = int(record["round"])
         bucket = self._by_round[round_]
         bucket.append(record)
         if len(bucket) == self.n_agents:
-            self.scores[round_] = society_score(bucket)
+            self.scores[round_] = society_score(bucket, self.plateau_score)
             self._check_plateau()
 
     def completed_rounds(self) -> list[int]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from agents.backends.base import ChatBackend, Completion
+from conf.cli import UserError
 from environment.metered import Meter, Metered
 from environment.stopping import Stopper, society_score
 from tests.test_environment_store import make_record
@@ -21,10 +24,28 @@ def feed_round(stopper: Stopper, round_: int, pairs: list[tuple[int | None, int 
         stopper.observe(scored(round_, agent, a, e))
 
 
-def test_society_score_is_the_mean_product_and_skips_invalid_scores() -> None:
+def test_society_score_is_the_papers_product_of_means_and_skips_invalid_scores() -> None:
     records = [scored(0, 0, 3, 4), scored(0, 1, 5, 2), scored(0, 2, None, 7)]
-    assert society_score(records) == (12 + 10) / 2
+    assert society_score(records) == pytest.approx((3 + 5) / 2 * (4 + 2 + 7) / 3)
+    assert society_score(records, "mean_of_products") == (12 + 10) / 2  # the rule before 2026-12
     assert society_score([scored(0, 0, None, None)]) is None
+    assert society_score([scored(0, 0, 4, None)]) is None  # no engagement at all: no product
+
+
+def test_plateau_default_is_the_product_of_means_and_the_old_rule_stays_available() -> None:
+    opposite, steady = [(1, 7), (7, 1)], [(4, 4), (4, 4)]  # mean of products 7 then 16; product of means 16 twice
+    paper = Stopper(n_agents=2, rounds=5, plateau_window=1, plateau_epsilon=0.0)
+    old = Stopper(n_agents=2, rounds=5, plateau_window=1, plateau_epsilon=0.0, plateau_score="mean_of_products")
+    for stopper in (paper, old):
+        feed_round(stopper, 0, opposite)
+        feed_round(stopper, 1, steady)
+    assert paper.scores == {0: 16.0, 1: 16.0} and paper.reason is not None and paper.reason.startswith("plateau")
+    assert old.scores == {0: 7.0, 1: 16.0} and old.reason is None
+
+
+def test_unknown_plateau_score_is_a_one_line_user_error() -> None:
+    with pytest.raises(UserError, match="stopping.plateau.score='median'"):
+        Stopper(n_agents=1, rounds=1, plateau_score="median")
 
 
 def test_plateau_fires_when_the_last_window_gains_no_more_than_epsilon() -> None:
