@@ -125,7 +125,7 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         (("labels=[a,a]", "models=[x,y]"), "repeat"),
         (("world_dir=/nonexistent/run",), "no episodes file"),
         (("tasks=[judge]", "judge.mode=pairwise"), "pairwise judging needs at least two models"),
-        (("models=[/nonexistent/ckpt]", f"bigbench_dir={DATA / 'bigbench'}", "tasks=[hhh]"), "cannot load model"),
+        (("models=[/nonexistent/ckpt]", f"bigbench_dir={DATA / 'bigbench'}", "tasks=[hhh]"), "not a checkpoint folder"),
     ]:
         with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
             evaluate(config(*overrides, f"output_dir={tmp_path / 'x'}", "progress=false"))
@@ -133,3 +133,45 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
 
 def _fixture_records() -> list[dict]:
     return [json.loads(line) for line in (DATA / "episodes_fixture.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_unusable_checkpoint_output_or_world_fails_in_one_line_before_any_scoring(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    truncated = tmp_path / "truncated"
+    shutil.copytree(tiny_model_dir, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    world = tmp_path / "world.jsonl"
+    lines = (DATA / "episodes_fixture.jsonl").read_bytes().splitlines()
+    cut = lines[1].index(b'"question"')
+    world.write_bytes(lines[0] + b"\n" + lines[1][:cut] + b"\xff" + lines[1][cut:] + b"\n")
+    common = (f"bigbench_dir={DATA / 'bigbench'}", "tasks=[hhh]", "progress=false", "scoring.cache=false")
+    for overrides, message in [
+        # the good model first: it would be scored (and its predictions written) before the truncated one loads
+        ((f"models=[{tiny_model_dir},{truncated}]", f"output_dir={tmp_path / 'out'}"),
+         f"{weights} is not a readable safetensors file (Error while deserializing header"),
+        ((f"models=[{tiny_model_dir}]", f"output_dir={blocker / 'out'}"),
+         f"output folder {blocker / 'out'} is not writable (Not a directory)"),
+        ((f"models=[{tiny_model_dir}]", f"output_dir={tmp_path / 'out'}", f"world_dir={world}"),
+         f"{world}:2: byte 0xff at column {cut + 1} is not UTF-8"),
+    ]:  # fmt: skip
+        with pytest.raises(UserError) as caught:
+            evaluate(config(*overrides, *common))
+        assert str(caught.value).startswith(message) and "\n" not in str(caught.value), str(caught.value)
+        assert "scored" not in capsys.readouterr().out
+        assert not (tmp_path / "out" / "predictions").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "read-only"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        with pytest.raises(UserError, match="is not writable"):
+            evaluate(config(f"bigbench_dir={DATA / 'bigbench'}", "tasks=[hhh]", f"output_dir={out}"))
+    finally:
+        out.chmod(0o755)

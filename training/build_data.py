@@ -206,7 +206,7 @@ def _record_line(path: Path, index: int) -> int:
         return next(itertools.islice(lines, index, None), 0)
 
 
-def _undecodable_line(path: Path) -> str:
+def undecodable_line(path: Path) -> str:
     """`path:line: column C` of the first byte that is not UTF-8."""
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
@@ -226,7 +226,7 @@ def read_checked(path: Path) -> list[dict[str, Any]]:
     except EpisodeFormatError as error:
         raise UserError(f"{error}; {fix}") from None
     except UnicodeDecodeError:
-        raise UserError(f"{_undecodable_line(path)} is not UTF-8 (episodes files are UTF-8 JSONL); {fix}") from None
+        raise UserError(f"{undecodable_line(path)} is not UTF-8 (episodes files are UTF-8 JSONL); {fix}") from None
     except RecursionError:
         raise UserError(f"{path}: a line nests JSON too deeply to be an episode record; {fix}") from None
     for index, record in enumerate(records):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -38,6 +39,42 @@ def _label(model: str) -> str:
     return Path(model.rstrip("/")).name or model
 
 
+def _looks_local(model: str) -> bool:
+    """A filesystem path rather than a hub id: absolute, relative with ./ ../ ~, or an existing path."""
+    return model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
+
+
+def check_checkpoint(model: str) -> None:
+    """A local checkpoint must be a folder whose safetensors headers read (a truncated copy fails here, in one line,
+    before anything is scored); hub ids, `embedded:*` and `backend` are left to the loader."""
+    if model == BACKEND_MODEL or model.startswith("embedded:") or not _looks_local(model):
+        return
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(model).expanduser()
+    fix = "give an sa-train output folder, a cached hub id or embedded:smollm2"
+    require(folder.is_dir(), f"model {model!r} is not a checkpoint folder (no such directory); {fix}")
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), "pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise UserError(f"{weights} is not a readable safetensors file ({error}); re-save or re-copy it") from None
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and write a probe file there, so a read-only output folder fails before any scoring."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".sa-eval-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UserError(f"output folder {folder} is not writable ({reason}); pass output_dir=<a writable folder> "
+                        "(or hydra.run.dir=...)") from None  # fmt: skip
+
+
 def check_config(cfg: DictConfig) -> tuple[list[str], list[str]]:
     """Validate the user-facing keys; return (models, labels), both empty when no task evaluates the models."""
     tasks = list(cfg.tasks or [])
@@ -64,6 +101,8 @@ def check_config(cfg: DictConfig) -> tuple[list[str], list[str]]:
     for key in ("batch_tokens", "max_batch", "max_length"):
         value = cfg.scoring[key]
         require(isinstance(value, int) and value > 0, f"scoring.{key}={value!r} must be a positive integer")
+    for model in models:
+        check_checkpoint(model)
     return models, labels
 
 
@@ -101,6 +140,7 @@ def _progress(enabled: bool, total: int, desc: str) -> Any:
 def score_model(model: str, label: str, questions: dict[str, list[mc.Question]], cfg: DictConfig) -> dict[str, Any]:
     """Load one checkpoint, score every task, free it; {summary per task, adversarial drop, records, seconds}."""
     import torch
+    from safetensors import SafetensorError
 
     from agents.backends.embedded import cache_dir, resolve_model_path
     from training.eval.scoring import ChoiceScorer, ScoreCache, model_fingerprint
@@ -109,7 +149,7 @@ def score_model(model: str, label: str, questions: dict[str, list[mc.Question]],
     started = time.perf_counter()
     try:
         network, tokenizer = load_model_and_tokenizer(model, cfg.scoring.device, cfg.scoring.dtype)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
             f"cannot load model {model!r} ({first}); give a checkpoint folder or embedded:smollm2"
@@ -191,6 +231,7 @@ def evaluate(cfg: DictConfig) -> Path:
     """Run the configured evaluation; return the path of report.md."""
     models, labels = check_config(cfg)
     out = Path(str(cfg.output_dir))
+    check_writable(out)
     sandbox = world_curves(cfg.world_dir) if cfg.world_dir else None  # fail early on a bad world path
     questions = build_questions(cfg)
     results: dict[str, Any] = {
