@@ -79,6 +79,101 @@ def test_a_rejected_key_is_a_one_line_error_without_the_key(openai_stub, monkeyp
     assert "SA_TEST_API_KEY" in str(caught.value) and SENTINEL not in str(caught.value)
 
 
+def _chat_once(node: dict):
+    async def main():
+        try:
+            return await build_backend(node).chat([{"role": "user", "content": "hi"}], Sampling(max_tokens=4))
+        finally:
+            await close_all()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
+def test_a_refused_connection_at_start_is_one_line_naming_the_endpoint_without_backoffs(http_client):
+    """Nothing listens on the port: a UserError at the first attempt (Retry retries only TransientError), not six
+    backoffs ending in aiohttp's "APITimeoutError: Request timed out."."""
+    from tests.servers.fixtures import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(UserError) as caught:
+        _chat_once(openai_node(url, http_client=http_client, limits={"max_retries": 6, "backoff_base_s": 30}))
+    assert str(caught.value).startswith(f"{url} refused the connection") and "timed out" not in str(caught.value)
+
+
+def test_a_refusal_after_the_endpoint_answered_is_retried_and_named(openai_stub):
+    """A server that answered once and then went away (restarting) is a transient fault, retried, and the final
+    error says the connection was refused, naming the endpoint."""
+    from agents.backends.errors import CallFailed
+
+    server = openai_stub()
+
+    async def main():
+        backend = build_backend(openai_node(server.base_url))
+        try:
+            first = await backend.chat([{"role": "user", "content": "hi"}], Sampling(max_tokens=4))
+            server.stop()
+            with pytest.raises(CallFailed) as caught:
+                await backend.chat([{"role": "user", "content": "hi"}], Sampling(max_tokens=4))
+            return first, caught.value
+        finally:
+            await close_all()
+
+    first, failed = asyncio.run(main())
+    assert first.text and failed.attempts == 4  # max_retries=3 in openai_node: all four attempts were made
+    assert f"{server.base_url} refused the connection" in str(failed)
+
+
+@pytest.fixture
+def html_endpoint():
+    """A real HTTP server on loopback that answers every POST with an HTML page labelled application/json."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = b"<html><body>502 Bad Gateway</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_non_json_body_names_the_endpoint(html_endpoint):
+    """A proxy page labelled application/json was "Expecting value: line 1 column 1 (char 0)" with no endpoint."""
+    with pytest.raises(UserError) as caught:
+        _chat_once(openai_node(html_endpoint))
+    message = str(caught.value)
+    assert message.startswith(f"{html_endpoint} answered /chat/completions with a body that is not JSON")
+    assert "base_url" in message and "\n" not in message
+
+
+def test_sa_simulate_against_a_refused_endpoint_exits_2_in_one_line(tmp_path):
+    from tests.servers.fixtures import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "sa-simulate"), "backend=openai", f"backend.base_url={url}",
+         "backend.model=stub", "embedder=openai", f"embedder.base_url={url}", "embedder.model=e", "embedder.dim=8",
+         "world.size=2", "world.rounds=1", "run.progress=false", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"sa-simulate: error: {url} refused the connection"), lines
+
+
 RPM = 300
 FAULTS = {"p429": 0.08, "retry_after": 0.5, "p500": 0.08, "pslow": 0.05, "slow_s": 2.0, "pgarbage": 0.4, "seed": 7}
 

@@ -80,6 +80,19 @@ def map_openai_error(error: Exception, where: str, key: str | None, key_env: str
     return error
 
 
+def refused_connection(error: BaseException) -> bool:
+    """Whether the connection was refused somewhere down the exception chain (the aiohttp transport reports a
+    refusal as `APITimeoutError`, httpx as `APIConnectionError`; both keep the `ConnectionRefusedError`)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 class OpenAIBackend(ChatBackend):
     """Chat completions (or plain completions with `api: completions`) through `openai.AsyncOpenAI`."""
 
@@ -114,6 +127,7 @@ class OpenAIBackend(ChatBackend):
         self._redact_key = key if key != _PLACEHOLDER_KEY else None
         self._clients = PerLoop(lambda: _client_pool(key, base_url, timeout_s, connections, http_client))
         self._where = base_url or "api.openai.com"
+        self._answered = False  # set by the first call that got an API reply
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, api={self.api!r})"
@@ -138,9 +152,23 @@ class OpenAIBackend(ChatBackend):
         transform and response models cost ~1 ms of CPU per call); SDK errors mapped by `map_openai_error`."""
         client: openai.AsyncOpenAI = next(self._clients.get())
         try:
-            return await client.post(path, body=body, cast_to=object)
+            response = await client.post(path, body=body, cast_to=object)
         except openai.OpenAIError as error:
+            if refused_connection(error):
+                raise self._unreachable("refused the connection (nothing listens there)", "start the server") from None
             raise map_openai_error(error, self._where, self._redact_key, self._key_env) from None
+        except ValueError as error:  # json.JSONDecodeError: a body labelled JSON that is not JSON (an HTML page)
+            what = f"answered {path} with a body that is not JSON ({str(error)[:80]})"
+            raise self._unreachable(what, "point base_url at an OpenAI-compatible API (it usually ends in /v1)") from None
+        self._answered = True
+        return response
+
+    def _unreachable(self, what: str, fix: str) -> Exception:
+        """Before the endpoint has answered once, a refused connection or a non-API reply is a setting to fix (a
+        one-line UserError at the first call, not six backoffs); afterwards a transient fault (a server restarting)."""
+        if self._answered:
+            return TransientError(f"{self._where} {what}")
+        return UserError(f"{self._where} {what}; {fix} or fix base_url (backend.base_url / embedder.base_url)")
 
     async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
         """One chat (or plain) completion."""
