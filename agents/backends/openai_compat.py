@@ -159,7 +159,9 @@ class OpenAIBackend(ChatBackend):
             raise map_openai_error(error, self._where, self._redact_key, self._key_env) from None
         except ValueError as error:  # json.JSONDecodeError: a body labelled JSON that is not JSON (an HTML page)
             what = f"answered {path} with a body that is not JSON ({str(error)[:80]})"
-            raise self._unreachable(what, "point base_url at an OpenAI-compatible API (it usually ends in /v1)") from None
+            raise self._unreachable(
+                what, "point base_url at an OpenAI-compatible API (it usually ends in /v1)"
+            ) from None
         self._answered = True
         return response
 
