@@ -1,7 +1,8 @@
 """One Back-Scatter interaction (SPEC §2) of a centre agent on its round's question, as an episode record.
 
 Independent calls never wait for each other: the k peer ratings and the observer's draft score run concurrently;
-then the revision, then the observer's revision score.
+then the revision, then the observer's revision score. A turn that fails or is cancelled cancels and awaits every call
+it started, so none is left pending.
 """
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ def _feedback(world: World, peer: int, rating: Any) -> dict[str, Any]:
     return item
 
 
+async def _settle(tasks: list[asyncio.Future[Any]]) -> None:
+    """Cancel what is still running and wait until every task has finished."""
+    pending = [task for task in tasks if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    for task in tasks:  # a failure beside the one being raised must not warn "exception never retrieved"
+        if not task.cancelled():
+            task.exception()
+
+
 async def back_scatter(world: World, agent: int, round_: int) -> dict[str, Any]:
     """Run the interaction and return its complete record (nothing is written here)."""
     started = time.perf_counter()
@@ -68,24 +81,23 @@ async def back_scatter(world: World, agent: int, round_: int) -> dict[str, Any]:
     draft, usage = await actor.draft(question.text, hits)
 
     peers = world.raters(agent, round_)
-    ratings_task = asyncio.gather(
-        *(world.agents[p].feedback(question.text, draft, world.recall(p, vector)) for p in peers)
-    )
+    rating_tasks = [
+        asyncio.ensure_future(world.agents[p].feedback(question.text, draft, world.recall(p, vector))) for p in peers
+    ]
     observe_draft = asyncio.ensure_future(world.observer.score(question.text, draft))
     try:
-        ratings = await ratings_task
-    except BaseException:
-        observe_draft.cancel()
-        raise
-    feedback = [(peer, rating) for peer, (rating, _) in zip(peers, ratings, strict=True)]
-    for _, cost in ratings:
+        ratings = await asyncio.gather(*rating_tasks)
+        feedback = [(peer, rating) for peer, (rating, _) in zip(peers, ratings, strict=True)]
+        for _, cost in ratings:
+            usage = usage + cost
+        revision, cost = await actor.revise(question.text, draft, feedback)
         usage = usage + cost
-    revision, cost = await actor.revise(question.text, draft, feedback)
-    usage = usage + cost
-    draft_score, cost = await observe_draft
-    usage = usage + cost
-    revision_score, cost = await world.observer.score(question.text, revision)
-    usage = usage + cost
+        draft_score, cost = await observe_draft
+        usage = usage + cost
+        revision_score, cost = await world.observer.score(question.text, revision)
+        usage = usage + cost
+    finally:  # on every exit path no call of this turn is left running (a failure or cancellation elsewhere)
+        await _settle([*rating_tasks, observe_draft])
 
     row, col = world.layout.grid.coords(world.layout.positions(round_)[agent])
     return {
@@ -98,6 +110,7 @@ async def back_scatter(world: World, agent: int, round_: int) -> dict[str, Any]:
         "agent_persona": getattr(actor, "persona", None),
         "question_id": question.id,
         "question": question.text,
+        "question_repeat": world.question_repeat(round_, agent),
         "draft": {"text": draft, "memory_hits": [_jsonable(h) for h in hits]},
         "feedback": [_feedback(world, peer, rating) for peer, rating in feedback],
         "revision": {"text": revision},

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from conf.cli import UserError, require
 from environment.grid import Grid, Layout
 from environment.metered import Meter, Metered
-from environment.questions import QuestionSchedule, load_questions
+from environment.questions import ORDERS, QuestionSchedule, load_questions
 from environment.world import World
 
 DEFAULT_K = 4
@@ -57,16 +57,21 @@ def grid_from(cfg: DictConfig) -> tuple[Grid, int]:
     radius = number(w.radius, "world.radius", float, 0) if w.radius is not None else float(size // 2)
     require(radius > 0, f"world.radius={w.radius} must be > 0 (null: size // 2)")
     grid = Grid(size, radius, bool(w.torus))
-    n_local_max = grid.smallest_circle()
-    if w.k is None:
-        k = min(DEFAULT_K, grid.cells - 1) if global_fraction > 0 else min(DEFAULT_K, n_local_max)
+    top_up = w.get("circle_top_up", False)
+    require(isinstance(top_up, bool), f"world.circle_top_up={top_up!r} must be true or false")
+    order = w.get("question_order", "walk")
+    require(order in ORDERS, f"world.question_order={order!r} must be one of {', '.join(ORDERS)}")
+    n_local_max = grid.smallest_circle() if top_up else grid.largest_circle()
+    if w.k is None:  # each agent takes min(local share, |circle|) (the reference); top_up: capped at the smallest
+        k = min(DEFAULT_K, grid.cells - 1) if global_fraction > 0 or not top_up else min(DEFAULT_K, n_local_max)
     else:
         k = number(w.k, "world.k", int, 1)
         n_local = k - round(k * global_fraction)
         require(n_local <= n_local_max and k <= grid.cells - 1,
                 f"world.k={k} is larger than the social circle ({n_local_max} agents within radius {radius:g} on a "
                 f"{size}x{size} grid); lower world.k, raise world.radius or world.global_fraction")  # fmt: skip
-    require(k >= 1, f"no agent has a peer within radius {radius:g}; raise world.radius")
+    require(k >= 1 and (grid.smallest_circle() >= 1 or round(k * global_fraction) >= 1),
+            f"an agent has no peer within radius {radius:g}; raise world.radius")  # fmt: skip
     return grid, k
 
 
@@ -199,9 +204,11 @@ async def build_world(cfg: DictConfig, meter: Meter, records: list[dict[str, Any
     await fill_stores(stores, cache, dict(enumerate(priors)))
     world = World(
         world_id=str(cfg.world_id), seed=int(w.seed), layout=Layout(grid, w.movement, int(w.seed), float(w.move_fraction)),
-        schedule=QuestionSchedule(questions, n, int(w.seed), str(cfg.world_id)), agents=agents, agent_models=models,
+        schedule=QuestionSchedule(questions, n, int(w.seed), str(cfg.world_id), str(w.get("question_order", "walk"))),
+        agents=agents, agent_models=models,
         observer=observer, observer_model=str(observer_node.get("model") or observer_backend.model),
         embedder=cache, memories=stores, k=k, global_fraction=float(w.global_fraction),
+        circle_top_up=bool(w.get("circle_top_up", False)),
         memory_top_k=int(mem.get("top_k", 1)), memory_threshold=float(mem.get("threshold", 0.7)), rounds=int(w.rounds),
     )  # fmt: skip
     await replay(world, records)

@@ -64,6 +64,9 @@ class Grid:
     def smallest_circle(self) -> int:
         return min(len(c) for c in self.circles)
 
+    def largest_circle(self) -> int:
+        return max(len(c) for c in self.circles)
+
 
 class Layout:
     """Where each agent sits in each round. `movement`: "none" (the reference) or "random_walk"."""
@@ -116,14 +119,25 @@ class Layout:
 
 
 def pick_raters(
-    layout: Layout, agent: int, round_: int, k: int, global_fraction: float, rng: random.Random
+    layout: Layout,
+    agent: int,
+    round_: int,
+    k: int,
+    global_fraction: float,
+    rng: random.Random,
+    top_up: bool = False,
 ) -> list[int]:
-    """k peers: `round(k * global_fraction)` from anywhere on the grid ("social media"), the rest from the circle."""
+    """Up to k peers: `round(k * global_fraction)` from anywhere on the grid ("social media"), the rest from the circle.
+
+    Like the reference, an agent whose circle is smaller than its local share gets min(share, |circle|) local raters.
+    `top_up` (the rule before 2026-12) instead fills the shortfall from the whole grid.
+    """
     n_global = round(k * global_fraction)
     circle = layout.circle(agent, round_)
     local = rng.sample(circle, min(k - n_global, len(circle)))
-    if len(local) == k:
+    wanted = k - len(local) if top_up else n_global
+    if wanted <= 0:
         return local
     taken = {agent, *local}
     others = [a for a in range(layout.grid.cells) if a not in taken]
-    return local + rng.sample(others, min(k - len(local), len(others)))
+    return local + rng.sample(others, min(wanted, len(others)))

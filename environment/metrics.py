@@ -2,8 +2,9 @@
 
 Plots: mean alignment and engagement per round for drafts vs revisions; a grid heat map of each agent's mean revision
 alignment (at its last position); the distribution of peer and observer ratings on 0.5 bins (invalid ratings counted
-apart). `summarize` adds `signal` (environment.signal.episode_signal) and, when the ratings carry too little signal to
-drive the loss, `signal_warning` (one line).
+apart). `summarize` adds `questions` (repeats: an agent asked again what it already answered), `memory_recall`
+(what drafts saw from memory: priors vs own revisions), `signal` (environment.signal.episode_signal) and, when the
+ratings carry too little signal to drive the loss, `signal_warning` (one line).
 """
 
 from __future__ import annotations
@@ -38,6 +39,36 @@ def per_round(records: list[dict[str, Any]]) -> dict[int, dict[str, float | None
     }
 
 
+def question_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Turns, distinct questions, and repeats (an agent asked a question it already answered in an earlier round)."""
+    seen: set[tuple[int, str]] = set()
+    repeats = 0
+    for record in sorted(records, key=lambda r: (int(r["round"]), int(r["agent_id"]))):
+        key = (int(record["agent_id"]), record.get("question"))
+        repeats += key in seen
+        seen.add(key)
+    return {"turns": len(records), "distinct": len({r.get("question") for r in records}), "repeats": repeats}
+
+
+def memory_recall(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What drafts saw from memory: drafts with a hit, hits per draft, hits from seeded priors vs own revisions."""
+    drafts = [r.get("draft") or {} for r in records]
+    hits = [h for d in drafts for h in d.get("memory_hits") or []]
+    prior = sum(h.get("source") == "prior" for h in hits)
+    revision = sum(h.get("source") == "revision" for h in hits)
+    with_hit = sum(bool(d.get("memory_hits")) for d in drafts)
+    n = len(records)
+    return {
+        "drafts": n,
+        "drafts_with_hit": with_hit,
+        "hit_rate": round(with_hit / n, 4) if n else None,
+        "hits_per_draft": round(len(hits) / n, 4) if n else None,
+        "prior_hits": prior,
+        "revision_hits": revision,
+        "mean_similarity": _mean([float(h["similarity"]) for h in hits if h.get("similarity") is not None]),
+    }
+
+
 def summarize(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
     """The metrics.json content."""
     peer = [f["rating"] for r in records for f in r["feedback"]]
@@ -57,6 +88,8 @@ def summarize(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str,
         "invalid_observer_scores": sum(v is None for v in observer),
         "peer_rating_counts": {str(k): v for k, v in sorted(Counter(v for v in peer if v is not None).items())},
         "per_round": {str(k): v for k, v in per_round(records).items()},
+        "questions": question_stats(records),
+        "memory_recall": memory_recall(records),
         "usage": {
             key: sum(r["usage"].get(key, 0) for r in records)
             for key in ("calls", "prompt_tokens", "completion_tokens", "retries")

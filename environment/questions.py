@@ -2,8 +2,10 @@
 
 Accepted JSONL rows: {"id", "question"} (our format), {"prompt"} / {"text"} / {"query"}, or HH-RLHF's
 {"chosen": "\\n\\nHuman: ... \\n\\nAssistant: ..."} (the first Human turn is the question). TXT: one question per line.
-Each round every agent gets a different question (a seeded permutation per round); with fewer questions than agents,
-questions repeat within a round.
+Order (`world.question_order`): `walk` (default, like the reference) shuffles the list once per world and each agent
+walks it from its own offset, one question per round: no agent is asked a question twice until it has been asked every
+question, and no two turns share a question while rounds x agents <= questions. `shuffle` (before 2026-12) draws a
+fresh permutation each round, so agents are asked again what they already answered.
 """
 
 from __future__ import annotations
@@ -70,21 +72,34 @@ def load_questions(source: str, limit: int | None = None, split: str = "train") 
     return _dedupe(questions)
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 (a BOM is dropped); invalid bytes are a one-line error naming the file and byte offset."""
+    data = path.read_bytes()
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as error:
+        offset = start + error.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise UserError(
+            f"{path}: invalid UTF-8 at byte offset {offset} (line {line}); re-save the file as UTF-8"
+        ) from None
+
+
 def _load_file(path: Path) -> list[Question]:
     questions = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            if path.suffix == ".txt":
-                questions.append(_from_row(line.strip(), where))
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{where}: not valid JSON; fix or remove that line") from None
-            questions.append(_from_row(row, where))
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):  # not splitlines: U+2028 is valid JSON
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        if path.suffix == ".txt":
+            questions.append(_from_row(line.strip(), where))
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError(f"{where}: not valid JSON; fix or remove that line") from None
+        questions.append(_from_row(row, where))
     return questions
 
 
@@ -110,18 +125,39 @@ def _dedupe(questions: list[Question]) -> list[Question]:
     return out
 
 
+ORDERS = ("walk", "shuffle")
+
+
 class QuestionSchedule:
-    """Which question agent a gets in round r: a seeded permutation per round, distinct within a round if possible."""
+    """Which question agent a gets in round r (`order`: walk | shuffle, see the module docstring)."""
 
-    def __init__(self, questions: list[Question], n_agents: int, seed: int, world_id: str) -> None:
+    def __init__(self, questions: list[Question], n_agents: int, seed: int, world_id: str, order: str = "walk") -> None:
+        if order not in ORDERS:
+            raise UserError(f"world.question_order={order!r} must be one of {', '.join(ORDERS)}")
         self.questions, self.n_agents, self.seed, self.world_id = questions, n_agents, seed, world_id
+        self.order = order
         self._rounds: dict[int, list[int]] = {}
+        n = len(questions)
+        self._walk = random.Random(f"questions:{seed}:{world_id}").sample(range(n), n)
 
-    def question(self, round_: int, agent: int) -> Question:
+    def _index(self, round_: int, agent: int) -> int:
+        if self.order == "walk":
+            n = len(self.questions)  # offsets spread evenly: walks stay disjoint while rounds <= n // n_agents
+            return self._walk[(agent * n // self.n_agents + round_) % n]
         if round_ not in self._rounds:
             rng = random.Random(f"questions:{self.seed}:{self.world_id}:{round_}")
             order: list[int] = []
             while len(order) < self.n_agents:
                 order += rng.sample(range(len(self.questions)), len(self.questions))
             self._rounds[round_] = order[: self.n_agents]
-        return self.questions[self._rounds[round_][agent]]
+        return self._rounds[round_][agent]
+
+    def question(self, round_: int, agent: int) -> Question:
+        return self.questions[self._index(round_, agent)]
+
+    def repeat(self, round_: int, agent: int) -> bool:
+        """Whether `agent` was asked this question in an earlier round (its own answer is then in its memory)."""
+        if self.order == "walk":
+            return round_ >= len(self.questions)
+        index = self._index(round_, agent)
+        return any(self._index(r, agent) == index for r in range(round_))

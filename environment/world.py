@@ -10,6 +10,7 @@ or behind: agents never wait for the slowest agent of a round).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ import numpy as np
 from environment.grid import Layout, pick_raters
 from environment.questions import Question, QuestionSchedule
 from memory.base import Embedder, MemoryHit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,9 +40,11 @@ class World:
     memories: dict[int, Any]  # agent id → MemoryStore
     k: int = 4
     global_fraction: float = 0.0
+    circle_top_up: bool = False  # the rule before 2026-12: a short circle is filled up from the whole grid
     memory_top_k: int = 1
-    memory_threshold: float = 0.7
+    memory_threshold: float = 0.5
     rounds: int = 2
+    prefetch_failures: int = 0
     _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _round_batches: dict[int, asyncio.Future[None]] = field(default_factory=dict, repr=False)
 
@@ -50,11 +55,17 @@ class World:
     def question(self, round_: int, agent: int) -> Question:
         return self.schedule.question(round_, agent)
 
+    def question_repeat(self, round_: int, agent: int) -> bool:
+        """Whether `agent` already answered its round-`round_` question in an earlier round."""
+        return self.schedule.repeat(round_, agent)
+
     async def question_vector(self, text: str, round_: int | None = None) -> np.ndarray:
         """The question's embedding (once per world, through the shared cache).
 
         With `round_`, the whole round's questions are embedded in one batch (shared by every turn of the round) and
-        the next round's batch is started in the background, so a turn rarely waits for the embedder.
+        the next round's batch is started in the background, so a turn rarely waits for the embedder. A batch that
+        failed (after the embedder's own retries) is not re-raised to every turn: each turn then embeds its own
+        question, through the same retry stack.
         """
         if round_ is not None and text not in self._vectors:
             batch = self.prefetch_round(round_)
@@ -80,16 +91,24 @@ class World:
         return task
 
     async def _embed_missing(self, texts: list[str]) -> None:
-        if texts:
+        """Embed a round's batch; a failure is counted and logged, never raised (turns embed their own question)."""
+        if not texts:
+            return
+        try:
             vectors = await self.embedder.embed(texts)
-            self._vectors.update(zip(texts, vectors, strict=True))
+        except Exception as error:  # noqa: BLE001 - each turn retries its own question
+            self.prefetch_failures += 1
+            log.warning("embedding a round's %d questions failed (%s); each turn embeds its own", len(texts),
+                        f"{type(error).__name__}: {error}"[:200])  # fmt: skip
+            return
+        self._vectors.update(zip(texts, vectors, strict=True))
 
     def recall(self, agent: int, vector: np.ndarray) -> list[MemoryHit]:
         return self.memories[agent].search(vector, k=self.memory_top_k, threshold=self.memory_threshold)
 
     def raters(self, agent: int, round_: int) -> list[int]:
         rng = random.Random(f"raters:{self.seed}:{self.world_id}:{round_}:{agent}")
-        return pick_raters(self.layout, agent, round_, self.k, self.global_fraction, rng)
+        return pick_raters(self.layout, agent, round_, self.k, self.global_fraction, rng, self.circle_top_up)
 
     def remember(self, record: dict[str, Any], vector: np.ndarray) -> None:
         """Write a committed turn's revision into its agent's memory (latest answer wins, history kept)."""

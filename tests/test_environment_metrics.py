@@ -76,3 +76,19 @@ def test_rating_plot_bins_float_ratings(tmp_path: Path, monkeypatch):
     # revision alignment 4.25 → 4.5, 6, 5.5, 6.8 → 7
     revision = bars["observer revision alignment"]
     assert sum(revision) == 4 and revision[7] == 1 and revision[10] == 1 and revision[9] == 1 and revision[12] == 1
+
+
+def test_summary_counts_question_repeats_and_what_drafts_recalled():
+    def turn(round_: int, agent: int, question: str, sources: list[str]) -> dict:
+        row = record(round_, agent, 4, 5, [4])
+        hits = [{"question": "q", "answer": "a", "similarity": 0.6, "round": -1, "source": s} for s in sources]
+        return {**row, "question": question, "draft": {"text": "d", "memory_hits": hits}}
+
+    records = [turn(0, 0, "A", ["prior"]), turn(0, 1, "B", []), turn(1, 0, "B", ["prior"]), turn(1, 1, "B", []),
+               turn(2, 0, "A", ["revision"]), turn(2, 1, "C", ["prior", "revision"])]  # fmt: skip
+    summary = summarize(records, {})
+    assert summary["questions"] == {"turns": 6, "distinct": 3, "repeats": 2}  # agent 1 B again, agent 0 A again
+    assert summary["memory_recall"] == {
+        "drafts": 6, "drafts_with_hit": 4, "hit_rate": round(4 / 6, 4), "hits_per_draft": round(5 / 6, 4),
+        "prior_hits": 3, "revision_hits": 2, "mean_similarity": 0.6,
+    }  # fmt: skip

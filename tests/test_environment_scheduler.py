@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from agents.backends.base import Usage
 from agents.ratings import Rating
@@ -21,6 +22,7 @@ from environment.scheduler import run_world
 from environment.stopping import Stopper
 from environment.store import EpisodeStore
 from environment.world import World
+from memory.cache import EmbeddingCache
 from memory.store import MemoryStore
 from tests.test_environment_store import make_record
 
@@ -186,3 +188,97 @@ def test_call_budget_stops_the_world_cleanly(tmp_path: Path) -> None:
     assert stopper.reason is not None and stopper.reason.startswith("budget:")
     assert started_after_stop == 0
     assert 10 <= len(store) <= 18 < 45  # turns already in flight when the budget was reached may still land
+
+
+class FailingOnce:
+    """An embedder whose first batch fails (a timeout after the retries, say); later calls succeed."""
+
+    dim = DIM
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        self.batches.append(list(texts))
+        if len(self.batches) == 1:
+            raise TimeoutError("embedding endpoint timed out")
+        return await HashEmbedder().embed(texts)
+
+
+def test_a_failed_round_prefetch_is_retried_per_turn_not_reraised_to_every_turn(tmp_path: Path) -> None:
+    world, _ = fake_world(size=2, rounds=2, latency=0.001)
+    embedder = FailingOnce()
+    world.embedder = EmbeddingCache(embedder)  # as in a built world: the cache must not keep the failure either
+    store = run(world, tmp_path, back_scatter)
+    assert len(store) == 8  # every turn of round 0 went through although its batch failed (before: 0 stored)
+    assert world.prefetch_failures == 2  # the cache sent rounds 0 and 1 (started together) as the one failed batch
+    round0 = {world.question(0, a).text for a in range(4)}
+    assert round0 <= set(embedder.batches[0])
+    retried = [t for b in embedder.batches[1:] for t in b if t in round0]
+    assert sorted(retried) == sorted(round0)  # the turns embedded their questions again, each once
+    assert all(world.memories[a].search(np.ones(DIM), k=1, threshold=-1.0) for a in range(4))  # revisions stored
+
+
+class Boom(RuntimeError):
+    pass
+
+
+class SlowObserver(FakeObserver):
+    """Scores drafts slowly and says whether each draft score finished or was cancelled."""
+
+    def __init__(self, calls: Calls) -> None:
+        super().__init__(calls, 0.0)
+        self.draft_scores: list[str] = []
+
+    async def score(self, question: str, answer: str) -> tuple[FakeScore, Usage]:
+        try:
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            self.draft_scores.append("cancelled")
+            raise
+        return FakeScore(3), Usage(calls=1)
+
+
+class SlowPeer(FakeAgent):
+    async def feedback(self, question: str, answer: str, memories: Any) -> tuple[Rating, Usage]:
+        try:
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            self.calls.spans[f"cancelled-{self.agent_id}"] = (0.0, 0.0)
+            raise
+        return Rating(4, "ok", True), Usage(calls=1)
+
+
+async def _failing_turn(fail: str) -> tuple[set[str], list[str], set[asyncio.Task[Any]]]:
+    """Run agent 4's turn with one failing call; what was cancelled and what still runs the moment it raised."""
+    world, calls = fake_world(latency=0.001)
+    world.observer = observer = SlowObserver(calls)
+    if fail == "revise":
+        world.agents = [FakeAgent(a, calls, 0.001) for a in range(world.n_agents)]
+
+        async def revise(*_args: Any) -> tuple[str, Usage]:
+            raise Boom("revision failed")
+
+        world.agents[4].revise = revise  # type: ignore[method-assign]
+    else:  # peer 1 fails at once while peers 3, 5, 7 and the draft score are still running
+        world.agents = [SlowPeer(a, calls, 0.001) for a in range(world.n_agents)]
+
+        async def feedback(*_args: Any) -> tuple[Rating, Usage]:
+            raise Boom("peer failed")
+
+        world.agents[1].feedback = feedback  # type: ignore[method-assign]
+    with pytest.raises(Boom):
+        await back_scatter(world, agent=4, round_=0)
+    left = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+    return set(calls.spans), list(observer.draft_scores), left
+
+
+def test_a_failed_revision_cancels_and_awaits_the_pending_draft_score() -> None:
+    _, draft_score, left = asyncio.run(_failing_turn("revise"))
+    assert draft_score == ["cancelled"] and not left  # before: still sleeping when the turn raised
+
+
+def test_a_failed_peer_rating_cancels_and_awaits_the_other_calls_of_the_turn() -> None:
+    spans, draft_score, left = asyncio.run(_failing_turn("peer"))
+    assert draft_score == ["cancelled"] and not left  # before: cancelled but not awaited; peers 3, 5, 7 still ran
+    assert {name for name in spans if name.startswith("cancelled-")} == {f"cancelled-{p}" for p in (3, 5, 7)}

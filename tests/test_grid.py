@@ -5,7 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from omegaconf import OmegaConf
 
+from conf import CONFIG_DIR
+from conf.cli import UserError
+from environment.build import grid_from
 from environment.grid import Grid, Layout, pick_raters
 
 # 3x3 grid, cells numbered row by row:
@@ -67,14 +71,46 @@ def test_circle_lookup_uses_the_precomputed_table(monkeypatch: pytest.MonkeyPatc
     assert all(len(layout.circle(a, 0)) == 4 for a in range(100))
 
 
-def test_pick_raters_local_and_global() -> None:
-    layout = Layout(Grid(5, 1.0, torus=True))
+def test_pick_raters_samples_k_of_a_larger_circle_and_global_raters_from_anywhere() -> None:
+    layout = Layout(Grid(5, 1.5, torus=True))  # 8 peers within radius 1.5 (diagonals included), k = 4
     circle = set(layout.circle(12, 0))
-    local = pick_raters(layout, 12, 0, 4, 0.0, random.Random(0))
-    assert sorted(local) == sorted(circle)
-    mixed = pick_raters(layout, 12, 0, 4, 0.5, random.Random(1))
-    assert len(mixed) == len(set(mixed)) == 4 and 12 not in mixed
-    assert len(set(mixed[:2]) & circle) == 2  # two from the circle, two from anywhere
+    assert len(circle) == 8
+    picks = [pick_raters(layout, 12, 0, 4, 0.0, random.Random(seed)) for seed in range(20)]
+    assert all(len(p) == len(set(p)) == 4 and set(p) <= circle for p in picks)
+    assert len({frozenset(p) for p in picks}) > 1 and set().union(*picks) == circle  # a sample, not a fixed subset
+    far = set(range(25)) - circle - {12}
+    mixed = [pick_raters(layout, 12, 0, 4, 0.5, random.Random(seed)) for seed in range(20)]
+    assert all(len(m) == len(set(m)) == 4 and 12 not in m and set(m[:2]) <= circle for m in mixed)
+    assert any(set(m[2:]) & far for m in mixed)  # the global half reaches beyond the circle
+
+
+def test_a_short_circle_gives_fewer_raters_not_strangers() -> None:
+    """The reference takes min(k, |circle|): a corner of a non-torus grid (2 peers) gets 2 raters, not 2 + 2 from
+    far away; raters beyond the circle come only through global_fraction. top_up=True keeps the old rule."""
+    layout = Layout(Grid(3, 1.0, torus=False))
+    assert sorted(pick_raters(layout, 0, 0, 4, 0.0, random.Random(0))) == [1, 3]
+    assert sorted(pick_raters(layout, 4, 0, 4, 0.0, random.Random(0))) == [1, 3, 5, 7]  # the centre still gets 4
+    mixed = pick_raters(layout, 0, 0, 4, 0.5, random.Random(0))
+    assert len(mixed) == 4 and set(mixed[:2]) == {1, 3} and 0 not in mixed  # 2 local + 2 global
+    old = pick_raters(layout, 0, 0, 4, 0.0, random.Random(0), top_up=True)
+    assert len(old) == 4 and set(old[:2]) == {1, 3} and set(old[2:]) <= {2, 4, 5, 6, 7, 8}
+
+
+def _grid_k(**world: object) -> int:
+    cfg = OmegaConf.create({"world": OmegaConf.load(CONFIG_DIR / "world" / "default.yaml")})
+    cfg.world.update(world)
+    return grid_from(cfg)[1]
+
+
+def test_default_k_is_four_per_agent_not_capped_at_the_smallest_circle() -> None:
+    assert _grid_k(torus=False) == 4  # non-torus 3x3: corners have 2 peers, the centre 4
+    assert _grid_k(torus=False, circle_top_up=True) == 2  # the old rule capped everyone at the corners' 2
+    assert _grid_k(size=2) == 3  # a 2x2 grid has only 3 other agents
+    assert _grid_k(torus=False, k=4) == 4  # an explicit k up to the largest circle is accepted
+    with pytest.raises(UserError, match="world.k=5 is larger than the social circle"):
+        _grid_k(torus=False, k=5)
+    with pytest.raises(UserError, match="world.question_order='random'"):
+        _grid_k(question_order="random")
 
 
 def test_random_walk_keeps_one_agent_per_cell_and_is_deterministic() -> None:
