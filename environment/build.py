@@ -11,7 +11,10 @@ Raters: `rater` (conf/rater/*.yaml) sets how peers and the observer rate (`gener
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -225,12 +228,247 @@ async def replay(world: World, records: list[dict[str, Any]]) -> None:
         world.remember(record, world._vectors[record["question"]])
 
 
-def config_fingerprint(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that decide which turn gets which question and peers: a resume must not change them."""
+FINGERPRINT_FORMAT = 2
+# Keys of a backend or embedder node that decide how calls travel, not what they answer: a resume may change them.
+TRANSPORT_KEYS = frozenset({"base_url", "api_key_env", "api_key", "limits", "prices", "budget", "http_client",
+                            "max_batch_size", "max_wait_ms", "device", "batch_size", "cache", "max_retries", "timeout"})  # fmt: skip
+# How long a world runs, not what a turn is: a resume may extend it (world.rounds; stopping.* is not recorded either).
+RUN_LENGTH_KEYS = frozenset({"rounds"})
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _model_node(node: Any) -> Any:
+    """A backend or embedder node without its transport keys (at any depth, e.g. langchain's chat_model.timeout)."""
+    if isinstance(node, Mapping):
+        return {k: _model_node(v) for k, v in node.items() if k not in TRANSPORT_KEYS}
+    return node
+
+
+def _groups(groups: Any) -> Any:
+    if not isinstance(groups, list):
+        return groups
+    return [{**g, "backend": _model_node(g.get("backend"))} if isinstance(g, Mapping) else g for g in groups]
+
+
+def questions_digest(questions: list[Any]) -> str:
+    """SHA-256 of the loaded question set (ids and texts, in order): an edited question file changes it."""
+    data = json.dumps([[q.id, q.text] for q in questions], ensure_ascii=False)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def priors_digest(path: Any) -> str | None:
+    """SHA-256 of the prior file's bytes (null path: the shipped set); None when it cannot be read (the build says
+    why in one line)."""
+    from memory.priors import shipped_path
+
+    try:
+        return hashlib.sha256(Path(path or shipped_path()).expanduser().read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def config_fingerprint(cfg: DictConfig, questions: list[Any] | None = None) -> dict[str, Any]:
+    """Everything that shapes a turn (`world.json`): a resume must not change it.
+
+    Whole subtrees: `world` (but `rounds`), `memory`, `rater`, `agent`, `observer`, `society`, and the model nodes
+    `backend`, `embedder` (and the observer's and the groups' backends) without TRANSPORT_KEYS; `questions` with the
+    content hash of the loaded set (`questions`: loaded here when not given); the prior file's content hash.
+    """
+    if questions is None:
+        questions = load_questions(cfg.questions.source, cfg.questions.limit)
+    observer = dict(_plain(cfg.observer) or {})
+    observer["backend"] = _model_node(observer.get("backend"))
+    return {
+        "format": FINGERPRINT_FORMAT,
+        "world_id": str(cfg.world_id),
+        "world": {k: v for k, v in (_plain(cfg.world) or {}).items() if k not in RUN_LENGTH_KEYS},
+        "questions": {
+            "source": _plain(cfg.questions.source),
+            "limit": _plain(cfg.questions.limit),
+            "sha256": questions_digest(questions),
+        },  # fmt: skip
+        "backend": _model_node(_plain(cfg.backend)),
+        "embedder": _model_node(_plain(cfg.embedder)),
+        "memory": _plain(cfg.memory),
+        "priors": {"sha256": priors_digest(cfg.memory.get("priors_path"))},
+        "rater": _plain(cfg.get("rater")),
+        "agent": _plain(cfg.agent),
+        "observer": observer,
+        "society": {"groups": _groups(_plain(cfg.society.groups))},
+    }
+
+
+# world.json before FINGERPRINT_FORMAT 2 (no "format" key): its names → today's dotted keys.
+_V1_NAMES = {"size": "world.size", "seed": "world.seed", "radius": "world.radius", "torus": "world.torus",
+             "movement": "world.movement", "k": "world.k", "global_fraction": "world.global_fraction",
+             "questions": "questions.source", "questions_limit": "questions.limit",
+             "observer_rater_mode": "observer.rater_mode", "society": "society.groups"}  # fmt: skip
+UNKNOWN = "<unknown>"  # a legacy value that cannot be known (the question file's content): not compared
+ABSENT = "<not recorded>"  # a key neither the world.json nor LEGACY holds: the resume refuses
+# What a world.json that lacks a key was made with: the defaults before the key was recorded (efb7e2d, 2026-12).
+LEGACY: dict[str, Any] = {
+    "questions.sha256": UNKNOWN, "priors.sha256": UNKNOWN,
+    "world.move_fraction": 0.5, "world.circle_top_up": True, "world.question_order": "shuffle",
+    "rater.mode": "generate", "rater.top_k": 20, "rater.min_mass": 0.2, "rater.temperature": 0.05,
+    "rater.reasons": True,
+    "observer.rater_mode": None, "observer.backend": None, "observer.max_reasks": 2,
+    "observer.sampling.temperature": None, "observer.sampling.max_tokens": None, "observer.sampling.top_p": None,
+    "society.groups": [],
+    "agent.max_reasks": 2, "agent.sampling.temperature": None, "agent.sampling.max_tokens": None,
+    "agent.sampling.top_p": None, "agent.rating_sampling.temperature": None, "agent.rating_sampling.max_tokens": 64,
+    "agent.rating_sampling.top_p": None,
+    "backend.name": "hf_local", "backend.model": "embedded:smollm2", "backend.dtype": "auto",
+    "backend.sampling.temperature": 1.0, "backend.sampling.max_tokens": 256, "backend.sampling.top_p": 1.0,
+    "embedder.name": "hf_local", "embedder.model_path": None, "embedder.max_length": 256,
+    "memory.index": "flat", "memory.top_k": 1, "memory.threshold": 0.7, "memory.recency_weight": 0.0,
+    "memory.recency_half_life": 5.0, "memory.hnsw_m": 32, "memory.hnsw_ef_construction": 80,
+    "memory.hnsw_ef_search": 128, "memory.ivf_nlist": 0, "memory.ivf_nprobe": 16, "memory.ivf_min_train": 2048,
+    "memory.priors_per_agent": 50, "memory.population": "all_bad", "memory.priors_path": None,
+}  # fmt: skip
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings → dotted keys (lists and empty mappings are values)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def recorded_settings(theirs: Mapping[str, Any]) -> dict[str, Any]:
+    """A world.json (any format) as dotted keys; format 1 names are renamed, its society backends filtered."""
+    if "format" in theirs:
+        return {k: v for k, v in flatten(theirs).items() if k != "format"}
+    flat: dict[str, Any] = {}
+    for key, value in theirs.items():
+        if key == "rater" and isinstance(value, Mapping):
+            flat.update(flatten(value, "rater."))
+        elif key == "society":
+            flat["society.groups"] = _groups(value)
+        else:
+            flat[_V1_NAMES.get(key, key)] = value
+    return flat
+
+
+def fingerprint_changes(theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> list[tuple[str, Any, Any, bool]]:
+    """(key, recorded, now, legacy) for each setting that differs; a key the world.json lacks takes LEGACY's value
+    (legacy=True) and one without a legacy value counts as changed."""
+    old, new = recorded_settings(theirs), {k: v for k, v in flatten(mine).items() if k != "format"}
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        legacy = key not in old
+        before = LEGACY.get(key, ABSENT) if legacy else old[key]
+        after = new.get(key, ABSENT)
+        if before != UNKNOWN and before != after:
+            changes.append((key, before, after, legacy))
+    return changes
+
+
+def _check_sampling(node: Any, name: str) -> None:
+    """A sampling node's values, each named in one line (null keeps the layer below)."""
+    if node is None:
+        return
+    require(isinstance(node, Mapping), f"{name}={node!r} must be a mapping like {{max_tokens: 32}}")
+    bounds = {"temperature": (float, 0, None), "max_tokens": (int, 1, None), "top_p": (float, 0, 1)}
+    for key, (kind, low, high) in bounds.items():
+        if node.get(key) is not None:
+            number(node[key], f"{name}.{key}", kind, low, high)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Every count and rate outside `world.*`, `run.*` and `stopping.*`, named in one line, before any file is touched."""
+    for role in ("agent", "observer"):
+        rater_settings(cfg, role)  # max_reasks >= 0 and the rater node
+    mem = cfg.memory
+    counts = {"priors_per_agent": 0, "top_k": 0, "hnsw_m": 1, "hnsw_ef_construction": 1, "hnsw_ef_search": 1,
+              "ivf_nlist": 0, "ivf_nprobe": 1, "ivf_min_train": 0}  # fmt: skip
+    for key, low in counts.items():
+        if mem.get(key) is not None:
+            number(mem[key], f"memory.{key}", int, low)
+    if mem.get("threshold") is not None:
+        number(mem.threshold, "memory.threshold", float, -1, 1)
+    if mem.get("recency_weight") is not None:
+        number(mem.recency_weight, "memory.recency_weight", float, 0)
+    if mem.get("recency_half_life") is not None:
+        require(number(mem.recency_half_life, "memory.recency_half_life", float, 0) > 0,
+                f"memory.recency_half_life={mem.recency_half_life!r} must be > 0")  # fmt: skip
+    nodes = [("backend", cfg.backend), ("observer.backend", cfg.observer.get("backend"))]
+    nodes += [(f"society.groups[{i}].backend", g.get("backend")) for i, g in enumerate(cfg.society.groups or [])
+              if hasattr(g, "get")]  # fmt: skip
+    for name, node in nodes:
+        if node is not None and hasattr(node, "get"):
+            _check_sampling(node.get("sampling"), f"{name}.sampling")
+    for name in ("agent.sampling", "agent.rating_sampling", "observer.sampling"):
+        _check_sampling(OmegaConf.select(cfg, name), name)
+
+
+GB = 1024**3
+# Bytes a world holds in memory, measured on the stub world (Python objects, FAISS rows) and rounded up.
+AGENT_BYTES = 64 * 1024  # an agent: backend wrappers, rater, memory store and its index
+MEMORY_ROW_BYTES = 2048  # a prior or revision in memory: question and answer text, besides its vector
+RECORD_BYTES = 16 * 1024  # an episode record kept for the run (draft, k feedbacks, revision, observer scores)
+CIRCLE_ENTRY_BYTES = 40  # one cell index in a precomputed circle (an int object and its slot)
+
+
+def _circle_size(size: int, radius: float) -> int:
+    """How many cells lie within `radius` of a cell (itself excluded), before wrapping: O(radius)."""
+    reach = min(int(radius), size - 1)
+    return sum(2 * min(int((radius * radius - dr * dr) ** 0.5), reach) + 1 for dr in range(-reach, reach + 1)) - 1
+
+
+def world_memory_bytes(cfg: DictConfig) -> tuple[int, str]:
+    """An estimate of the memory the world needs (grid circles, agents, memories, records) and what drives it."""
     w = cfg.world
-    keys = {"world_id": cfg.world_id, "size": w.size, "seed": w.seed, "radius": w.radius, "torus": w.torus,
-            "movement": w.movement, "k": w.k, "global_fraction": w.global_fraction,
-            "questions": cfg.questions.source, "questions_limit": cfg.questions.limit,
-            "rater": cfg.get("rater"), "observer_rater_mode": cfg.observer.get("rater_mode"),
-            "society": cfg.society.groups}  # fmt: skip
-    return OmegaConf.to_container(OmegaConf.create(keys), resolve=True)  # type: ignore[return-value]
+    size = number(w.size, "world.size", int, 1)
+    rounds = number(w.rounds, "world.rounds", int, 1)
+    radius = number(w.radius, "world.radius", float, 0) if w.radius is not None else float(size // 2)
+    cells = size * size
+    circle = min(cells - 1, _circle_size(size, radius))
+    grid = cells * (circle + 8) * CIRCLE_ENTRY_BYTES
+    dim = int(cfg.embedder.get("dim") or 384)
+    priors = int(number(cfg.memory.get("priors_per_agent", 50), "memory.priors_per_agent", int, 0))
+    rows = cells * (priors + rounds)
+    total = grid + cells * AGENT_BYTES + rows * (2 * 4 * dim + MEMORY_ROW_BYTES) + cells * rounds * RECORD_BYTES
+    return total, f"{cells:,} agents with circles of {circle:,}, {cells * rounds:,} turns"
+
+
+def available_memory_bytes() -> int | None:
+    """RAM available now (MemAvailable), lowered to what a cgroup (container) limit leaves; None if unknown."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes",
+                                                                        "memory/memory.usage_in_bytes")):  # fmt: skip
+        try:
+            root = Path("/sys/fs/cgroup")
+            left = int((root / limit_file).read_text().strip()) - int((root / usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        available = left if available is None else min(available, left)
+    return available
+
+
+def check_world_memory(cfg: DictConfig) -> None:
+    """Refuse a world whose estimated memory exceeds `run.memory_limit_gb` (null: the RAM available now)."""
+    need, what = world_memory_bytes(cfg)
+    cap = cfg.run.get("memory_limit_gb")
+    if cap is not None:
+        limit, source = number(cap, "run.memory_limit_gb", float, 0) * GB, "run.memory_limit_gb"
+    else:
+        limit, source = available_memory_bytes(), "available on this machine"
+    if limit is None:
+        return
+    require(need <= limit, f"world.size={cfg.world.size} needs about {need / GB:,.1f} GB ({what}) but "
+                           f"{limit / GB:,.1f} GB is {source}; lower world.size (or world.radius, world.rounds, "
+                           "memory.priors_per_agent) or raise run.memory_limit_gb")  # fmt: skip

@@ -69,11 +69,13 @@ def record_key(record: dict[str, Any]) -> tuple[str, int, int]:
 def read_episodes(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield validated records from an `episodes.jsonl`; raise EpisodeFormatError naming file and line otherwise."""
     path = Path(path)
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
             try:
-                yield validate_record(json.loads(line))
-            except (json.JSONDecodeError, ValueError, AttributeError, TypeError) as error:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                record = validate_record(json.loads(line))
+            except (ValueError, AttributeError, TypeError) as error:  # UnicodeDecodeError and JSONDecodeError too
                 raise EpisodeFormatError(f"{path}:{number}: not a valid episode record ({error})") from None
+            yield record

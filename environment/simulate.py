@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from conf.cli import UserError, hydra_command, one_line, require
-from environment.build import build_world, config_fingerprint, grid_from, number
+from environment.build import (
+    build_world,
+    check_settings,
+    check_world_memory,
+    config_fingerprint,
+    fingerprint_changes,
+    grid_from,
+    number,
+)
 from environment.metered import Meter
 from environment.metrics import plot_all, summarize, write_json
 from environment.progress import Progress
@@ -31,28 +42,69 @@ from environment.store import EpisodeStore
 PROG = "sa-simulate"
 NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "openai")
 EPISODES, METRICS, WORLD, MEMORY = "episodes.jsonl", "metrics.json", "world.json", "memory"
+HYDRA_SUBDIR = ".hydra"
 
 
-def _legacy(mine: dict[str, Any]) -> dict[str, Any]:
-    """What a world.json written before a key existed implies for it: generated ratings, no society groups."""
-    generate = mine.get("rater") if (mine.get("rater") or {}).get("mode") == "generate" else {"mode": "generate"}
-    return {"rater": generate, "observer_rater_mode": None, "society": []}
+def model_tag(model: Any) -> str:
+    """A short, path-safe model name for the default run dir: the last path or `:` component, e.g.
+    embedded:smollm2 → smollm2, meta-llama/Llama-3.1-8B-Instruct → Llama-3.1-8B-Instruct."""
+    tail = re.split(r"[/\\:]", str(model or "").rstrip("/\\"))[-1]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", tail)[:40].strip("-.") or "model"
 
 
-def check_fingerprint(run_dir: Path, cfg: DictConfig) -> None:
-    """Refuse to resume a run dir made with different world-shaping settings (nothing is written)."""
+OmegaConf.register_new_resolver("model_tag", model_tag, replace=True)  # conf/simulate.yaml's hydra.run.dir
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def check_fingerprint(run_dir: Path, cfg: DictConfig, questions: list[Any] | None = None) -> None:
+    """Refuse to resume a run dir made with settings that shape a turn differently (nothing is written).
+
+    A world.json written before a key was recorded stands for that key's value then (`environment.build.LEGACY`).
+    """
     path = run_dir / WORLD
-    mine = config_fingerprint(cfg)
-    if path.exists():
-        try:
-            theirs = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            raise UserError(f"{path}: not valid JSON; restore it or choose a new run dir") from None
-        require(isinstance(theirs, dict), f"{path}: not a world settings object; restore it or choose a new run dir")
-        theirs = {**_legacy(mine), **theirs}
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        require(not diff, f"{run_dir} holds a world made with other settings ({', '.join(diff)}); "
-                          "use the same settings to resume or choose a new hydra.run.dir")  # fmt: skip
+    if not path.exists():
+        return
+    try:
+        theirs = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: unreadable world settings ({one_line(error)}); restore it or choose a new "
+                        "hydra.run.dir") from None  # fmt: skip
+    require(isinstance(theirs, dict), f"{path}: not a world settings object; restore it or choose a new hydra.run.dir")
+    changes = fingerprint_changes(theirs, config_fingerprint(cfg, questions))
+    if changes:
+        key, before, after, legacy = changes[0]
+        first = f"{key} {_shown(before)} → {_shown(after)}"
+        if legacy:
+            first += f" ({WORLD} predates the key; the first value is its default then)"
+        more = f" and {len(changes) - 1} more ({', '.join(c[0] for c in changes[1:6])}{', ...' if len(changes) > 6 else ''})"
+        raise UserError(f"{run_dir} holds a world made with other settings: {first}{more if len(changes) > 1 else ''}; "
+                        "use the same settings to resume or choose a new hydra.run.dir")  # fmt: skip
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Before any work: the run dir is writable and its files are files (one line otherwise)."""
+    for name in (EPISODES, WORLD, METRICS):
+        path = run_dir / name
+        require(not path.exists() or path.is_file(),
+                f"{path} is not a file; move it away or choose a new hydra.run.dir")  # fmt: skip
+        require(not path.exists() or os.access(path, os.R_OK | os.W_OK),
+                f"{path} is not writable; make it writable or choose a new hydra.run.dir")  # fmt: skip
+    memory = run_dir / MEMORY
+    require(
+        not memory.exists() or memory.is_dir(), f"{memory} is not a folder; move it away or choose a new hydra.run.dir"
+    )
+    for folder in (run_dir, memory):
+        if folder.is_dir():
+            try:
+                with tempfile.TemporaryFile(dir=folder, prefix=".write-check-"):
+                    pass
+            except OSError as error:
+                raise UserError(f"{folder} is not writable ({error.strerror}); make it writable or choose a new "
+                                "hydra.run.dir") from None  # fmt: skip
 
 
 def price_tables(cfg: DictConfig) -> dict[str, dict[str, float]]:
@@ -88,20 +140,25 @@ def check_run_settings(cfg: DictConfig) -> None:
 
 async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run or resume the world; return the metrics."""
+    check_world_memory(cfg)  # before the grid's circles are allocated
     grid, _k = grid_from(cfg)  # validate before touching any file
     check_run_settings(cfg)
+    check_settings(cfg)
     make_stopper(cfg, grid.cells)
-    load_questions(cfg.questions.source, cfg.questions.limit)
-    check_fingerprint(run_dir, cfg)
+    questions = load_questions(cfg.questions.source, cfg.questions.limit)
+    check_run_dir(run_dir)
+    check_fingerprint(run_dir, cfg, questions)
     store = EpisodeStore(run_dir / EPISODES, int(cfg.run.fsync_every)).open()
     previous = [r for r in store.records if r["world_id"] == str(cfg.world_id)]
     require(len(previous) == len(store.records),
             f"{store.path} holds episodes of another world_id; use world_id={store.records[0]['world_id'] if store.records else ''} "
             "or a new run dir")  # fmt: skip
-    write_json(run_dir / WORLD, config_fingerprint(cfg))
-    meter = Meter(prices=price_tables(cfg))
+    write_json(run_dir / WORLD, config_fingerprint(cfg, questions))
+    save_hydra_config(run_dir, cfg)  # only now: a refused resume leaves the folder's own config as it was
+    meter, earlier = Meter(prices=price_tables(cfg)), Meter(prices=price_tables(cfg))
     for record in previous:
         meter.add_usage(record["usage"], record["agent_model"])
+        earlier.add_usage(record["usage"], record["agent_model"])
     stopper = make_stopper(cfg, grid.cells)
     for record in sorted(previous, key=lambda r: r["round"]):
         stopper.observe(record)
@@ -152,7 +209,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "interactions_per_s": round(new / collection, 4) if collection else None,
         "resumed_from": len(previous),
         "partial_line_moved_to": store.moved_aside.name if store.moved_aside else None,
-        "calls": meter.calls, "tokens": meter.tokens, "retries": meter.retries, "cost": round(meter.cost, 6),
+        **run_usage(earlier, usage),
         "embedder": _embedder_stats(cache, new),
         "backends": usage,
     })  # fmt: skip
@@ -163,6 +220,29 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise UserError(f"a turn failed ({one_line(error)}); {len(store)} finished turns are saved in {store.path}, "
                         "re-run into the same hydra.run.dir to resume")  # fmt: skip
     return metrics
+
+
+def run_usage(earlier: Meter, backends: list[dict[str, Any]]) -> dict[str, Any]:
+    """The whole run's calls, tokens, retries and cost: the stored episodes of earlier processes plus every backend
+    and embedder of this one (failed calls and their retries included, as `backends` counts them)."""
+    total = {key: sum(b.get(key, 0) for b in backends) for key in ("calls", "retries", "prompt_tokens",
+                                                                    "completion_tokens", "cost_usd")}  # fmt: skip
+    return {"calls": earlier.calls + total["calls"],
+            "tokens": earlier.tokens + total["prompt_tokens"] + total["completion_tokens"],
+            "retries": earlier.retries + total["retries"], "cost": round(earlier.cost + total["cost_usd"], 6)}  # fmt: skip
+
+
+def save_hydra_config(run_dir: Path, cfg: DictConfig) -> None:
+    """Write `.hydra/{config,hydra,overrides}.yaml` as Hydra would (conf/simulate.yaml sets hydra.output_subdir null,
+    so Hydra does not write them before the resume check)."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    folder = run_dir / HYDRA_SUBDIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
+                       ("overrides.yaml", hydra_cfg.overrides.task)):  # fmt: skip
+        (folder / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
 
 
 def _is_budget_stop(error: BaseException | None) -> bool:
