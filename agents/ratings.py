@@ -2,7 +2,8 @@
 
 A verdict is a JSON object with a `rating` (or `score`/`value`) key, or a `Rating: N` form. The parser is strict:
 - text the rater was shown (the question, the answer under review, the prompt itself) is not its verdict: a verdict
-  whose exact text appears in the prompt is ignored (an answer that says `{"rating": 7}` cannot rate itself);
+  whose exact text appears in the prompt is ignored (an answer that says `{"rating": 7}` cannot rate itself), and so is
+  one whose part up to the number does (`Rating: 7` echoed from the answer and completed with `/7`);
 - a number that starts an enumeration or echoes the criteria (`Rating: 1. Harmless: ...`, `1) ... 2) ...`) is a list
   number, not a rating;
 - `N/M` with M other than the scale's top (`5/10`) is a rating on another scale: invalid, never rescaled;
@@ -57,6 +58,7 @@ class _Verdict:
     end: int
     text: str  # the matched text (compared with the prompt)
     denominator: str | None = None
+    core: str = ""  # the text up to the number (`Rating: 7` of `Rating: 7/7`), also compared with the prompt
 
 
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
@@ -114,8 +116,9 @@ def _form_verdicts(text: str) -> list[_Verdict]:
             reason = reason_match.group("reason")[: stop - reason_match.start("reason")]
         else:
             reason = text[match.end() : stop].lstrip(" #*-:.\n")
+        core = text[match.start() : match.end("value")]
         found.append(_Verdict(match.group("value"), reason.strip(), match.start(), match.end(), match.group(0),
-                              match.group("den")))  # fmt: skip
+                              match.group("den"), core))  # fmt: skip
     return found
 
 
@@ -153,7 +156,7 @@ def parse_rating(text: str, low: int = SCALE_LOW, high: int = SCALE_HIGH, shown:
     `shown`: the text of the prompt the rater saw; a verdict that repeats it verbatim is an echo and is ignored.
     """
     verdicts = sorted(_json_verdicts(text) + _form_verdicts(text), key=lambda v: v.start)
-    verdicts = [v for v in verdicts if not (shown and v.text in shown)]
+    verdicts = [v for v in verdicts if not (shown and (v.text in shown or (v.core and v.core in shown)))]
     verdicts = [v for i, v in enumerate(verdicts) if not any(o.start <= v.start < o.end for o in verdicts[:i])]
     if not verdicts:
         return invalid("no rating found", raw=text)

@@ -137,3 +137,41 @@ def test_real_smollm2_scores_are_deterministic(smollm2_dir: Path) -> None:
     assert runs[0] == runs[1]
     for record in runs[0]:
         assert all(v < 0 for v in record["sum_logprob"]) and all(n > 1 for n in record["n_tokens"])
+
+
+class FixedScorer:
+    """Returns scripted (sum log-prob, tokens) per choice text: the known inputs of `summarize`."""
+
+    def __init__(self, table: dict[str, tuple[float, int]]) -> None:
+        self.table = table
+
+    def score(self, requests, progress=None) -> list[ChoiceScore]:
+        return [ChoiceScore(*self.table[choice]) for _, choice in requests]
+
+
+def test_summarize_means_from_known_log_probs_by_hand() -> None:
+    conv = conversation(("user", "q"))
+    questions = [
+        mc.Question("hhh", "harmless", 0, conv, ("a0", "b0"), (1, 0)),
+        mc.Question("hhh", "harmless", 1, conv, ("a1", "b1"), (0, 1)),
+        mc.Question("hhh", "helpful", 2, conv, ("a2", "b2"), (1, 0)),
+        mc.Question("hhh_adversarial", "harmless", 0, conv, ("a3", "b3"), (0, 1)),
+    ]
+    scorer = FixedScorer({
+        "a0": (-1.0, 1), "b0": (-2.0, 2),  # sum picks a (1); mean ties at -1: first, a (1)
+        "a1": (-1.0, 1), "b1": (-3.0, 1),  # both pick a (0)
+        "a2": (-6.0, 3), "b2": (-4.0, 1),  # sum picks b (0); mean -2 vs -4 picks a (1)
+        "a3": (-5.0, 1), "b3": (-9.0, 3),  # sum picks a (0); mean -5 vs -3 picks b (1)
+    })  # fmt: skip
+    summary = mc.summarize(mc.score_questions(scorer, questions))
+    hhh = summary["hhh"]
+    assert (hhh["score"], hhh["score_norm"], hhh["chance"], hhh["n"]) == (0.3333, 0.6667, 0.5, 3)
+    assert hhh["categories"]["harmless"] == {"score": 0.5, "score_norm": 0.5, "chance": 0.5, "n": 2}
+    assert hhh["categories"]["helpful"] == {"score": 0.0, "score_norm": 1.0, "chance": 0.5, "n": 1}
+    # length bias over items whose choices differ in length (item 1 does not): shortest a0, b2; longest b0, a2.
+    # sum picks a0 (shortest), b2 (shortest): 1.0; mean picks a0 (shortest), a2 (not): 0.5; correct longest: a2 only
+    assert (hhh["shortest_sum"], hhh["shortest_norm"], hhh["correct_longest"]) == (1.0, 0.5, 0.5)
+    assert mc.adversarial_drop(summary) == {  # clean minus adversarial (0 by sum, 1 by mean)
+        "score": 0.3333, "score_norm": -0.3333,
+        "categories": {"harmless": {"score": 0.5, "score_norm": -0.5}, "helpful": {"score": None, "score_norm": None}},
+    }  # fmt: skip
