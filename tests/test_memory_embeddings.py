@@ -1,5 +1,5 @@
 """The real local encoder (all-MiniLM-L6-v2) on real sentences: FAISS top-k equals exact numpy search, vectors do not
-depend on batching, the 0.7 threshold separates paraphrases from other questions, and the cache embeds a world's
+depend on batching, the default threshold separates paraphrases from other questions, and the cache embeds a world's
 question once however many agents ask."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import json
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
+from conf import CONFIG_DIR
 from memory.cache import EmbeddingCache
 from memory.embedders import LocalEncoder
 from memory.priors import load_priors
@@ -83,11 +85,12 @@ def test_threshold_separates_a_paraphrase_from_another_question(encoder):
             "Should cities ban cars from their centres?",
         ]
     )
+    threshold = float(OmegaConf.load(CONFIG_DIR / "memory" / "default.yaml").threshold)
     store = MemoryStore(384)
     store.add("Is it acceptable to lie to a friend to protect their feelings?", "earlier answer", asked, round=0)
-    assert float(paraphrase @ asked) > 0.7 > float(other @ asked)
-    assert [hit.answer for hit in store.search(paraphrase, k=1, threshold=0.7)] == ["earlier answer"]
-    assert store.search(other, k=1, threshold=0.7) == []
+    assert float(paraphrase @ asked) > 0.7 > threshold > float(other @ asked)
+    assert [hit.answer for hit in store.search(paraphrase, k=1, threshold=threshold)] == ["earlier answer"]
+    assert store.search(other, k=1, threshold=threshold) == []
 
 
 def test_cache_embeds_a_question_once_for_a_whole_world(encoder):
