@@ -17,6 +17,7 @@ from environment.records import read_episodes
 from environment.simulate import simulate
 from tests.servers.fixtures import RunningServer, openai_stub  # noqa: F401 - fixture
 from tests.test_environment_cli import stub_overrides
+from training.build_data import build_groups
 
 
 def world_config(server: RunningServer, *overrides: str) -> DictConfig:
@@ -64,6 +65,8 @@ def test_mixed_society_sampling_per_call_type_and_memory_growth(tmp_path: Path, 
         (hit,) = again["draft"]["memory_hits"]
         assert (hit["source"], hit["round"], hit["answer"]) == ("revision", 0, first["revision"]["text"])
     assert metrics["memory_recall"]["revision_hits"] >= 9
+    _, stats, _ = build_groups([tmp_path / "episodes.jsonl"], 4.0)
+    assert stats["question_repeats"] == 9  # the data card's count
 
 
 def test_plateau_stop_reason_lands_in_metrics(tmp_path: Path, stub: RunningServer) -> None:

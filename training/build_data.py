@@ -255,6 +255,7 @@ def build_groups(files: list[Path], min_score: float) -> tuple[list[dict[str, An
                 continue
             seen.add(key)
             stats["episodes"] += 1
+            stats["question_repeats"] += bool(record.get("question_repeat"))  # asked again (sa-simulate's flag)
             ratings.append(rating_view(record))
             stats["invalid_ratings"] += _count_invalid(record)
             for kind, prompt, response in samples_from_episode(record, min_score):
@@ -350,6 +351,7 @@ def data_card(
     card: dict[str, Any] = {
         "inputs": [str(p) for p in files],
         "episodes": stats["episodes"],
+        "question_repeats": stats["question_repeats"],  # episodes whose agent had answered that question before
         "dropped": {
             "invalid_ratings": stats["invalid_ratings"], "duplicate_episodes": stats["duplicate_episodes"],
             "duplicate_responses": stats["duplicate_responses"],
