@@ -5,7 +5,7 @@ max_batch_size=16 and once with max_batch_size=1. Generated tokens are counted h
 (tokens generated after a row finished, while the batch ran on, are not counted). Prints JSON with
   ratio = batched tokens/s / one-at-a-time tokens/s     (target >= 3.5)
 
-    python -m benchmarks.bench_agents_hf_local [--requests 16] [--max-tokens 96] [--dtype auto]
+    python -m benchmarks.bench_agents_hf_local [--requests 16] [--max-tokens 96] [--dtype auto] [--model embedded:smollm2]
 """
 
 from __future__ import annotations
@@ -49,14 +49,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--model", default="embedded:smollm2", help="backend.model (any local HF folder)")
     args = parser.parse_args()
     batch, sampling = requests(args.requests), Sampling(temperature=0.0, max_tokens=args.max_tokens)
-    batched = HFLocalBackend("embedded:smollm2", device="cpu", dtype=args.dtype, max_batch_size=args.requests,
+    batched = HFLocalBackend(args.model, device="cpu", dtype=args.dtype, max_batch_size=args.requests,
                              max_wait_ms=50)  # fmt: skip
-    single = HFLocalBackend("embedded:smollm2", device="cpu", dtype=args.dtype, max_batch_size=1)
+    single = HFLocalBackend(args.model, device="cpu", dtype=args.dtype, max_batch_size=1)
     batched.load()
     asyncio.run(run(single, batch[:1], Sampling(temperature=0.0, max_tokens=8)))  # warm-up
-    single = HFLocalBackend("embedded:smollm2", device="cpu", dtype=args.dtype, max_batch_size=1)
+    single = HFLocalBackend(args.model, device="cpu", dtype=args.dtype, max_batch_size=1)
     b_seconds, b_tokens, b_texts = asyncio.run(run(batched, batch, sampling))
     s_seconds, s_tokens, s_texts = asyncio.run(run(single, batch, sampling))
     model, _ = batched.load()
