@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.collator import GroupCollator, select_responses
+from training.collator import CUT_KEYS, GroupCollator, select_responses
 from training.data import completion_ids, render
 from training.logprobs import response_stats
 from training.losses import SELECT_ALL, SELECT_BEST, SELECT_PAIR, stable_alignment_loss
@@ -163,3 +163,60 @@ def test_shared_prompt_scores_equal_one_row_per_response(tokenizer, tiny_model_d
         assert count.tolist() == plain_count.tolist()
         assert torch.allclose(logps, plain_logps, atol=1e-4), (logps, plain_logps)
         assert torch.allclose(grad, plain_grad, atol=1e-5)
+
+
+def realignment_group(tokenizer) -> dict:
+    """A tokenized realignment group as sa-build-data writes it: long feedback, then a short revision."""
+    from datasets import Dataset
+
+    from training.build_data import realignment_output
+    from training.data import tokenize_groups
+
+    feedback = [(6.0, "Clear and kind. " * 12), (2.0, "Too vague about the accent question. " * 8)]
+    text = realignment_output(feedback, "No: an accent says nothing about ability.")
+    responses = [
+        {"text": text, "rating": 6.0, "kind": "realignment", "source": "realignment"},
+        {"text": "An accent is no measure of a person. " * 20, "rating": 3.0, "kind": "realignment"},
+    ]
+    rows = Dataset.from_list([{"messages": MESSAGES, "responses": responses, "stage": 0, "kind": "realignment"}])
+    return tokenize_groups(rows, tokenizer)[0]
+
+
+def test_the_builder_writes_the_revision_header_the_trainer_protects():
+    from training.build_data import realignment_output
+    from training.data import REVISION_HEADER
+
+    text = realignment_output([(5.0, "Fine."), (2.0, "Rude.")], "  A kinder answer.  ")
+    assert text.startswith("Feedback:\n") and text.endswith(REVISION_HEADER + "A kinder answer.")
+
+
+def test_a_realignment_target_loses_its_feedback_before_its_revision(tokenizer):
+    group = realignment_group(tokenizer)
+    target, plain = group["response_ids"]
+    at = group["protect_from"][0]
+    revision = target[at:]
+    assert tokenizer.decode(revision).startswith("\n\nRevised response: No: an accent")
+    assert revision[-1] == tokenizer.eos_token_id and group["protect_from"][1] == len(plain)  # plain: nothing kept
+    prompt = len(group["prompt_ids"])
+    room = len(revision) + 10  # the revision fits, the whole feedback does not
+    collator = GroupCollator(tokenizer.pad_token_id, prompt + room, prompt)
+    batch = collator([{**group, "ratings": [6.0, 3.0]}])
+    kept = [batch["input_ids"][row][batch["loss_mask"][row]].tolist() for row in range(2)]
+    assert kept[0] == target[:10] + revision  # the feedback's start, then the whole revision and its EOS
+    assert kept[1] == plain[:room] and kept[1][-1] != tokenizer.eos_token_id  # a plain response loses its end
+    cut = dict(zip(CUT_KEYS, batch["cut"].tolist(), strict=True))
+    assert cut == {
+        "prompts": 1, "prompts_cut": 0, "responses": 2, "responses_cut": 2, "responses_lost_end": 1, "feedback_cut": 1,
+    }  # fmt: skip
+    assert collator.scan([group]) == cut  # the data-wide count (every response) agrees
+    # too little room even for the revision: it is cut from its end like any response, and counted as such
+    tight = GroupCollator(tokenizer.pad_token_id, prompt + len(revision) - 1, prompt)([{**group, "ratings": [6, 3]}])
+    assert tight["input_ids"][0][tight["loss_mask"][0]].tolist() == target[: len(revision) - 1]
+    assert dict(zip(CUT_KEYS, tight["cut"].tolist(), strict=True))["responses_lost_end"] == 2
+
+
+def test_a_cut_prompt_is_counted(tokenizer):
+    a = item(tokenizer, ["No."], [4])
+    batch = GroupCollator(tokenizer.pad_token_id, max_length=64, max_prompt_length=5)([a, a])
+    cut = dict(zip(CUT_KEYS, batch["cut"].tolist(), strict=True))
+    assert (cut["prompts"], cut["prompts_cut"], cut["responses_cut"]) == (2, 2, 0)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from conf import CONFIG_DIR
@@ -43,8 +45,8 @@ def compose(*overrides: str):
 
 def run(tmp: Path, data: Path, model: Path, *overrides: str) -> dict:
     cfg = compose(
-        f"data={data}", f"model.name={model}", f"output_dir={tmp}", "train.groups_per_batch=2", "train.max_steps=2",
-        "train.lr=1e-3", "train.max_length=128", "train.max_prompt_length=96", *overrides,
+        f"data={data}", f"model.name={model}", f"output_dir={tmp}", "train.batch_size=2", "train.groups_per_batch=2",
+        "train.max_steps=2", "train.lr=1e-3", "train.max_length=128", "train.max_prompt_length=96", *overrides,
     )  # fmt: skip
     return train(cfg)
 
@@ -99,7 +101,7 @@ def test_lora_checkpointing_bf16_saves_a_merged_plain_checkpoint(tmp_path, data_
 def test_dpo_with_lora_uses_the_adapter_free_base_as_reference(tmp_path, data_dir, tiny_model_dir):
     summary = run(
         tmp_path, data_dir, tiny_model_dir, "loss=dpo", "model.lora.enabled=true", "model.lora.r=4",
-        "train.max_steps=1", "train.groups_per_batch=11",
+        "train.max_steps=1", "train.batch_size=11", "train.groups_per_batch=11",
     )  # fmt: skip
     # first step: LoRA's B starts at zero, so policy == reference and the DPO term is exactly log 2
     assert summary["final"]["loss/preference"] == pytest.approx(math.log(2), abs=1e-5)
@@ -209,11 +211,13 @@ def test_tied_data_prints_the_noise_warning_and_data_with_gaps_does_not(tmp_path
             response["rating"] = 1  # the embedded model before the rater fix
     tied.write_text("".join(json.dumps(row) + "\n" for row in rows))
     run(tmp_path / "a", tied.parent, tiny_model_dir, "train.max_steps=1")
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sa-train: warning:")]
+    warnings = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("sa-train: warning: the ratings")
+    ]
     assert len(warnings) == 1
     assert warnings[0].startswith("sa-train: warning: the ratings carry little signal (100% of groups tied")
     run(tmp_path / "b", data_dir, tiny_model_dir, "train.max_steps=1")  # the fixture's ratings have real gaps
-    assert "sa-train: warning" not in capsys.readouterr().err
+    assert "sa-train: warning: the ratings" not in capsys.readouterr().err
 
 
 def sa_train() -> list[str]:
@@ -226,7 +230,7 @@ def test_console_script_sweeps_margin_and_lambda(tmp_path, data_dir, tiny_model_
     sweep = tmp_path / "sweep"
     command = [
         *sa_train(), "-m", f"data={data_dir}", f"model.name={tiny_model_dir}",
-        "loss.margin=0.5,1", "loss.lam=0,0.2", "train.max_steps=1", "train.groups_per_batch=2",
+        "loss.margin=0.5,1", "loss.lam=0,0.2", "train.max_steps=1", "train.batch_size=2",
         "train.max_length=128", "train.max_prompt_length=96", f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -257,3 +261,99 @@ def test_shared_prompt_layout_only_where_the_attention_takes_a_custom_mask(tiny_
     model.config._attn_implementation = "flash_attention_2"  # takes no 4D mask: one row per response
     assert not share_prompt(on, model)
     assert "flash_attention_2 attention takes no custom mask; train.share_prompt off" in capsys.readouterr().out
+
+
+def trace(folder: Path) -> list[dict]:
+    """The `train.trace=true` records of every process (one per micro-batch)."""
+    return [json.loads(line) for path in sorted((folder / "trace").glob("rank-*.jsonl")) for line in path.open()]
+
+
+def test_resume_in_a_later_epoch_sees_that_epochs_groups_and_samples(tmp_path, data_dir, tiny_model_dir):
+    """Resuming in epoch 2 of 3 trains the order and K-samples of epoch 2, as the uninterrupted run does (accelerate's
+    prepared loader used to reset the dataset to epoch 0 in a new process)."""
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    setup = "train.batch_size=6", "train.groups_per_batch=6", "train.max_steps=-1", "train.epochs=3", "train.trace=true"
+    first = run(full, data_dir, tiny_model_dir, *setup, "train.save_every=5")  # 2 steps per epoch: 5 is in epoch 2
+    assert first["steps"] == 6 and first["epochs_done"] == 3
+    shutil.copytree(full / "checkpoints" / "step-5", resumed / "checkpoints" / "step-5")
+    second = run(resumed, data_dir, tiny_model_dir, *setup)
+    assert second["start_step"] == 5 and second["steps"] == 6 and second["epochs_done"] == 3
+    later = [r for r in trace(full) if r["step"] >= 5]
+    assert trace(resumed) == later and {r["epoch"] for r in later} == {2}
+    epochs = {e: [r["picks"] for r in trace(full) if r["epoch"] == e] for e in (0, 2)}
+    assert epochs[0] != epochs[2]  # the epochs differ, so replaying epoch 0 would show
+    a, b = weights(full), weights(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_truncation_is_counted_in_the_warning_log_and_summary(tmp_path, data_dir, tiny_model_dir, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = run(
+        tmp_path, data_dir, tiny_model_dir, "train.max_length=40", "train.max_prompt_length=30", "train.max_steps=1"
+    )
+    data, trained = summary["truncation"]["data"], summary["truncation"]["trained"]
+    assert data["prompts"] == 11 and data["responses"] == 23  # every group and response of the data
+    assert data["prompts_cut"] > 0 and data["responses_lost_end"] > 0
+    assert trained["responses"] == 4 and trained["prompts"] == 2  # the one step trained: 2 groups × K ≤ 3
+    assert 0 < trained["responses_lost_end"] <= trained["responses_cut"] <= trained["responses"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sa-train: warning: at")]
+    assert len(warnings) == 1
+    assert f"{data['responses_lost_end']} of them lose their end (end-of-turn token)" in warnings[0]
+    accumulator = EventAccumulator(str(next((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))))
+    accumulator.Reload()
+    assert accumulator.Scalars("cut/responses_lost_end")[0].value == trained["responses_lost_end"]
+    capsys.readouterr()
+    run(
+        tmp_path / "roomy", data_dir, tiny_model_dir, "train.max_length=1024", "train.max_prompt_length=512",
+        "train.max_steps=1",
+    )  # fmt: skip
+    assert "sa-train: warning: at" not in capsys.readouterr().err  # nothing cut, nothing said
+
+
+def test_the_default_batch_is_the_reference_64_groups_on_any_hardware():
+    from training.train import Schedule
+
+    t = compose("data=x", "output_dir=x").train
+    assert (t.batch_size, t.lr, t.scheduler, t.warmup_ratio, t.epochs, t.max_length) == (
+        64,
+        2e-5,
+        "cosine",
+        0.03,
+        2,
+        480,
+    )
+    one, eight = Schedule.of(t, groups=130, processes=1), Schedule.of(t, groups=130, processes=8)
+    assert (one.accum, eight.accum) == (16, 2)  # 64 = 16 × 4 groups on one process = 2 × 4 groups × 8 processes
+    assert one.steps_per_epoch == eight.steps_per_epoch == 3 and one.total_steps == eight.total_steps == 6
+    demo = (Path(__file__).resolve().parent.parent / "scripts" / "demo.py").read_text()
+    assert '"train.batch_size=4"' in demo  # the 2-core CPU demo keeps 4 groups per step
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    groups=st.integers(1, 40), batch_size=st.integers(1, 20), per_forward=st.integers(1, 6),
+    processes=st.integers(1, 4), losses=st.lists(st.floats(0, 10), min_size=40, max_size=40),
+)  # fmt: skip
+def test_every_group_once_per_epoch_with_equal_weight(groups, batch_size, per_forward, processes, losses):
+    from training.data import epoch_plan
+    from training.train import Schedule
+
+    t = OmegaConf.create({"batch_size": batch_size, "groups_per_batch": per_forward, "max_steps": -1, "epochs": 1})
+    schedule = Schedule.of(t, groups, processes)
+    plan = epoch_plan(groups, schedule.batch_size, schedule.processes * schedule.accum)
+    assert len(plan) == schedule.steps_per_epoch == math.ceil(groups / batch_size)
+    seen = []
+    for step in plan:
+        per_rank = [schedule.micro_batches(step, rank) for rank in range(processes)]
+        assert all(len(micro) == schedule.accum for micro in per_rank)  # every process syncs every step
+        micro = [mb for rank in per_rank for mb in rank]
+        assert all(len(positions) <= per_forward for positions, _ in micro)
+        real = [(positions, weight) for positions, weight in micro if weight > 0]
+        seen += [p for positions, _ in real for p in positions]
+        # DDP averages over processes and accumulation divides by accum: Σ weight · micro mean / (N · accum) is the
+        # step's mean loss over its groups
+        mean = sum(w * sum(losses[p] for p in ps) / len(ps) for ps, w in real) / (processes * schedule.accum)
+        step_groups = [p for ps, _ in real for p in ps]
+        assert mean == pytest.approx(sum(losses[p] for p in step_groups) / len(step_groups))
+    assert sorted(seen) == list(range(groups))

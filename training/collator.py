@@ -9,9 +9,14 @@ Two layouts, the same per-response log-likelihoods (tests/test_collator.py check
 
 `segment_ids` tell the parts apart (0 prompt, k + 1 response k, -1 padding); `loss_mask` marks the response tokens
 (EOS included) whose log-probability is trained; prompt and padding are masked by position, never by pad id
-(SmolLM2's pad token is its EOS). A prompt keeps its last `max_prompt_length` tokens; each response fills the rest of
-`max_length`. A response truncated to nothing has no trained token and `present == False`, so the loss ignores it
-(no 0/0, no NaN).
+(SmolLM2's pad token is its EOS). A response truncated to nothing has no trained token and `present == False`, so
+the loss ignores it (no 0/0, no NaN).
+
+Truncation: a prompt keeps its last `max_prompt_length` tokens; each response gets the rest of `max_length`. A
+response that does not fit loses its end (and its end-of-turn token), except that a realignment target ("Feedback: …"
+then the revision, see `training.data.REVISION_HEADER`) loses the end of its feedback first and keeps its revision
+and end-of-turn token whole when they fit. Every batch counts what was cut (`cut`: see `CUT_KEYS`); sa-train logs
+the counts and puts them in its summary.
 """
 
 from __future__ import annotations
@@ -24,6 +29,20 @@ import torch
 from training.losses import SELECT_ALL, SELECT_BEST, SELECT_PAIR
 
 PROMPT, PADDING = 0, -1
+# What `GroupCollator` counts per batch: prompts and trained responses, those cut, the responses that lost their end
+# (end-of-turn token), and the realignment targets whose feedback was cut so that their revision stays whole.
+CUT_KEYS = ("prompts", "prompts_cut", "responses", "responses_cut", "responses_lost_end", "feedback_cut")
+
+
+def cut_response(response: list[int], protect_from: int, room: int) -> tuple[list[int], bool, bool]:
+    """(kept tokens, lost its end, feedback cut): `response[protect_from:]` is kept whole when it fits in `room`
+    (the tokens before it are cut from their end), else the response keeps its first `room` tokens."""
+    if len(response) <= room:
+        return response, False, False
+    tail = response[protect_from:]
+    if tail and len(tail) <= room:
+        return response[: room - len(tail)] + tail, False, True
+    return response[:room], True, False
 
 
 def select_responses(ratings: list[float], select: str) -> list[int]:
@@ -56,14 +75,15 @@ class GroupCollator:
         present = torch.zeros(len(groups), width, dtype=torch.bool)
         prompts: list[list[int]] = []
         responses: list[list[list[int]]] = []
+        cut = dict.fromkeys(CUT_KEYS, 0)
         for g, (group, picked) in enumerate(zip(groups, chosen, strict=True)):
-            prompt = list(group["prompt_ids"])[-self.max_prompt_length :] if self.max_prompt_length > 0 else []
-            room = max(0, self.max_length - len(prompt))
+            prompt, kept, counts = self.truncate(group, picked)
             prompts.append(prompt)
-            responses.append([list(group["response_ids"][j])[:room] for j in picked])
+            responses.append(kept)
+            cut = {key: cut[key] + counts[key] for key in CUT_KEYS}
             for k, j in enumerate(picked):
                 ratings[g, k] = float(group["ratings"][j])
-                present[g, k] = len(responses[-1][k]) > 0
+                present[g, k] = len(kept[k]) > 0
         group_index = [g for g, rs in enumerate(responses) for _ in rs]
         slot_index = [k for rs in responses for k in range(len(rs))]
         if self.share_prompt:
@@ -76,7 +96,34 @@ class GroupCollator:
             "slot_index": torch.tensor(slot_index, dtype=torch.long),
             "ratings": ratings,
             "present": present,
+            "cut": torch.tensor([cut[key] for key in CUT_KEYS], dtype=torch.long),
         }
+
+    def truncate(self, group: dict[str, Any], picked: list[int]) -> tuple[list[int], list[list[int]], dict[str, int]]:
+        """The kept prompt, the kept `picked` responses and the `CUT_KEYS` counts of one group."""
+        prompt = list(group["prompt_ids"])[-self.max_prompt_length :] if self.max_prompt_length > 0 else []
+        room = max(0, self.max_length - len(prompt))
+        protect = group.get("protect_from") or [len(ids) for ids in group["response_ids"]]
+        counts = dict.fromkeys(CUT_KEYS, 0)
+        counts["prompts"], counts["prompts_cut"] = 1, int(len(prompt) < len(group["prompt_ids"]))
+        kept = []
+        for j in picked:
+            response = list(group["response_ids"][j])
+            ids, lost_end, feedback_cut = cut_response(response, int(protect[j]), room)
+            kept.append(ids)
+            counts["responses"] += 1
+            counts["responses_cut"] += len(ids) < len(response)
+            counts["responses_lost_end"] += lost_end
+            counts["feedback_cut"] += feedback_cut
+        return prompt, kept, counts
+
+    def scan(self, groups: Any) -> dict[str, int]:
+        """What truncation cuts over a whole tokenized dataset: every response of every group (before K-sampling)."""
+        totals = dict.fromkeys(CUT_KEYS, 0)
+        for group in groups:
+            _, _, counts = self.truncate(group, list(range(len(group["response_ids"]))))
+            totals = {key: totals[key] + counts[key] for key in CUT_KEYS}
+        return totals
 
 
 def pad_rows(rows: list[tuple[list[int], list[list[int]]]], pad_id: int, positions: bool) -> dict[str, torch.Tensor]:

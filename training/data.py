@@ -74,23 +74,45 @@ def check_ratings(dataset: Dataset, path: Path) -> None:
                 raise UserError(f"{path}:{row}: a response without text; rebuild the data with sa-build-data")
 
 
+# Where a realignment target's revision starts (training/build_data.py `realignment_output` writes "Feedback: …" and
+# then this header and the revision); tests/test_collator.py checks the builder still writes it.
+REVISION_HEADER = "\n\nRevised response: "
+
+
+def protected_tail(tokenizer: PreTrainedTokenizerBase, completion: str, ids: list[int], realignment: bool) -> int:
+    """Index of the first token a cut must keep: a realignment target's revision header, or `len(ids)` (none)."""
+    at = completion.rfind(REVISION_HEADER) if realignment else -1
+    if at < 0:
+        return len(ids)
+    if getattr(tokenizer, "is_fast", False):
+        offsets = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return next((i for i, (_, end) in enumerate(offsets[: len(ids)]) if end > at), len(ids))
+    return min(len(tokenizer(completion[:at], add_special_tokens=False)["input_ids"]), len(ids))
+
+
 def tokenize_groups(dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
-    """Add `prompt_ids`, `response_ids` and `ratings` columns (one tokenization per response, done once)."""
+    """Add `prompt_ids`, `response_ids`, `ratings` and `protect_from` columns (one tokenization per response, done
+    once). `protect_from[j]` is where response j's part that truncation must keep whole starts (the revision of a
+    realignment target, so its feedback is cut first); `len(response_ids[j])` when there is none."""
 
     def encode(item: dict[str, Any]) -> dict[str, Any]:
         messages = item["messages"]
         if isinstance(messages, str):
             messages = json.loads(messages)
         prompt_text = None
-        responses = []
+        responses, protect = [], []
         for response in item["responses"]:
             prompt_text, completion = render(tokenizer, messages, response["text"])
-            responses.append(completion_ids(tokenizer, completion))
+            ids = completion_ids(tokenizer, completion)
+            realignment = "realignment" in (response.get("kind"), response.get("source"), item.get("kind"))
+            responses.append(ids)
+            protect.append(protected_tail(tokenizer, completion, ids, realignment))
         prompt = tokenizer(prompt_text or "", add_special_tokens=False)["input_ids"]
         return {
             "prompt_ids": prompt,
             "response_ids": responses,
             "ratings": [float(r["rating"]) for r in item["responses"]],
+            "protect_from": protect,
         }
 
     keep = ["stage"]
@@ -98,10 +120,25 @@ def tokenize_groups(dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dat
     return dataset.map(encode, remove_columns=drop, desc="tokenizing")
 
 
+def epoch_plan(n_groups: int, batch_size: int, slots: int) -> list[list[list[int]]]:
+    """Split one epoch's positions 0..n_groups-1 into optimizer steps of `batch_size` groups (the last one smaller),
+    and each step into `slots` contiguous micro-batches as even as possible (an empty one where a step has fewer
+    groups than slots). Slot j of a step goes to process j % num_processes as its micro-batch j // num_processes."""
+    plan = []
+    for start in range(0, n_groups, batch_size):
+        n = min(batch_size, n_groups - start)
+        q, r = divmod(n, slots)
+        sizes = [q + 1 if j < r else q for j in range(slots)]
+        bounds = [start + sum(sizes[:j]) for j in range(slots + 1)]
+        plan.append([list(range(bounds[j], bounds[j + 1])) for j in range(slots)])
+    return plan
+
+
 class GroupDataset(torch.utils.data.Dataset):
     """Groups in curriculum order; item i holds K responses sampled from group i, resampled every epoch.
 
-    The sample depends only on (seed, epoch, index), so a resumed run sees the same responses it would have seen.
+    The order and the sample depend only on (seed, epoch, index), never on the process or on how often the dataset
+    was iterated, so every process of a run and a resumed run see the same groups and responses.
     """
 
     def __init__(self, tokenized: Dataset, group_size: int, seed: int = 0) -> None:
@@ -126,13 +163,20 @@ class GroupDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.order)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        row = self.rows[self.order[i]]
-        count = len(row["response_ids"])
+    def sample(self, i: int) -> tuple[int, list[int]]:
+        """(row of the data file, indices of its K sampled responses) at position i of this epoch."""
+        row = self.order[i]
+        count = len(self.rows[row]["ratings"])
         rng = random.Random(self.seed * 1_000_003 + self.epoch * 10_007 + i)
-        picked = sorted(rng.sample(range(count), min(self.group_size, count)))
+        return row, sorted(rng.sample(range(count), min(self.group_size, count)))
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        index, picked = self.sample(i)
+        row = self.rows[index]
+        protect = row.get("protect_from") or [len(ids) for ids in row["response_ids"]]
         return {
             "prompt_ids": row["prompt_ids"],
             "response_ids": [row["response_ids"][j] for j in picked],
             "ratings": [row["ratings"][j] for j in picked],
+            "protect_from": [protect[j] for j in picked],
         }

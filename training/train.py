@@ -10,13 +10,14 @@ import json
 import math
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState, PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -25,8 +26,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, get_scheduler
 from agents.backends.embedded import resolve_model_path
 from conf.cli import UserError, hydra_command, require
 from environment.signal import group_signal, noise_warning
-from training.collator import GroupCollator
-from training.data import GroupDataset, load_groups, tokenize_groups
+from training.collator import CUT_KEYS, GroupCollator
+from training.data import GroupDataset, epoch_plan, load_groups, tokenize_groups
 from training.logprobs import attention_implementation, response_stats, supports_shared_prompt
 from training.losses import LOSS_PARAMS, LOSSES, SELECT_ALL
 from training.modeling import load_tokenizer, mixed_precision, pick_device
@@ -63,7 +64,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     t = cfg.train
     require(int(t.group_size) >= 1, f"train.group_size={t.group_size}: K must be >= 1")
     require(int(t.groups_per_batch) >= 1, f"train.groups_per_batch={t.groups_per_batch} must be >= 1")
-    require(int(t.grad_accum) >= 1, f"train.grad_accum={t.grad_accum} must be >= 1")
+    require(int(t.batch_size) >= 1, f"train.batch_size={t.batch_size} must be >= 1 (groups per optimizer step)")
     require(int(t.max_steps) > 0 or int(t.epochs) >= 1, "set train.max_steps > 0 or train.epochs >= 1")
     require(float(t.lr) > 0, f"train.lr={t.lr} must be > 0")
     require(0 <= float(t.warmup_ratio) < 1, f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
@@ -93,7 +94,7 @@ def build_accelerator(cfg: DictConfig, output_dir: Path) -> Accelerator:
     return Accelerator(
         cpu=device.type == "cpu",
         mixed_precision=mixed_precision(cfg.model.precision, device),
-        gradient_accumulation_steps=int(cfg.train.grad_accum),
+        step_scheduler_with_optimizer=False,  # sa-train steps it once per optimizer step (see `Schedule`)
         log_with="tensorboard",
         project_dir=str(output_dir),
     )
@@ -150,6 +151,37 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How a run walks its data. `train.batch_size` groups make one optimizer step, whatever the hardware: they are
+    split over `processes × accum` micro-batches of at most `train.groups_per_batch` groups each, and every group's
+    loss weighs the same (a micro-batch's mean loss is scaled by its share of the step's groups). An epoch is
+    ceil(groups / batch_size) optimizer steps, each group seen exactly once across the processes. Only cfg.train
+    (batch_size, epochs, max_steps) and the data decide the steps, the LR curve and which groups each step sees."""
+
+    groups: int
+    batch_size: int
+    processes: int
+    accum: int
+    steps_per_epoch: int
+    total_steps: int
+
+    @classmethod
+    def of(cls, t: DictConfig, groups: int, processes: int) -> Schedule:
+        batch_size = int(t.batch_size)
+        accum = math.ceil(batch_size / (int(t.groups_per_batch) * processes))
+        steps_per_epoch = math.ceil(groups / batch_size)
+        total = int(t.max_steps) if int(t.max_steps) > 0 else int(t.epochs) * steps_per_epoch
+        return cls(groups, batch_size, processes, accum, steps_per_epoch, total)
+
+    def micro_batches(self, step: list[list[int]], rank: int) -> list[tuple[list[int], float]]:
+        """This process's (positions, loss weight) micro-batches of one step of `epoch_plan`; an empty slot (a step
+        with fewer groups than slots) is the step's first group with weight 0, so that every process still syncs."""
+        n = sum(len(slot) for slot in step)
+        slots = [step[m * self.processes + rank] for m in range(self.accum)]
+        return [(slot, len(slot) * self.processes * self.accum / n) if slot else (step[0][:1], 0.0) for slot in slots]
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run training and save a `save_pretrained` checkpoint into `output_dir`; return the summary.
 
@@ -186,22 +218,23 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     collator = GroupCollator(
         tokenizer.pad_token_id, int(t.max_length), int(t.max_prompt_length), spec.select, share_prompt(cfg, model)
     )
-    loader = DataLoader(
-        dataset, batch_size=int(t.groups_per_batch), shuffle=False, collate_fn=collator, num_workers=int(t.num_workers)
-    )
+    data_cut = collator.scan(dataset.rows)
+    if accelerator.is_main_process and (warning := cut_warning(data_cut, t)):
+        print(warning, file=sys.stderr)
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=float(t.lr), weight_decay=float(t.weight_decay)
     )
-    steps_per_epoch = math.ceil(len(loader) / int(t.grad_accum))
-    total_steps = int(t.max_steps) if int(t.max_steps) > 0 else int(t.epochs) * steps_per_epoch
+    schedule = Schedule.of(t, len(dataset), accelerator.num_processes)
+    accelerator.gradient_accumulation_steps = schedule.accum
+    total_steps = schedule.total_steps
     scheduler = get_scheduler(
         t.scheduler,
         optimizer,
         num_warmup_steps=int(float(t.warmup_ratio) * total_steps),
         num_training_steps=total_steps,
     )
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     reference = None
     if spec.needs_reference:
         reference = load_reference(cfg, model)
@@ -222,59 +255,111 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     progress = tqdm(
         total=total_steps, initial=state.step, desc=f"sa-train {cfg.loss.name}", disable=not accelerator.is_main_process
     )
+    trace = _trace_file(output_dir, accelerator.process_index) if t.trace else None
     last: dict[str, float] = {}
     parts_sum: dict[str, float] = {}
-    micro = 0
+    cut = torch.zeros(len(CUT_KEYS), dtype=torch.long)
+    cut_total = torch.zeros(len(CUT_KEYS), dtype=torch.long)
+    logged_steps = 0
     model.train()
     while state.step < total_steps:
-        dataset.set_epoch(state.epoch)
-        batches = accelerator.skip_first_batches(loader, state.batches) if state.batches else loader
-        for batch in batches:
+        # The epoch and the place in it follow from the step alone (not from how often a loader was iterated), so a
+        # resumed run, in any epoch, sees the order and K-samples of an uninterrupted one.
+        epoch, done = divmod(state.step, schedule.steps_per_epoch)
+        dataset.set_epoch(epoch)
+        steps = epoch_plan(len(dataset), schedule.batch_size, schedule.processes * schedule.accum)[done:]
+        micro = [mb for step in steps for mb in schedule.micro_batches(step, accelerator.process_index)]
+        loader = DataLoader(
+            dataset, batch_sampler=[positions for positions, _ in micro], collate_fn=collator,
+            num_workers=int(t.num_workers),
+        )  # fmt: skip
+        for (positions, weight), batch in zip(micro, loader, strict=True):
+            batch = send_to_device(batch, accelerator.device)
+            lr = scheduler.get_last_lr()[0]  # the LR this optimizer step applies
             with accelerator.accumulate(model):
                 stats = response_stats(model, batch, reference, int(t.max_tokens_per_forward))
                 out = spec.compute(stats, params)
-                accelerator.backward(out.loss)
+                accelerator.backward(out.loss * weight)
                 if accelerator.sync_gradients and float(t.max_grad_norm) > 0:
                     accelerator.clip_grad_norm_(model.parameters(), float(t.max_grad_norm))
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad()
-            state.batches += 1
-            micro += 1
-            tokens = accelerator.gather(batch["attention_mask"].sum().reshape(1)).sum().item()
-            meter.add(int(tokens), len(batch["ratings"]) * accelerator.num_processes)
+            if trace is not None:
+                samples = [dataset.sample(i) for i in positions]
+                record = {"step": state.step, "epoch": epoch, "lr": lr, "weight": weight}
+                record |= {"rows": [row for row, _ in samples], "picks": [picked for _, picked in samples]}
+                trace.write(json.dumps(record) + "\n")
+            real = weight > 0
+            tokens = accelerator.gather((batch["attention_mask"].sum() * real).reshape(1)).sum().item()
+            groups_done = accelerator.gather(torch.tensor([len(positions) * real], device=accelerator.device))
+            meter.add(int(tokens), int(groups_done.sum().item()))
+            if real:
+                cut += batch["cut"].cpu()
             for key, value in {"loss": out.loss.item(), **out.parts}.items():
-                parts_sum[key] = parts_sum.get(key, 0.0) + value
+                parts_sum[key] = parts_sum.get(key, 0.0) + value * weight
             if not accelerator.sync_gradients:
                 continue
+            if not accelerator.optimizer_step_was_skipped:
+                scheduler.step()
             state.step += 1
+            state.epoch, in_epoch = divmod(state.step, schedule.steps_per_epoch)
+            state.batches = in_epoch * schedule.accum
+            logged_steps += 1
             progress.update(1)
             if state.step % int(t.log_every) == 0 or state.step == total_steps:
-                last = {f"loss/{k}" if k != "loss" else k: v / micro for k, v in parts_sum.items()}
+                slots = schedule.processes * schedule.accum * logged_steps  # the weights of a step sum to its slots
+                keys = sorted(parts_sum)
+                means = accelerator.reduce(torch.tensor([parts_sum[k] for k in keys], device=accelerator.device), "sum")
+                counts = accelerator.reduce(cut.to(accelerator.device), "sum").cpu()
+                cut_total += counts
+                last = {f"loss/{k}" if k != "loss" else k: v / slots for k, v in zip(keys, means.tolist(), strict=True)}
+                last.update({f"cut/{k}": float(v) for k, v in zip(CUT_KEYS, counts.tolist(), strict=True)})
                 last.update({f"throughput/{k}": v for k, v in meter.tick().items()})
-                last["lr"] = scheduler.get_last_lr()[0]
+                last["lr"] = lr
                 accelerator.log(last, step=state.step)
                 progress.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['throughput/tokens_per_s']:.0f}")
-                parts_sum, micro = {}, 0
+                parts_sum, cut, logged_steps = {}, torch.zeros_like(cut), 0
             save_every = int(t.save_every)
             if save_every and (state.step % save_every == 0 or state.step == total_steps):
                 accelerator.save_state(str(output_dir / CHECKPOINTS / f"step-{state.step}"))
             if state.step >= total_steps:
                 break
-        else:
-            state.epoch += 1
-            state.batches = 0
+    if trace is not None:
+        trace.close()
     progress.close()
-    accelerator.end_training()
     save_checkpoint(cfg, accelerator, model, tokenizer, output_dir)
+    accelerator.end_training()  # after the last collective: it ends the process group
     summary = {
         "loss_name": cfg.loss.name, "start_step": start_step, "steps": state.step, "epochs_done": state.epoch,
+        "batch_size": schedule.batch_size, "processes": schedule.processes, "grad_accum": schedule.accum,
+        "steps_per_epoch": schedule.steps_per_epoch,
         "final": last, "overall": meter.overall(), "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision, "parameters": n_params, "output_dir": str(output_dir),
+        "truncation": {"data": data_cut, "trained": dict(zip(CUT_KEYS, cut_total.tolist(), strict=True))},
     }  # fmt: skip
     if accelerator.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def cut_warning(counts: dict[str, int], t: DictConfig) -> str | None:
+    """One line when truncation cuts any prompt or response of the data (None when nothing is cut)."""
+    if not (counts["prompts_cut"] or counts["responses_cut"]):
+        return None
+    return (
+        f"sa-train: warning: at train.max_length={t.max_length}, train.max_prompt_length={t.max_prompt_length}: "
+        f"{counts['prompts_cut']} of {counts['prompts']} prompts lose their start, {counts['responses_cut']} of "
+        f"{counts['responses']} responses are cut, {counts['responses_lost_end']} of them lose their end "
+        f"(end-of-turn token) and are trained without it, {counts['feedback_cut']} realignment targets lose part of "
+        "their feedback (their revision is kept whole); raise train.max_length / train.max_prompt_length to keep them"
+    )
+
+
+def _trace_file(output_dir: Path, rank: int) -> Any:
+    """`trace/rank-N.jsonl` in output_dir, appended to (one line per micro-batch)."""
+    folder = output_dir / "trace"
+    folder.mkdir(parents=True, exist_ok=True)
+    return (folder / f"rank-{rank}.jsonl").open("a", encoding="utf-8")
 
 
 def _resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
