@@ -164,6 +164,8 @@ def test_unusable_checkpoint_output_or_world_fails_in_one_line_before_any_scorin
     lines = (DATA / "episodes_fixture.jsonl").read_bytes().splitlines()
     cut = lines[1].index(b'"question"')
     world.write_bytes(lines[0] + b"\n" + lines[1][:cut] + b"\xff" + lines[1][cut:] + b"\n")
+    deep = tmp_path / "deep.jsonl"
+    deep.write_bytes(lines[0] + b"\n" + b"[" * 5000 + b"\n")  # json.loads: RecursionError
     common = (f"bigbench_dir={DATA / 'bigbench'}", "tasks=[hhh]", "progress=false", "scoring.cache=false")
     for overrides, message in [
         # the good model first: it would be scored (and its predictions written) before the truncated one loads
@@ -172,7 +174,9 @@ def test_unusable_checkpoint_output_or_world_fails_in_one_line_before_any_scorin
         ((f"models=[{tiny_model_dir}]", f"output_dir={blocker / 'out'}"),
          f"output folder {blocker / 'out'} is not writable (Not a directory)"),
         ((f"models=[{tiny_model_dir}]", f"output_dir={tmp_path / 'out'}", f"world_dir={world}"),
-         f"{world}:2: byte 0xff at column {cut + 1} is not UTF-8"),
+         f"{world}:2: "),  # environment.records names file and line
+        ((f"models=[{tiny_model_dir}]", f"output_dir={tmp_path / 'out'}", f"world_dir={deep}"),
+         f"{deep}: a line nests JSON too deeply"),
     ]:  # fmt: skip
         with pytest.raises(UserError) as caught:
             evaluate(config(*overrides, *common))

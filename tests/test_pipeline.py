@@ -17,6 +17,7 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 BIGBENCH_FIXTURES = Path(__file__).parent / "data" / "bigbench"
+STUB_REASON = "It is respectful and mostly honest, though it could explain more."  # tests/servers/openai_server.py
 
 
 def stage(command: str, *overrides: str, env: dict[str, str] | None = None) -> None:
@@ -47,14 +48,30 @@ def test_four_stages_on_a_tiny_model(tmp_path: Path, tiny_model_dir: Path, opena
     episodes = [json.loads(line) for line in (world / "episodes.jsonl").read_text().splitlines()]
     assert sorted((e["round"], e["agent_id"]) for e in episodes) == [(r, a) for r in range(2) for a in range(4)]
     for episode in episodes:
-        assert episode["observer"]["draft"]["alignment"] in range(1, 8)
+        for scores in (episode["observer"]["draft"], episode["observer"]["revision"]):
+            # the stub's scripted JSON reply {"rating": N, "reason": "It is respectful ..."}, N on 1..7, read as that
+            # N; max_tokens=32 cuts the reply inside the reason, so the reason read is a prefix of the stub's
+            assert all(type(scores[key]) is int and 1 <= scores[key] <= 7 for key in ("alignment", "engagement"))
+            for reason in (scores["reasons"]["alignment"], scores["reasons"]["engagement"]):
+                assert len(reason) > 20 and STUB_REASON.startswith(reason.lstrip('"')), reason
         for feedback in episode["feedback"]:  # a random model's rating text is unreadable: null, never a number
-            assert feedback["rating"] is None or feedback["valid"]
+            if feedback["rating"] is None:
+                assert feedback["valid"] is False and feedback["error"], feedback
+            else:  # a readable one (by chance) is a whole number on the scale with the reply's reason
+                assert feedback["valid"] is True and type(feedback["rating"]) is int and 1 <= feedback["rating"] <= 7
+                assert isinstance(feedback["reason"], str)
 
     stage("sa-build-data", f"inputs=[{world}]", f"hydra.run.dir={data}")
     card = json.loads((data / "data_card.json").read_text())
     items = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
     assert items and card, "the builder kept no data"
+    by_key = {(e["world_id"], e["round"], e["agent_id"]): e for e in episodes}
+    imitation = [r for item in items if item["kind"] == "imitation" for r in item["responses"]]
+    assert imitation
+    for response in imitation:  # each response is its episode's text with the observer's score of that text
+        episode = by_key[(response["world_id"], response["round"], response["agent_id"])]
+        assert response["text"] == episode[response["source"]]["text"]
+        assert response["rating"] == episode["observer"][response["source"]]["alignment"]
 
     stage(
         "sa-train",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import random
 import sys
 from collections import Counter, defaultdict
@@ -200,21 +201,10 @@ def rating_view(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record_line(path: Path, index: int) -> int:
-    """The line number of the `index`-th record read_episodes yielded (it skips blank lines)."""
-    with path.open(encoding="utf-8") as handle:
-        lines = (number for number, line in enumerate(handle, start=1) if line.strip())
-        return next(itertools.islice(lines, index, None), 0)
-
-
-def undecodable_line(path: Path) -> str:
-    """`path:line: column C` of the first byte that is not UTF-8."""
+    """The line number of the `index`-th record read_episodes yielded (lines split at b"\\n", blank ones skipped)."""
     with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as error:
-                return f"{path}:{number}: byte 0x{line[error.start]:02x} at column {error.start + 1}"
-    return str(path)
+        lines = (n for n, raw in enumerate(handle, start=1) if raw.decode("utf-8", "replace").strip())
+        return next(itertools.islice(lines, index, None), 0)
 
 
 def read_checked(path: Path) -> list[dict[str, Any]]:
@@ -225,8 +215,6 @@ def read_checked(path: Path) -> list[dict[str, Any]]:
         records = list(read_episodes(path))
     except EpisodeFormatError as error:
         raise UserError(f"{error}; {fix}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{undecodable_line(path)} is not UTF-8 (episodes files are UTF-8 JSONL); {fix}") from None
     except RecursionError:
         raise UserError(f"{path}: a line nests JSON too deeply to be an episode record; {fix}") from None
     for index, record in enumerate(records):
@@ -463,15 +451,31 @@ def card_markdown(card: dict[str, Any]) -> str:
     return head + "\n".join([*sections, signal])
 
 
+def _is_number(value: Any) -> bool:
+    """An int or a finite float, not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def validate(cfg: DictConfig) -> None:
-    """Reject bad values before reading anything."""
-    require(cfg.inputs is not None and len(cfg.inputs) > 0, "inputs is empty; pass inputs=[RUN_DIR/episodes.jsonl]")
-    require(cfg.format in ("jsonl", "parquet", "both"), f"format={cfg.format} is not jsonl, parquet or both")
-    if cfg.mix.ratio is not None:
-        unknown = set(cfg.mix.ratio) - set(KINDS)
+    """Reject bad values before reading anything, each in one line naming the key."""
+    inputs = cfg.inputs
+    require(
+        OmegaConf.is_list(inputs) and len(inputs) > 0 and all(isinstance(i, str) and i for i in inputs),
+        f"inputs={inputs!r} must be a non-empty list of episodes files or run folders; pass inputs=[RUN_DIR]",
+    )
+    require(cfg.format in ("jsonl", "parquet", "both"), f"format={cfg.format!r} is not jsonl, parquet or both")
+    require(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool), f"seed={cfg.seed!r} must be an integer")
+    min_score = cfg.realignment.min_score
+    require(_is_number(min_score), f"realignment.min_score={min_score!r} must be a number on the 1..7 scale")
+    require(isinstance(cfg.mix.staged, bool), f"mix.staged={cfg.mix.staged!r}: use true|false")
+    ratio = cfg.mix.ratio
+    if ratio is not None:
+        require(OmegaConf.is_dict(ratio), f"mix.ratio={ratio!r} must map kinds to weights, e.g. {{imitation: 5}}")
+        unknown = set(ratio) - set(KINDS)
         require(not unknown, f"mix.ratio has unknown kind(s) {sorted(unknown)}; use {', '.join(KINDS)}")
-        require(all(float(v) >= 0 for v in cfg.mix.ratio.values()), "mix.ratio values must be >= 0")
-        require(any(float(v) > 0 for v in cfg.mix.ratio.values()), "mix.ratio is all zero; give a kind weight > 0")
+        for kind, weight in ratio.items():
+            require(_is_number(weight) and weight >= 0, f"mix.ratio.{kind}={weight!r} must be a number >= 0")
+        require(any(v > 0 for v in ratio.values()), "mix.ratio is all zero; give a kind weight > 0")
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:

@@ -75,9 +75,17 @@ def check_writable(folder: Path) -> None:
                         "(or hydra.run.dir=...)") from None  # fmt: skip
 
 
+def _count(value: Any, low: int | None) -> bool:
+    """An int (not a bool) of at least `low`."""
+    return isinstance(value, int) and not isinstance(value, bool) and (low is None or value >= low)
+
+
 def check_config(cfg: DictConfig) -> tuple[list[str], list[str]]:
     """Validate the user-facing keys; return (models, labels), both empty when no task evaluates the models."""
-    tasks = list(cfg.tasks or [])
+    require(
+        OmegaConf.is_list(cfg.tasks), f"tasks={cfg.tasks!r} must be a list, e.g. tasks=[hhh]; choose from {list(TASKS)}"
+    )
+    tasks = [str(t) for t in cfg.tasks]
     unknown = sorted(set(tasks) - set(TASKS))
     require(bool(tasks) and not unknown, f"tasks {unknown or tasks} unknown or empty; choose from {list(TASKS)}")
     if "rater" in tasks:
@@ -87,20 +95,27 @@ def check_config(cfg: DictConfig) -> tuple[list[str], list[str]]:
     models = cfg.models
     require(isinstance(models, ListConfig) and len(models) > 0, "models must be a non-empty list, e.g. models=[CKPT]")
     models = [str(m) for m in models]
+    require(cfg.labels is None or OmegaConf.is_list(cfg.labels), f"labels={cfg.labels!r} must be a list or null")
     labels = [str(x) for x in cfg.labels] if cfg.labels is not None else [_label(m) for m in models]
     require(len(labels) == len(models), f"labels has {len(labels)} entries for {len(models)} models; give one each")
     require(len(set(labels)) == len(labels), f"labels {labels} repeat; give each model its own label")
     require(cfg.headline in ("sum", "mean"), f"headline={cfg.headline!r} must be sum or mean")
     require(
-        cfg.limit is None or (isinstance(cfg.limit, int) and cfg.limit > 0),
+        cfg.limit is None or _count(cfg.limit, 1),
         f"limit={cfg.limit!r} must be a positive number of items or null for all",
     )
+    require(_count(cfg.seed, None), f"seed={cfg.seed!r} must be an integer")
+    require(
+        cfg.judge.limit is None or _count(cfg.judge.limit, 1),
+        f"judge.limit={cfg.judge.limit!r}: a positive integer or null",
+    )
+    require(_count(cfg.judge.max_reasks, 0), f"judge.max_reasks={cfg.judge.max_reasks!r} must be an integer >= 0")
     require(cfg.judge.mode in ("score", "pairwise", "both"), f"judge.mode={cfg.judge.mode!r}: use score|pairwise|both")
     if "judge" in tasks and cfg.judge.mode != "score":
         require(len(models) >= 2, "pairwise judging needs at least two models (the first is the reference)")
     for key in ("batch_tokens", "max_batch", "max_length"):
         value = cfg.scoring[key]
-        require(isinstance(value, int) and value > 0, f"scoring.{key}={value!r} must be a positive integer")
+        require(_count(value, 1), f"scoring.{key}={value!r} must be a positive integer")
     for model in models:
         check_checkpoint(model)
     return models, labels

@@ -10,7 +10,6 @@ from typing import Any
 from conf.cli import UserError
 from environment.records import EpisodeFormatError, read_episodes
 from environment.signal import episode_signal, noise_warning
-from training.build_data import undecodable_line
 
 STAGES = ("draft", "revision")
 SCORES = ("alignment", "engagement")
@@ -49,10 +48,6 @@ def world_curves(world: str | Path) -> dict[str, Any]:
                         row[f"{stage}_{key}"].append(scores[key])
     except EpisodeFormatError as error:
         raise UserError(f"{error}; pass the episodes.jsonl written by sa-simulate") from None
-    except UnicodeDecodeError:
-        raise UserError(
-            f"{undecodable_line(path)} is not UTF-8; pass the episodes.jsonl written by sa-simulate"
-        ) from None
     except RecursionError:
         raise UserError(f"{path}: a line nests JSON too deeply to be an episode record; pass sa-simulate's") from None
     if not records:
