@@ -224,6 +224,20 @@ def test_bad_inputs_give_one_line_errors_and_overwrite_nothing(tmp_path):
         build(config(tmp_path, [corrupt]))
     with pytest.raises(UserError, match="unknown kind"):
         build(config(tmp_path, [FIXTURE], **{"mix.ratio": {"imitation": 1, "critic": 1}}))
+    for key, value, message in [  # found by tests/test_fuzz_inputs.py: these were tracebacks
+        ("mix.ratio", {"imitation": "auto"}, "mix.ratio.imitation='auto' must be a number >= 0"),
+        ("mix.ratio", "5:1:1", "mix.ratio='5:1:1' must map kinds to weights"),
+        ("mix.ratio", {"imitation": None}, "mix.ratio.imitation=None must be a number"),
+        ("seed", "abc", "seed='abc' must be an integer"),
+        ("realignment.min_score", "high", "realignment.min_score='high' must be a number"),
+        ("inputs", True, "inputs=True must be a non-empty list"),
+        ("mix.staged", "yes", "mix.staged='yes': use true|false"),
+    ]:
+        cfg = config(tmp_path, [FIXTURE])
+        OmegaConf.update(cfg, key, value, merge=False)
+        with pytest.raises(UserError) as caught:
+            build(cfg)
+        assert str(caught.value).startswith(message)
     assert (out / "train.jsonl").read_text() == "keep me\n"
 
 

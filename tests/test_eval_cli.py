@@ -141,6 +141,10 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         (("labels=[a,a]", "models=[x,y]"), "repeat"),
         (("world_dir=/nonexistent/run",), "no episodes file"),
         (("tasks=[judge]", "judge.mode=pairwise"), "pairwise judging needs at least two models"),
+        (("tasks=1",), "tasks=1 must be a list"),
+        (("labels=x",), "labels='x' must be a list or null"),
+        (("scoring.max_batch=true",), "scoring.max_batch=True must be a positive integer"),
+        (("judge.max_reasks=abc",), "judge.max_reasks='abc' must be an integer >= 0"),
         (("models=[/nonexistent/ckpt]", f"bigbench_dir={DATA / 'bigbench'}", "tasks=[hhh]"), "not a checkpoint folder"),
     ]:
         with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
