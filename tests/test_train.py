@@ -108,20 +108,6 @@ def test_dpo_with_lora_uses_the_adapter_free_base_as_reference(tmp_path, data_di
     assert summary["final"]["loss/reward_margin"] == pytest.approx(0.0, abs=1e-4)
 
 
-def test_resume_continues_from_the_saved_step_and_matches_an_uninterrupted_run(tmp_path, data_dir, tiny_model_dir):
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    first = run(full, data_dir, tiny_model_dir, "train.max_steps=4", "train.save_every=2")
-    assert first["start_step"] == 0 and first["steps"] == 4
-    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["step-2", "step-4"]
-    shutil.copytree(full / "checkpoints" / "step-2", resumed / "checkpoints" / "step-2")
-    second = run(resumed, data_dir, tiny_model_dir, "train.max_steps=4", "train.save_every=2")
-    assert second["start_step"] == 2 and second["steps"] == 4
-    a, b = weights(full), weights(resumed)
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    third = run(tmp_path / "fresh", data_dir, tiny_model_dir, "train.max_steps=4", "train.resume=null")
-    assert third["start_step"] == 0
-
-
 def test_device_and_precision_selection_without_a_gpu(monkeypatch):
     from training import modeling
     from training.throughput import Throughput, peak_tflops
@@ -268,13 +254,14 @@ def trace(folder: Path) -> list[dict]:
     return [json.loads(line) for path in sorted((folder / "trace").glob("rank-*.jsonl")) for line in path.open()]
 
 
-def test_resume_in_a_later_epoch_sees_that_epochs_groups_and_samples(tmp_path, data_dir, tiny_model_dir):
-    """Resuming in epoch 2 of 3 trains the order and K-samples of epoch 2, as the uninterrupted run does (accelerate's
-    prepared loader used to reset the dataset to epoch 0 in a new process)."""
+def test_resume_in_a_later_epoch_matches_an_uninterrupted_run(tmp_path, data_dir, tiny_model_dir):
+    """Resuming in epoch 2 of 3 continues from the saved step with epoch 2's order and K-samples, as the
+    uninterrupted run does (accelerate's prepared loader used to reset the dataset to epoch 0 in a new process)."""
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     setup = "train.batch_size=6", "train.groups_per_batch=6", "train.max_steps=-1", "train.epochs=3", "train.trace=true"
     first = run(full, data_dir, tiny_model_dir, *setup, "train.save_every=5")  # 2 steps per epoch: 5 is in epoch 2
-    assert first["steps"] == 6 and first["epochs_done"] == 3
+    assert first["start_step"] == 0 and first["steps"] == 6 and first["epochs_done"] == 3
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["step-5", "step-6"]
     shutil.copytree(full / "checkpoints" / "step-5", resumed / "checkpoints" / "step-5")
     second = run(resumed, data_dir, tiny_model_dir, *setup)
     assert second["start_step"] == 5 and second["steps"] == 6 and second["epochs_done"] == 3
@@ -284,6 +271,8 @@ def test_resume_in_a_later_epoch_sees_that_epochs_groups_and_samples(tmp_path, d
     assert epochs[0] != epochs[2]  # the epochs differ, so replaying epoch 0 would show
     a, b = weights(full), weights(resumed)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    third = run(tmp_path / "fresh", data_dir, tiny_model_dir, "train.max_steps=1", "train.resume=null")
+    assert third["start_step"] == 0
 
 
 def test_truncation_is_counted_in_the_warning_log_and_summary(tmp_path, data_dir, tiny_model_dir, capsys):
