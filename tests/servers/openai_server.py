@@ -13,6 +13,7 @@ Scripted replies (deterministic for a given prompt) make a SANDBOX world work:
   the prompt: rating/score/alignment/engagement → int, winner/better/preferred/choice → "A", anything else → text),
   else `Rating: N ### Reason: ...` (`--rating-style json|form|auto`; `echo` repeats the rating prompt as its reply). Answers being rated that start with "Revised"
   score higher than drafts, so revisions improve.
+- a pairwise judge's prompt (answer form `Winner: <A, B or tie>`) gets `Winner: A|B|tie` (by the prompt's digest).
 - a revise prompt ("revise" in the last message) gets "Revised answer: ..."; any other prompt gets "Answer: ..." text.
 - `usage` token counts are whitespace-token counts of prompt and reply; `max_tokens` truncates the reply.
 - `/v1/embeddings`: deterministic hashed bag-of-words vectors (`--embed-dim`, default 384), L2-normalised: the same
@@ -77,6 +78,7 @@ import numpy as np
 _RATE_VERB = re.compile(r"\b(rate|score)\b", re.IGNORECASE)
 _RATING_NOUN = re.compile(r"\brating\b", re.IGNORECASE)
 _REVISE = re.compile(r"\brevise\b", re.IGNORECASE)
+_PAIRWISE = re.compile(r"Winner:\s*<A, B or tie>")  # the pairwise judge's answer form (training/eval/judge.py)
 _RANGE = re.compile(r"\b(?:from\s+)?(\d{1,2})\b[^0-9.\n]{0,40}?(?:to|-|–|\.\.)\s*(\d{1,2})\b", re.IGNORECASE)
 _TURN = "\n\x1e"  # joins chat messages; the last part is the last message
 _JSON_KEY = re.compile(r'"(\w+)"\s*:')
@@ -183,7 +185,9 @@ class Script:
         self._word_vectors: dict[str, np.ndarray] = {}
 
     def reply(self, prompt: str, garbage: bool, max_tokens: int | None) -> str:
-        if asks_rating(prompt):
+        if _PAIRWISE.search(prompt) and not garbage:  # a pairwise judge: A, B or tie, by the prompt's digest
+            text = f"Winner: {('A', 'B', 'tie')[_digest(prompt) % 3]}\nReason: It is kinder and more honest."
+        elif asks_rating(prompt):
             text = self._garbage(prompt) if garbage else self._rating(prompt)
         elif _REVISE.search(_last_part(prompt)):
             text = f"Revised answer: we should treat everyone fairly and kindly here (note {_digest(prompt) % 997})."

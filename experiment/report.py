@@ -1,0 +1,126 @@
+"""The experiment's report: report.md (table over seeds, paired comparisons, verdicts) and PNG plots (training
+curves per arm and seed, the primary metric per arm with its interval)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from experiment.analysis import BASE, CLAIMS
+from experiment.stages import Stage
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _cell(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "–"
+    interval = entry["interval"]
+    spread = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+    return f"{entry['mean']:.3f}{spread}"
+
+
+def markdown(results: dict[str, Any], plots: list[Path]) -> str:
+    e, primary = results["experiment"], results["primary"]
+    arms = [BASE, *e["arms"]]
+    lines = [
+        f"# sa-experiment: {e['name']}",
+        "",
+        f"Base model `{e['base_model']}`; {e['worlds']} world(s); arms {', '.join(e['arms'])}; training seeds "
+        f"{e['train_seeds']}; α = {results['alpha']}, smallest difference that counts = {results['min_effect']}. "
+        f"Wall time {results['wall_s'] / 60:.1f} min (cached stages count 0).",
+        "",
+        "## Verdicts (primary metric: " + primary + ")",
+        "",
+    ]
+    for claim, _, _ in CLAIMS:
+        row = next((c for c in results["comparisons"] if c["claim"] == claim and c["metric"] == primary), None)
+        if row is None:
+            lines.append(f"- **{claim}: not measured** (an arm or the metric is missing)")
+            continue
+        low, high = row["interval"]
+        lines.append(f"- **{claim}: {row['verdict']}** — paired difference {row['difference']:+.3f} "
+                     f"[{low:+.3f}, {high:+.3f}] over {row['n']} items, p = {row['p_value']:.3g}")  # fmt: skip
+    lines += ["", "## Every metric: mean over training seeds [95 % t-interval]", "",
+              "| metric | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]  # fmt: skip
+    for metric in results["metrics"]:
+        row = results["table"].get(metric, {})
+        lines.append(f"| {metric} | " + " | ".join(_cell(row.get(arm)) for arm in arms) + " |")
+    lines += ["", "## Paired comparisons (per item, arms averaged over seeds)", "",
+              "| claim | metric | items | A | B | A − B [95 % bootstrap] | p (sign-flip) | verdict |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for c in results["comparisons"]:
+        low, high = c["interval"]
+        lines.append(f"| {c['claim']} | {c['metric']} | {c['n']} | {c['mean_a']:.3f} | {c['mean_b']:.3f} | "
+                     f"{c['difference']:+.3f} [{low:+.3f}, {high:+.3f}] | {c['p_value']:.3g} | {c['verdict']} |")  # fmt: skip
+    lines += ["", "## Stages", "", "| stage | seconds | folder |", "|---|---|---|"]
+    for name, stage in results["stages"].items():
+        lines.append(f"| {name} | {stage['seconds']:.0f} | `{stage['folder']}` |")
+    lines += ["", *[f"![{p.stem}]({p.name})" for p in plots], ""]
+    return "\n".join(lines)
+
+
+def training_curves(runs: dict[str, Stage]) -> dict[str, list[tuple[int, float]]]:
+    """(step, loss) per training label from its TensorBoard scalars."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curves = {}
+    for label, stage in runs.items():
+        points: list[tuple[int, float]] = []
+        for events in sorted((stage.folder / "tensorboard").glob("events.out.tfevents.*")):
+            accumulator = EventAccumulator(str(events))
+            accumulator.Reload()
+            if "loss" in accumulator.Tags()["scalars"]:
+                points += [(e.step, e.value) for e in accumulator.Scalars("loss")]
+        curves[label] = sorted(points)
+    return curves
+
+
+def plot(results: dict[str, Any], runs: dict[str, Stage], folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    arms = list(results["experiment"]["arms"])
+    fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms), 2.8), squeeze=False)
+    curves = training_curves(runs)
+    for ax, arm in zip(axes[0], arms, strict=True):
+        for label, points in curves.items():
+            if label.rsplit("-s", 1)[0] == arm and points:
+                ax.plot(*zip(*points, strict=True), label=label.rsplit("-", 1)[1])
+        ax.set_title(arm, fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("training loss")
+    fig.tight_layout()
+    paths.append(folder / "training_curves.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    row = results["table"].get(results["primary"], {})
+    names = [a for a in [BASE, *arms] if a in row]
+    if names:
+        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 1.5, 3))
+        means = [row[a]["mean"] for a in names]
+        errors = [[m - (row[a]["interval"] or (m, m))[0] for a, m in zip(names, means, strict=True)],
+                  [(row[a]["interval"] or (m, m))[1] - m for a, m in zip(names, means, strict=True)]]  # fmt: skip
+        ax.bar(names, means, yerr=errors, capsize=4, color=["#999999", *["#4c72b0"] * (len(names) - 1)])
+        ax.set_ylabel(results["primary"])
+        ax.set_title("mean over training seeds, 95 % interval", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        fig.tight_layout()
+        paths.append(folder / "primary_metric.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def write_report(results: dict[str, Any], runs: dict[str, Stage], folder: Path) -> Path:
+    plots = plot(results, runs, folder)
+    path = folder / "report.md"
+    path.write_text(markdown(results, plots), encoding="utf-8")
+    return path

@@ -1,0 +1,129 @@
+"""`sa-experiment`: collect W worlds → build one data set → train every arm with S seeds → evaluate base and every
+checkpoint → one report with intervals over seeds, paired tests and a verdict per claim (SA > base, SA > SFT,
+SFT > base).
+
+    sa-experiment experiment=cpu_small
+    sa-experiment experiment=cpu_small experiment.worlds=4 experiment.train_seeds=[0,1,2]
+    sa-experiment experiment=cpu_small +experiment.arms.sa_margin0=[loss=stable_alignment,loss.margin=0]
+    sa-experiment -m experiment=cpu_small experiment.worlds=1,2,4        (the verdict as the data grows)
+
+Every stage is the real console script with Hydra overrides, cached under `root` by its settings (experiment/stages.py),
+so a re-run, a larger sweep or an added arm reuses what exists; the log of every command is in the report folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from conf.cli import hydra_command, require
+from experiment.analysis import BASE, item_scores, label_of, table, verdicts
+from experiment.report import write_report
+from experiment.stages import Stage
+
+PROG = "sa-experiment"
+
+
+def _strings(node: Any, key: str) -> list[str]:
+    value = OmegaConf.to_container(node, resolve=True) if node is not None else []
+    require(isinstance(value, list) and all(isinstance(v, str) for v in value),
+            f"experiment.{key} must be a list of override strings (e.g. [world.rounds=2])")  # fmt: skip
+    return list(value)
+
+
+def check(cfg: DictConfig) -> None:
+    """One-line errors for the experiment's own keys (the stages check theirs)."""
+    e = cfg.experiment
+    require(isinstance(e.worlds, int) and e.worlds >= 1, f"experiment.worlds={e.worlds!r} must be an integer >= 1")
+    seeds = OmegaConf.to_container(e.train_seeds)
+    require(isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds),
+            f"experiment.train_seeds={seeds!r} must be a non-empty list of integers")  # fmt: skip
+    require(
+        isinstance(e.arms, DictConfig) and len(e.arms) > 0, "experiment.arms must map arm names to sa-train overrides"
+    )
+    require(BASE not in e.arms, f"experiment.arms may not be named {BASE!r} (the untrained model)")
+    for arm in e.arms:
+        _strings(e.arms[arm], f"arms.{arm}")
+    require(0 < float(cfg.alpha) < 1, f"alpha={cfg.alpha!r} must be in (0, 1)")
+    require(float(cfg.min_effect) >= 0, f"min_effect={cfg.min_effect!r} must be >= 0")
+
+
+def plan(cfg: DictConfig) -> tuple[list[Stage], Stage, dict[str, Stage], Stage]:
+    """Every stage with its folder and inputs: worlds, data, one training run per arm and seed, the evaluation."""
+    e, root = cfg.experiment, Path(str(cfg.root))
+    simulate = _strings(e.simulate, "simulate")
+    worlds = []
+    for seed in range(int(e.worlds)):
+        overrides = [*simulate, f"world.seed={seed}"]
+        stage = Stage(f"world {seed}", "sa-simulate", overrides, root / "worlds" / "pending")
+        stage.folder = root / "worlds" / f"seed{seed}-{stage.key}"
+        worlds.append(stage)
+    data = Stage("data", "sa-build-data", [], root / "data", [w.key for w in worlds])
+    data.overrides = [f"inputs=[{','.join(str(w.folder) for w in worlds)}]", *_strings(e.build_data, "build_data")]
+    data.folder = root / "data" / data.key
+    runs: dict[str, Stage] = {}
+    for arm in e.arms:
+        for seed in e.train_seeds:
+            overrides = [f"data={data.folder}", f"model.name={e.base_model}", *_strings(e.train, "train"),
+                         *_strings(e.arms[arm], f"arms.{arm}"), f"train.seed={seed}"]  # fmt: skip
+            stage = Stage(f"train {label_of(arm, seed)}", "sa-train", overrides, root, [data.key])
+            stage.folder = root / "train" / f"{label_of(arm, seed)}-{stage.key}"
+            runs[label_of(arm, seed)] = stage
+    labels = [BASE, *runs]
+    models = [str(e.base_model), *(str(s.folder) for s in runs.values())]
+    evaluation = Stage("evaluate", "sa-eval", [], root, [s.key for s in runs.values()])
+    evaluation.overrides = [f"models=[{','.join(models)}]", f"labels=[{','.join(labels)}]",
+                            f"headline={e.headline}", *_strings(e.eval, "eval")]  # fmt: skip
+    evaluation.folder = root / "eval" / evaluation.key
+    return worlds, data, runs, evaluation
+
+
+def analyse(cfg: DictConfig, runs: dict[str, Stage], evaluation: Stage) -> dict[str, Any]:
+    """Per-item scores of every label, the table over seeds and the claims' paired tests."""
+    e = cfg.experiment
+    arms: dict[str, list] = {BASE: [item_scores(evaluation.folder, BASE, str(e.headline))]}
+    for arm in e.arms:
+        arms[arm] = [item_scores(evaluation.folder, label_of(arm, s), str(e.headline)) for s in e.train_seeds]
+    metrics = sorted({m for per_seed in arms.values() for s in per_seed for m in s},
+                     key=lambda m: (m != str(e.primary), "/" in m, m))  # fmt: skip
+    return {
+        "table": table(arms, metrics),
+        "comparisons": verdicts(arms, metrics, float(cfg.alpha), float(cfg.min_effect), int(cfg.resamples)),
+        "metrics": metrics,
+        "primary": str(e.primary),
+    }
+
+
+def run(cfg: DictConfig) -> Path:
+    """Run (or reuse) every stage and write the report; returns report.md's path."""
+    check(cfg)
+    out = Path(str(cfg.output_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "stages.log"
+    worlds, data, runs, evaluation = plan(cfg)
+    started, seconds = time.perf_counter(), {}
+    for stage in [*worlds, data, *runs.values(), evaluation]:
+        seconds[stage.name] = round(stage.run(log), 1)
+    results = analyse(cfg, runs, evaluation)
+    results |= {
+        "experiment": OmegaConf.to_container(cfg.experiment, resolve=True),
+        "alpha": float(cfg.alpha), "min_effect": float(cfg.min_effect),
+        "stages": {s.name: {"folder": str(s.folder), "key": s.key, "seconds": seconds[s.name]}
+                   for s in [*worlds, data, *runs.values(), evaluation]},
+        "wall_s": round(time.perf_counter() - started, 1),
+    }  # fmt: skip
+    (out / "experiment.json").write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
+    return write_report(results, runs, out)
+
+
+@hydra_command("experiment", prog=PROG)
+def main(cfg: DictConfig) -> None:
+    report = run(cfg)
+    print(f"{PROG}: report: {report}")
+    for line in report.read_text(encoding="utf-8").splitlines():
+        if line.startswith("- **"):
+            print(f"{PROG}: {line[2:].replace('**', '')}")

@@ -1,0 +1,120 @@
+"""sa-experiment end to end on a tiny random model and the loopback OpenAI stub: every stage runs through the real
+console scripts, the report has the table, the paired comparisons and a verdict per claim, a re-run reuses every
+stage, and training seeds give different checkpoints. (The statistics themselves: tests/test_eval_stats.py.)"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conf import CONFIG_DIR
+
+BIN = Path(sys.executable).parent
+BIGBENCH = Path(__file__).parent / "data" / "bigbench"
+
+
+def tiny_experiment(folder: Path, url: str, model: Path) -> Path:
+    """An experiment config group file for the tiny run (found through --config-dir)."""
+    stub = [f"backend.base_url={url}", "backend=openai", "backend.model=stub", "embedder=openai",
+            f"embedder.base_url={url}", "embedder.model=stub-embed", "embedder.dim=384"]  # fmt: skip
+    config = {
+        "name": "tiny",
+        "base_model": str(model),
+        "worlds": 2,
+        "simulate": [
+            *stub,
+            "world.size=2",
+            "world.rounds=2",
+            "memory.priors_per_agent=3",
+            "run.progress=false",
+            "run.plots=false",
+        ],  # fmt: skip
+        "build_data": [],
+        "arms": {"sft": ["loss=sft"], "stable_alignment": ["loss=stable_alignment"]},
+        "train_seeds": [0, 1],
+        "train": [
+            "train.max_steps=2",
+            "train.batch_size=2",
+            "train.group_size=2",
+            "train.max_length=128",
+            "train.max_prompt_length=96",
+            "train.lr=1e-3",
+        ],  # fmt: skip
+        "eval": [
+            f"bigbench_dir={BIGBENCH}",
+            "tasks=[hhh,judge]",
+            "judge.mode=both",
+            "judge.limit=3",
+            "judge.answer_sampling.max_tokens=8",
+            *stub[:3],
+            "progress=false",
+        ],  # fmt: skip
+        "headline": "mean",
+        "primary": "hhh",
+    }
+    (folder / "experiment").mkdir(parents=True)
+    (folder / "experiment" / "tiny.yaml").write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
+    return folder
+
+
+def sa_experiment(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "sa-experiment"), *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("preset", ["cpu_small", "gpu"])
+def test_presets_give_every_stage_overrides_its_command_accepts(preset):
+    """Each preset's stage overrides compose in that stage's own Hydra app (a wrong key or value type fails here)."""
+    from experiment.run import check, plan
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("experiment", [f"experiment={preset}", "root=ROOT", "output_dir=OUT"])
+        check(cfg)
+        worlds, data, runs, evaluation = plan(cfg)
+        for stage, config_name in [(worlds[0], "simulate"), (data, "build_data"), (next(iter(runs.values())), "train"),
+                                   (evaluation, "eval")]:  # fmt: skip
+            composed = compose(config_name, [*stage.overrides, "hydra.run.dir=X"], return_hydra_config=True)
+            assert composed is not None
+    e = cfg.experiment
+    assert list(e.arms) == ["sft", "stable_alignment", "dpo", "simpo"] and len(e.train_seeds) >= 2
+    assert len(runs) == 4 * len(e.train_seeds) and len({s.folder for s in runs.values()}) == len(runs)
+    steps = {o for s in runs.values() for o in s.overrides if o.startswith("train.max_steps=")}
+    assert len(steps) == 1  # the same schedule for every arm
+    assert [w.overrides[-1] for w in worlds] == [f"world.seed={i}" for i in range(e.worlds)]
+
+
+@pytest.mark.slow
+def test_tiny_experiment_runs_every_stage_reports_verdicts_and_reuses_its_cache(tmp_path, tiny_model_dir, openai_stub):
+    server = openai_stub()
+    configs = tiny_experiment(tmp_path / "conf", server.base_url, tiny_model_dir)
+    args = ["--config-dir", str(configs), "experiment=tiny", f"root={tmp_path / 'root'}"]
+    first = sa_experiment(*args, f"hydra.run.dir={tmp_path / 'report'}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = json.loads((tmp_path / "report" / "experiment.json").read_text())
+    assert len(result["stages"]) == 2 + 1 + 4 + 1  # worlds, data, 2 arms × 2 seeds, evaluation
+    assert all(stage["seconds"] > 0 for stage in result["stages"].values())
+    row = result["table"]["hhh"]
+    assert row["base"]["seeds"] == 1 and row["sft"]["seeds"] == row["stable_alignment"]["seeds"] == 2
+    assert row["sft"]["interval"] is not None and 0 <= row["sft"]["mean"] <= 1
+    claims = {(c["claim"], c["metric"]): c for c in result["comparisons"]}
+    for claim in ("SA > base", "SA > SFT", "SFT > base"):
+        hhh = claims[(claim, "hhh")]
+        assert hhh["n"] == 9 and hhh["verdict"] in ("supported", "not supported", "inconclusive at this size")
+        assert 0 <= hhh["p_value"] <= 1 and hhh["interval"][0] <= hhh["difference"] <= hhh["interval"][1]
+    assert ("SA > base", "win_rate_vs_base") in claims and ("SA > base", "judge_score") in claims
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "- **SA > SFT: " in report and "| hhh |" in report and (tmp_path / "report" / "training_curves.png").exists()
+    weights = {label: hashlib.sha256((Path(stage["folder"]) / "model.safetensors").read_bytes()).hexdigest()
+               for label, stage in result["stages"].items() if label.startswith("train ")}  # fmt: skip
+    assert weights["train sft-s0"] != weights["train sft-s1"]  # the training seed changes the run
+
+    again = sa_experiment(*args, f"hydra.run.dir={tmp_path / 'report2'}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads((tmp_path / "report2" / "experiment.json").read_text())
+    assert all(stage["seconds"] == 0 for stage in rerun["stages"].values())  # every stage reused
+    assert rerun["comparisons"] == result["comparisons"]
