@@ -8,6 +8,7 @@ Ctrl-C (SIGINT) ends a command with one line, `sa-xxx: interrupted; re-run the s
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -23,6 +24,8 @@ from conf import CONFIG_DIR
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+# Errors of a path the user chose (read-only disk, no permission, a file where a folder belongs, disk full).
+PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC, errno.EDQUOT}
 
 
 class UserError(Exception):
@@ -68,7 +71,8 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
 
         @functools.wraps(task)
         def main() -> None:
-            wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+            before = os.environ.get("HYDRA_FULL_ERROR")
+            wants_traceback = before == "1"
             os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
             stderr, sys.stderr = sys.stderr, _DropHydraJobBanner(sys.stderr)
             try:
@@ -83,6 +87,12 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
                     raise
                 print(f"{prog}: error: {one_line(error)} (see `{prog} --cfg job` for valid keys)", file=sys.stderr)
                 sys.exit(EXIT_USER_ERROR)
+            except OSError as error:  # e.g. Hydra creating a run dir on a read-only disk, before the task runs
+                if wants_traceback or error.errno not in PATH_ERRNOS or error.filename is None:
+                    raise
+                print(f"{prog}: error: {error.filename}: {error.strerror}; use a folder this user can write "
+                      "(hydra.run.dir=...)", file=sys.stderr)  # fmt: skip
+                sys.exit(EXIT_USER_ERROR)
             except KeyboardInterrupt:
                 if wants_traceback:
                     raise
@@ -90,6 +100,10 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
                 sys.exit(EXIT_INTERRUPTED)
             finally:
                 sys.stderr = stderr
+                if before is None:  # a caller in this process (a test) keeps its environment
+                    os.environ.pop("HYDRA_FULL_ERROR", None)
+                else:
+                    os.environ["HYDRA_FULL_ERROR"] = before
 
         return main
 

@@ -36,9 +36,12 @@ def resolve_data_file(data: str | Path) -> Path:
 
 
 def load_groups(data: str | Path) -> Dataset:
-    """The grouped dataset as a `datasets.Dataset`; a corrupt or foreign file gives a one-line error."""
+    """The grouped dataset as a `datasets.Dataset`; a corrupt or foreign file, or a field of the wrong type, gives a
+    one-line error naming the file, the line and the field."""
     path = resolve_data_file(data)
     kind = "parquet" if path.suffix == ".parquet" else "json"
+    if kind == "json":
+        check_lines(path)  # before datasets, whose errors for mixed types name neither the line nor the field
     try:
         dataset = load_dataset(kind, data_files=str(path), split="train")
     except Exception as error:  # datasets wraps parser errors in several types
@@ -48,30 +51,91 @@ def load_groups(data: str | Path) -> Dataset:
         raise UserError(f"{path} lacks column(s) {', '.join(missing)}; it is not sa-build-data output, rebuild it")
     if len(dataset) == 0:
         raise UserError(f"{path} holds no groups; check the episodes passed to sa-build-data")
-    check_ratings(dataset, path)
+    if kind != "json":
+        check_ratings(dataset, path)
     return dataset
 
 
+def check_lines(path: Path) -> None:
+    """Every non-blank line of a JSONL data file is a group with the fields and types `check_group` wants."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                group = json.loads(line)
+            except ValueError:
+                raise UserError(
+                    f"{path}:{number}: not valid JSON (a cut-off line?); rebuild it with sa-build-data"
+                ) from None
+            check_group(group, f"{path}:{number}")
+
+
+def _found(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def check_group(group: Any, where: str) -> None:
+    """One group as sa-build-data writes it: `messages` (a list of {role, content} strings, or that list as a JSON
+    string), an integer `stage` and non-empty `responses` of {text, rating}. A wrong type is a one-line `UserError`
+    naming `where` (file:line) and the field."""
+    fix = "rebuild the data with sa-build-data"
+    if not isinstance(group, dict):
+        raise UserError(f"{where}: a group must be a JSON object, found {_found(group)}; {fix}")
+    for key in REQUIRED_KEYS:
+        if key not in group:
+            raise UserError(f"{where}: field '{key}' is missing; {fix}")
+    messages = group["messages"]
+    if isinstance(messages, str):
+        try:
+            messages = json.loads(messages)
+        except ValueError:
+            messages = None
+    if not (
+        isinstance(messages, list)
+        and messages
+        and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages)
+    ):  # fmt: skip
+        raise UserError(
+            f"{where}: field 'messages' must be a non-empty list of {{role, content}} strings, found "
+            f"{_found(group['messages'])}; {fix}"
+        )
+    stage = group["stage"]
+    if isinstance(stage, bool) or not isinstance(stage, int):
+        raise UserError(f"{where}: field 'stage' must be an integer, found {_found(stage)}; {fix}")
+    responses = group["responses"]
+    if not isinstance(responses, list):
+        raise UserError(f"{where}: field 'responses' must be a list of {{text, rating}} objects, found "
+                        f"{_found(responses)}; {fix}")  # fmt: skip
+    if not responses:
+        raise UserError(f"{where}: a group without responses; {fix}")
+    for j, response in enumerate(responses):
+        if not isinstance(response, dict):
+            raise UserError(f"{where}: field 'responses[{j}]' must be a {{text, rating}} object, found "
+                            f"{_found(response)}; {fix}")  # fmt: skip
+        rating = response.get("rating")
+        if isinstance(rating, bool) or not isinstance(rating, int | float):
+            raise UserError(
+                f"{where}: response rating {rating!r} is not a number; drop invalid ratings "
+                "(sa-build-data does) instead of coercing them"
+            )
+        if valid_rating(rating) is None:
+            raise UserError(
+                f"{where}: response rating {rating!r} is outside {RATING_MIN}..{RATING_MAX} (or not finite); "
+                "an unreadable rating is null and dropped (sa-build-data does), never a placeholder number"
+            )
+        if not isinstance(response.get("text"), str):
+            raise UserError(f"{where}: field 'responses[{j}].text' must be a string, found "
+                            f"{_found(response.get('text'))}; {fix}")  # fmt: skip
+
+
 def check_ratings(dataset: Dataset, path: Path) -> None:
-    """Every response needs a text and a rating in [1, 7]; a null, non-numeric, NaN/inf or out-of-scale rating (the
-    reference's 8 and −1 placeholders) is an error naming the file and line, never coerced."""
-    for row, responses in enumerate(dataset["responses"], start=1):
-        if not responses:
-            raise UserError(f"{path}:{row}: a group without responses; rebuild the data with sa-build-data")
-        for response in responses:
-            rating = response.get("rating")
-            if isinstance(rating, bool) or not isinstance(rating, int | float):
-                raise UserError(
-                    f"{path}:{row}: response rating {rating!r} is not a number; drop invalid ratings "
-                    "(sa-build-data does) instead of coercing them"
-                )
-            if valid_rating(rating) is None:
-                raise UserError(
-                    f"{path}:{row}: response rating {rating!r} is outside {RATING_MIN}..{RATING_MAX} (or not finite); "
-                    "an unreadable rating is null and dropped (sa-build-data does), never a placeholder number"
-                )
-            if not isinstance(response.get("text"), str):
-                raise UserError(f"{path}:{row}: a response without text; rebuild the data with sa-build-data")
+    """Every group of a loaded dataset passes `check_group` (row n is `path:n`): a null, non-numeric, NaN/inf or
+    out-of-scale rating (the reference's 8 and −1 placeholders) is an error naming the file and line, never coerced."""
+    for row, group in enumerate(dataset, start=1):
+        check_group(group, f"{path}:{row}")
 
 
 # Where a realignment target's revision starts (training/build_data.py `realignment_output` writes "Feedback: …" and

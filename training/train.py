@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
+import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, get_scheduler
 from agents.backends.embedded import resolve_model_path
 from conf.cli import UserError, hydra_command, require
 from environment.signal import group_signal, noise_warning
+from memory.atomic import fsync_tree
+from training import checkpoints
 from training.collator import CUT_KEYS, GroupCollator
 from training.data import GroupDataset, epoch_plan, load_groups, tokenize_groups
 from training.logprobs import attention_implementation, response_stats, supports_shared_prompt
@@ -50,32 +53,78 @@ class TrainState:
         self.step, self.epoch, self.batches = int(state["step"]), int(state["epoch"]), int(state["batches"])
 
 
+def _number(value: Any, key: str, kind: type = float, low: float | None = None, above: bool = False) -> Any:
+    """`value` as `kind` (int or float), at least `low` (above it when `above`), else a one-line error naming `key`."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
+    if ok and low is not None:
+        ok = value > low if above else value >= low
+    what = "an integer" if kind is int else "a number"
+    bound = "" if low is None else f" {'>' if above else '>='} {low:g}"
+    require(ok, f"{key}={value!r} must be {what}{bound}")
+    return kind(value)
+
+
+def check_model_name(name: Any) -> None:
+    """`model.name` is the embedded alias, a model folder or a hub id (`org/name`); a missing path is an error."""
+    text = str(name)
+    fix = "pass a Hugging Face model folder (with config.json), a hub id or embedded:smollm2"
+    if text.startswith("embedded:") or text in ("smollm2", "SmolLM2-135M-Instruct"):
+        return
+    path = Path(text).expanduser()
+    if path.exists():
+        require((path / "config.json").is_file(), f"model.name={text} is not a model folder (no config.json); {fix}")
+        return
+    looks_like_path = path.is_absolute() or text.startswith((".", "~")) or text.count("/") != 1
+    require(not looks_like_path, f"model.name={text}: no such folder; {fix}")
+
+
 def validate(cfg: DictConfig) -> dict[str, Any]:
-    """Check every value before loading anything; return the loss parameters."""
+    """Check every value before loading anything (numbers, the model name, a writable output folder); return the
+    loss parameters. Each problem is a one-line `UserError` naming the key."""
     name = cfg.loss.name
-    require(name in LOSSES, f"loss={name} is unknown; use one of {', '.join(LOSSES)}")
+    require(isinstance(name, str) and name in LOSSES, f"loss={name} is unknown; use one of {', '.join(LOSSES)}")
     params = {k: v for k, v in OmegaConf.to_container(cfg.loss).items() if k != "name"}
     for key, check in LOSS_PARAMS[name].items():
         require(key in params, f"loss.{key} is missing for loss={name}; see conf/loss/{name}.yaml")
+        value = params[key]
         if isinstance(check, tuple):
-            require(params[key] in check, f"loss.{key}={params[key]}: use {'|'.join(check)} (loss={name})")
-        else:
-            require(check(params[key]), f"loss.{key}={params[key]} is out of range for loss={name}")
+            require(value in check, f"loss.{key}={value}: use {'|'.join(check)} (loss={name})")
+            continue
+        try:
+            ok = bool(check(value))
+        except TypeError:  # a string or null where a number belongs
+            raise UserError(f"loss.{key}={value!r} must be a number (loss={name})") from None
+        require(ok, f"loss.{key}={value} is out of range for loss={name}")
     t = cfg.train
-    require(int(t.group_size) >= 1, f"train.group_size={t.group_size}: K must be >= 1")
-    require(int(t.groups_per_batch) >= 1, f"train.groups_per_batch={t.groups_per_batch} must be >= 1")
-    require(int(t.batch_size) >= 1, f"train.batch_size={t.batch_size} must be >= 1 (groups per optimizer step)")
-    require(int(t.max_steps) > 0 or int(t.epochs) >= 1, "set train.max_steps > 0 or train.epochs >= 1")
-    require(float(t.lr) > 0, f"train.lr={t.lr} must be > 0")
-    require(0 <= float(t.warmup_ratio) < 1, f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
-    require(int(t.max_length) >= 2, f"train.max_length={t.max_length} must be >= 2")
+    group_size = _number(t.group_size, "train.group_size", int)
+    require(group_size >= 1, f"train.group_size={group_size}: K must be >= 1")
+    _number(t.groups_per_batch, "train.groups_per_batch", int, 1)
+    for key in ("batch_size", "grad_accum"):  # whichever of the two this version of sa-train has
+        if key in t:
+            _number(t[key], f"train.{key}", int, 1)
+    max_steps, epochs = _number(t.max_steps, "train.max_steps", int), _number(t.epochs, "train.epochs", int)
+    require(max_steps > 0 or epochs >= 1, "set train.max_steps > 0 or train.epochs >= 1")
+    _number(t.lr, "train.lr", float, 0, above=True)
+    warmup = _number(t.warmup_ratio, "train.warmup_ratio", float, 0)
+    require(warmup < 1, f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
+    _number(t.weight_decay, "train.weight_decay", float, 0)
+    _number(t.max_grad_norm, "train.max_grad_norm", float, 0)
+    max_length = _number(t.max_length, "train.max_length", int, 2)
+    max_prompt = _number(t.max_prompt_length, "train.max_prompt_length", int)
     require(
-        0 < int(t.max_prompt_length) < int(t.max_length),
+        0 < max_prompt < max_length,
         f"train.max_prompt_length={t.max_prompt_length} must be in (0, train.max_length={t.max_length})",
     )
     require(isinstance(t.share_prompt, bool), f"train.share_prompt={t.share_prompt}: use true|false")
-    require(int(t.max_tokens_per_forward) >= 0, f"train.max_tokens_per_forward={t.max_tokens_per_forward} must be >= 0")
-    require(int(t.save_every) >= 0, f"train.save_every={t.save_every} must be >= 0")
+    _number(t.max_tokens_per_forward, "train.max_tokens_per_forward", int, 0)
+    _number(t.save_every, "train.save_every", int, 0)
+    _number(t.log_every, "train.log_every", int, 1)
+    _number(t.seed, "train.seed", int)
+    _number(t.num_workers, "train.num_workers", int, 0)
+    if t.peak_tflops is not None:
+        _number(t.peak_tflops, "train.peak_tflops", float, 0, above=True)
+    if "trace" in t:
+        require(isinstance(t.trace, bool), f"train.trace={t.trace}: use true|false")
     require(
         cfg.model.device in ("auto", "cpu", "cuda", "mps"), f"model.device={cfg.model.device}: use auto|cpu|cuda|mps"
     )
@@ -84,7 +133,12 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         f"model.precision={cfg.model.precision}: use auto|bf16|fp32",
     )
     if cfg.model.lora.enabled:
-        require(int(cfg.model.lora.r) >= 1, f"model.lora.r={cfg.model.lora.r} must be >= 1")
+        _number(cfg.model.lora.r, "model.lora.r", int, 1)
+        _number(cfg.model.lora.alpha, "model.lora.alpha", float, 0, above=True)
+        dropout = _number(cfg.model.lora.dropout, "model.lora.dropout", float, 0)
+        require(dropout < 1, f"model.lora.dropout={dropout} must be in [0, 1)")
+    check_model_name(cfg.model.name)
+    checkpoints.check_writable(Path(cfg.output_dir), "output_dir")
     return params
 
 
@@ -142,13 +196,9 @@ def load_reference(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The highest `checkpoints/step-N` in output_dir, if any."""
-    found = [
-        (int(m.group(1)), p)
-        for p in (output_dir / CHECKPOINTS).glob("step-*")
-        if (m := re.fullmatch(r"step-(\d+)", p.name))
-    ]
-    return max(found)[1] if found else None
+    """The highest complete `checkpoints/step-N` in output_dir, if any (see training/checkpoints.py)."""
+    complete, _skipped = checkpoints.scan(output_dir)
+    return complete[-1].path if complete else None
 
 
 @dataclass(frozen=True)
@@ -243,11 +293,16 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     state = TrainState()
     accelerator.register_for_checkpointing(state)
     start_step = 0
-    resume = _resume_path(cfg, output_dir)
+    run = checkpoints.fingerprint(cfg, params, total_steps)
+    resume = _resume_path(cfg, output_dir, run, accelerator)
     if resume is not None:
-        accelerator.load_state(str(resume))
+        _load_state(accelerator, resume)
         start_step = state.step
         accelerator.print(f"sa-train: resumed from {resume} at step {state.step}")
+        if state.step >= total_steps:
+            accelerator.print(f"sa-train: the run was complete ({total_steps} steps); saving its model again")
+    if accelerator.is_main_process:
+        checkpoints.save_hydra_config(cfg)  # only now: a refused resume leaves the folder's record as it was
     run_name = "tensorboard"
     accelerator.init_trackers(run_name, config=_flat_config(cfg))
     factor = 8.0 if reference is not None else 6.0
@@ -321,7 +376,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 parts_sum, cut, logged_steps = {}, torch.zeros_like(cut), 0
             save_every = int(t.save_every)
             if save_every and (state.step % save_every == 0 or state.step == total_steps):
-                accelerator.save_state(str(output_dir / CHECKPOINTS / f"step-{state.step}"))
+                checkpoints.save(accelerator, output_dir, state.step, run)
             if state.step >= total_steps:
                 break
     if trace is not None:
@@ -362,15 +417,21 @@ def _trace_file(output_dir: Path, rank: int) -> Any:
     return (folder / f"rank-{rank}.jsonl").open("a", encoding="utf-8")
 
 
-def _resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
-    resume = cfg.train.resume
-    if resume in (None, False, "null", "none"):
-        return None
-    if resume == "auto":
-        return latest_checkpoint(output_dir)
-    path = Path(str(resume))
-    require(path.is_dir(), f"train.resume={resume} is not a checkpoint folder; use auto, null or checkpoints/step-N")
-    return path
+def _resume_path(cfg: DictConfig, output_dir: Path, run: dict[str, Any], accelerator: Accelerator) -> Path | None:
+    """The checkpoint `train.resume` names (auto: the latest complete one), if it belongs to this run."""
+    say = accelerator.print
+    return checkpoints.resume_from(cfg.train.resume, output_dir, run, say, accelerator.is_main_process)
+
+
+def _load_state(accelerator: Accelerator, path: Path) -> None:
+    """`accelerator.load_state`, an unreadable checkpoint being a one-line error."""
+    try:
+        accelerator.load_state(str(path))
+    except Exception as error:  # torch/safetensors/pickle raise many types for a damaged file
+        raise UserError(
+            f"{path} cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+            "remove it to resume from an earlier checkpoint, or use train.resume=null"
+        ) from None
 
 
 def _flat_config(cfg: DictConfig) -> dict[str, Any]:
@@ -391,7 +452,11 @@ def _flat_config(cfg: DictConfig) -> dict[str, Any]:
 def save_checkpoint(
     cfg: DictConfig, accelerator: Accelerator, model: torch.nn.Module, tokenizer: Any, out: Path
 ) -> None:
-    """`save_pretrained` model + tokenizer (LoRA merged when `model.lora.merge`) that AutoModelForCausalLM loads."""
+    """`save_pretrained` model + tokenizer (LoRA merged when `model.lora.merge`) that AutoModelForCausalLM loads.
+
+    Written into `out/.model.partial` first and then moved file by file (each an atomic rename), so an interrupt
+    while writing leaves the previous files whole; the re-run writes them again.
+    """
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)
     unwrapped = accelerator.unwrap_model(model)
@@ -399,9 +464,15 @@ def save_checkpoint(
         unwrapped = unwrapped.merge_and_unload()
         state_dict = None if accelerator.num_processes == 1 else unwrapped.state_dict()
     if accelerator.is_main_process:
+        staging = out / ".model.partial"
+        shutil.rmtree(staging, ignore_errors=True)
         unwrapped.config.use_cache = True
-        unwrapped.save_pretrained(out, state_dict=state_dict, save_function=accelerator.save)
-        tokenizer.save_pretrained(out)
+        unwrapped.save_pretrained(staging, state_dict=state_dict, save_function=accelerator.save)
+        tokenizer.save_pretrained(staging)
+        fsync_tree(staging)
+        for path in sorted(staging.iterdir()):
+            os.replace(path, out / path.name)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @hydra_command("train", prog="sa-train")
@@ -413,10 +484,12 @@ def main(cfg: DictConfig) -> None:
         raise UserError(f"out of memory ({error}); lower train.groups_per_batch or train.max_length") from None
     overall = summary["overall"]
     mfu = f", MFU {overall['mfu']:.1%}" if "mfu" in overall else ""
+    loss = summary["final"].get("loss")
+    final = f"final loss {loss:.4f}" if loss is not None else "no step left to train"
     print(
         f"sa-train: {summary['loss_name']} steps {summary['start_step']}→{summary['steps']} on {summary['device']} "
         f"({summary['mixed_precision']}), {overall['tokens_per_s']:.0f} tokens/s{mfu}; "
-        f"final loss {summary['final'].get('loss', float('nan')):.4f} → checkpoint {summary['output_dir']}"
+        f"{final} → checkpoint {summary['output_dir']}"
     )
 
 
