@@ -76,13 +76,14 @@ def check_fingerprint(run_dir: Path, cfg: DictConfig, questions: list[Any] | Non
     require(isinstance(theirs, dict), f"{path}: not a world settings object; restore it or choose a new hydra.run.dir")
     changes = fingerprint_changes(theirs, config_fingerprint(cfg, questions))
     if changes:
-        key, before, after, legacy = changes[0]
-        first = f"{key} {_shown(before)} → {_shown(after)}"
+        shown = ", ".join(f"{key} {_shown(before)} → {_shown(after)}" for key, before, after, _ in changes[:4])
+        if len(changes) > 4:
+            shown += f", and {len(changes) - 4} more ({', '.join(c[0] for c in changes[4:10])})"
+        legacy = [key for key, *_, old in changes[:4] if old]
         if legacy:
-            first += f" ({WORLD} predates the key; the first value is its default then)"
-        more = f" and {len(changes) - 1} more ({', '.join(c[0] for c in changes[1:6])}{', ...' if len(changes) > 6 else ''})"
-        raise UserError(f"{run_dir} holds a world made with other settings: {first}{more if len(changes) > 1 else ''}; "
-                        "use the same settings to resume or choose a new hydra.run.dir")  # fmt: skip
+            shown += f" ({WORLD} predates {', '.join(legacy)}: the old value is the default then)"
+        raise UserError(f"{run_dir} holds a world made with other settings: {shown}; use the same settings to resume "
+                        "or choose a new hydra.run.dir")  # fmt: skip
 
 
 def check_run_dir(run_dir: Path) -> None:

@@ -26,7 +26,7 @@ V0 = {"world_id": "sandbox-seed0", "size": 3, "seed": 0, "radius": None, "torus"
 V1 = {**V0, "rater": {"mode": "generate", "top_k": 20, "min_mass": 0.2, "temperature": 0.05, "reasons": True},
       "observer_rater_mode": None, "society": []}  # fmt: skip
 # World defaults that changed in 2026-12: what an old folder was made with.
-THEN = ("world.question_order=shuffle", "world.circle_top_up=true")
+THEN = ("world.question_order=shuffle", "world.circle_top_up=true", "memory.threshold=0.7")
 
 
 @functools.cache
@@ -55,7 +55,7 @@ def write(folder: Path, settings: dict) -> None:
 def test_an_old_folder_resumes_with_what_it_was_made_with(tmp_path: Path, old: dict) -> None:
     write(tmp_path, old)
     check_fingerprint(tmp_path, config(*THEN))  # the defaults of then: resumes
-    cases = [((), "world.circle_top_up True → False"), (("rater=likelihood",), "rater.mode 'generate' → 'likelihood'"),
+    cases = [((), "memory.threshold 0.7 → 0.5, world.circle_top_up True → False, world.question_order 'shuffle' → 'walk'"), (("rater=likelihood",), "rater.mode 'generate' → 'likelihood'"),
              (("observer.rater_mode=logprob",), "observer.rater_mode None → 'logprob'"),
              (("backend.model=other",), "backend.model 'embedded:smollm2' → 'other'"),
              (("memory.population=all_good",), "memory.population 'all_bad' → 'all_good'"),
@@ -85,7 +85,7 @@ SHAPING = {
     "embedder.max_length=128": "embedder.max_length 256 → 128",
     "memory.population=all_good": "memory.population 'all_bad' → 'all_good'",
     "memory.priors_per_agent=10": "memory.priors_per_agent 50 → 10",
-    "memory.threshold=0.5": "memory.threshold",
+    "memory.threshold=0.61": "memory.threshold",
     "agent.sampling.temperature=0.5": "agent.sampling.temperature None → 0.5",
     "agent.rating_sampling.max_tokens=16": "agent.rating_sampling.max_tokens 64 → 16",
     "agent.max_reasks=0": "agent.max_reasks 2 → 0",
