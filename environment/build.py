@@ -410,11 +410,13 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 GB = 1024**3
-# Bytes a world holds in memory, measured on the stub world (Python objects, FAISS rows) and rounded up.
-AGENT_BYTES = 64 * 1024  # an agent: backend wrappers, rater, memory store and its index
-MEMORY_ROW_BYTES = 2048  # a prior or revision in memory: question and answer text, besides its vector
+# Bytes a world holds, rounded up from measurements: a 12x12 stub world (50 priors of 384-d per agent) held ~120 KB
+# per agent in Python and numpy objects (tracemalloc) besides FAISS's 50 x 384 x 4 bytes, i.e. ~200 KB in all (this
+# estimate: 237 KB); an episode record held 8 KB as Python objects on the stub and 11 KB in the demo world.
+AGENT_BYTES = 32 * 1024  # an agent: backend wrappers, rater, memory store and its index
+MEMORY_ROW_BYTES = 1024  # a prior or revision in memory: question and answer text, besides its vector (twice 4*dim)
 RECORD_BYTES = 16 * 1024  # an episode record kept for the run (draft, k feedbacks, revision, observer scores)
-CIRCLE_ENTRY_BYTES = 40  # one cell index in a precomputed circle (an int object and its slot)
+CIRCLE_ENTRY_BYTES = 40  # a cell index in a precomputed circle: an int object and its slot (38 measured, 60x60 grid)
 
 
 def _circle_size(size: int, radius: float) -> int:
