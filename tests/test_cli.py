@@ -95,3 +95,18 @@ def test_ctrl_c_is_one_line_with_exit_130(monkeypatch: pytest.MonkeyPatch, capsy
     assert exit_info.value.code == EXIT_INTERRUPTED == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["sa-train: interrupted; re-run the same command to resume"]
+
+
+@pytest.mark.parametrize("command", ["sa-train", "sa-simulate"])
+def test_ctrl_c_during_the_start_up_imports_is_one_line(command: str, tmp_path: Path) -> None:
+    """SIGINT 1 s after start lands in the torch/transformers imports (seconds long): still one line, exit 130."""
+    import signal
+    import time
+
+    process = subprocess.Popen([str(Path(sys.executable).with_name(command)), f"hydra.run.dir={tmp_path / 'run'}"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert err.strip().splitlines() == [f"{command}: interrupted; re-run the same command to resume"]

@@ -1,0 +1,50 @@
+"""Console-script entry points that stay one line on Ctrl-C even while the heavy imports (torch, transformers) run.
+
+`pip` generates `sa-train` as `from conf.entry import train; train()`; the command's module is imported here, inside
+the same interrupt handling as `hydra_command`, then its Hydra `main()` runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+EXIT_INTERRUPTED = 130  # as conf.cli (not imported here: Hydra's import is part of what may be interrupted)
+
+COMMANDS = {
+    "sa-simulate": "environment.simulate",
+    "sa-build-data": "training.build_data",
+    "sa-train": "training.train",
+    "sa-eval": "training.evaluate",
+    "sa-experiment": "experiment.run",
+}
+
+
+def run(prog: str) -> None:
+    """Import `prog`'s module and run its `main()`; Ctrl-C during the import exits 130 in one line."""
+    try:
+        main = importlib.import_module(COMMANDS[prog]).main
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; re-run the same command to resume", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    main()
+
+
+def simulate() -> None:
+    run("sa-simulate")
+
+
+def build_data() -> None:
+    run("sa-build-data")
+
+
+def train() -> None:
+    run("sa-train")
+
+
+def evaluate() -> None:
+    run("sa-eval")
+
+
+def experiment() -> None:
+    run("sa-experiment")
