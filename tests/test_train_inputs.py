@@ -161,16 +161,34 @@ def test_the_command_fails_in_one_line_before_any_work(tmp_path, data_dir, monke
     assert not list((tmp_path / "run").glob("checkpoints"))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_output_folder_is_refused(tmp_path, data_dir):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
+def test_a_read_only_output_folder_is_refused_before_any_work(data_dir):
+    """A real sa-train as a user the folder refuses (as root, whom chmod does not stop, it runs as `nobody` through
+    setpriv): one line naming the folder, exit 2, nothing written."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    as_nobody = os.geteuid() == 0
+    assert not as_nobody or shutil.which("setpriv"), "as root this test needs setpriv (util-linux) to drop to nobody"
+    base = Path(tempfile.mkdtemp(prefix="sa-train-readonly-"))
     try:
+        shutil.copytree(data_dir, base / "data")
+        locked = base / "locked"
+        locked.mkdir()
+        for path in [base, *base.rglob("*")]:
+            path.chmod(0o777 if path.is_dir() else 0o644)
+        locked.chmod(0o555)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_nobody else []
         for out in (locked, locked / "new"):
-            with pytest.raises(
-                UserError, match=rf"output_dir={re.escape(str(out))} (is not writable|cannot be created)"
-            ):
-                validate(compose(f"data={data_dir}", f"output_dir={out}"))
+            done = subprocess.run(
+                [*nobody, str(Path(sys.executable).with_name("sa-train")), f"data={base / 'data'}", f"output_dir={out}",
+                 f"hydra.run.dir={base / 'run'}"],
+                cwd=base, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == EXIT_USER_ERROR and len(lines) == 1, done.stderr[-2000:]
+            assert re.match(rf"sa-train: error: output_dir={re.escape(str(out))} (is not writable|cannot be created)",
+                            lines[0]), lines[0]  # fmt: skip
+        assert list(locked.iterdir()) == []
     finally:
-        locked.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
