@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from agents.ratings import parse_rating
@@ -185,6 +185,8 @@ def episodes_file(tmp_path: Path, line: bytes) -> Path:
 
 @fuzz(150)
 @given(line=mutated_line(EPISODE, EPISODE_PATHS))
+@example(line=b"[" * 3000).via("json.loads raises RecursionError, not a ValueError")
+@example(line=b"\xff" + json.dumps(EPISODE).encode()).via("invalid UTF-8")
 def test_read_episodes_yields_records_or_names_file_and_line(tmp_path: Path, line: bytes) -> None:
     from environment.records import EpisodeFormatError, read_episodes
 
@@ -199,6 +201,8 @@ def test_read_episodes_yields_records_or_names_file_and_line(tmp_path: Path, lin
 
 @fuzz(150)
 @given(line=mutated_line(EPISODE, EPISODE_PATHS))
+@example(line=b"[" * 3000).via("json.loads raises RecursionError, not a ValueError")
+@example(line=json.dumps({**EPISODE, "question": None}).encode()).via("crashed sa-train's chat template")
 def test_sa_build_data_reads_an_episode_line_or_names_file_line_and_field(tmp_path: Path, line: bytes) -> None:
     from conf.cli import UserError
     from training.build_data import read_checked, samples_from_episode
