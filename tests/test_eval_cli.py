@@ -189,13 +189,28 @@ def test_unusable_checkpoint_output_or_world_fails_in_one_line_before_any_scorin
         assert not (tmp_path / "out" / "predictions").exists()
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_output_folder_is_one_line(tmp_path: Path) -> None:
-    out = tmp_path / "read-only"
-    out.mkdir()
-    out.chmod(0o555)
+def test_read_only_output_folder_is_one_line_before_anything_is_loaded() -> None:
+    """A real sa-eval as a user the folder refuses (as root, whom chmod does not stop, it runs as `nobody` through
+    setpriv, as tests/test_train_inputs.py does): one line naming the folder, exit 2, nothing written."""
+    import tempfile
+
+    as_nobody = os.geteuid() == 0
+    assert not as_nobody or shutil.which("setpriv"), "as root this test needs setpriv (util-linux) to drop to nobody"
+    base = Path(tempfile.mkdtemp(prefix="sa-eval-readonly-"))
     try:
-        with pytest.raises(UserError, match="is not writable"):
-            evaluate(config(f"bigbench_dir={DATA / 'bigbench'}", "tasks=[hhh]", f"output_dir={out}"))
+        base.chmod(0o777)
+        locked = base / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_nobody else []
+        done = subprocess.run(
+            [*nobody, SA_EVAL, "models=[embedded:smollm2]", "tasks=[hhh]", f"bigbench_dir={DATA / 'bigbench'}",
+             f"output_dir={locked}", f"hydra.run.dir={base / 'run'}", "progress=false"],
+            cwd=base, capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": str(base)},
+        )  # fmt: skip
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+        assert lines[0].startswith(f"sa-eval: error: output folder {locked} is not writable"), lines[0]
+        assert list(locked.iterdir()) == [] and "scored" not in done.stdout
     finally:
-        out.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
