@@ -78,4 +78,8 @@ def read_episodes(path: str | Path) -> Iterator[dict[str, Any]]:
                 record = validate_record(json.loads(line))
             except (ValueError, AttributeError, TypeError) as error:  # UnicodeDecodeError and JSONDecodeError too
                 raise EpisodeFormatError(f"{path}:{number}: not a valid episode record ({error})") from None
+            except RecursionError:  # json.loads of e.g. "[" * 3000
+                raise EpisodeFormatError(
+                    f"{path}:{number}: not a valid episode record (JSON nested too deeply)"
+                ) from None
             yield record

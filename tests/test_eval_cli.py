@@ -180,7 +180,7 @@ def test_unusable_checkpoint_output_or_world_fails_in_one_line_before_any_scorin
         ((f"models=[{tiny_model_dir}]", f"output_dir={tmp_path / 'out'}", f"world_dir={world}"),
          f"{world}:2: "),  # environment.records names file and line
         ((f"models=[{tiny_model_dir}]", f"output_dir={tmp_path / 'out'}", f"world_dir={deep}"),
-         f"{deep}: a line nests JSON too deeply"),
+         f"{deep}:2: not a valid episode record (JSON nested too deeply)"),
     ]:  # fmt: skip
         with pytest.raises(UserError) as caught:
             evaluate(config(*overrides, *common))

@@ -215,8 +215,6 @@ def read_checked(path: Path) -> list[dict[str, Any]]:
         records = list(read_episodes(path))
     except EpisodeFormatError as error:
         raise UserError(f"{error}; {fix}") from None
-    except RecursionError:
-        raise UserError(f"{path}: a line nests JSON too deeply to be an episode record; {fix}") from None
     for index, record in enumerate(records):
         problem = episode_problem(record)
         if problem:

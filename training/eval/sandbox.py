@@ -48,8 +48,6 @@ def world_curves(world: str | Path) -> dict[str, Any]:
                         row[f"{stage}_{key}"].append(scores[key])
     except EpisodeFormatError as error:
         raise UserError(f"{error}; pass the episodes.jsonl written by sa-simulate") from None
-    except RecursionError:
-        raise UserError(f"{path}: a line nests JSON too deeply to be an episode record; pass sa-simulate's") from None
     if not records:
         raise UserError(f"{path} holds no episodes; run sa-simulate first")
     rounds = []
