@@ -108,3 +108,22 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
         return main
 
     return decorate
+
+
+def save_hydra_config(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> None:
+    """Write `.hydra/{config,hydra,overrides}.yaml` as Hydra would. Commands that check a resume first set
+    `hydra.output_subdir: null` and call this once the check has passed, so a refused resume leaves the folder's
+    record of its own run as it was."""
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    folder = Path(run_dir if run_dir is not None else hydra_cfg.runtime.output_dir) / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
+                       ("overrides.yaml", hydra_cfg.overrides.task)):  # fmt: skip
+        (folder / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")

@@ -21,7 +21,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from conf.cli import UserError, hydra_command, one_line, require
+from conf.cli import UserError, hydra_command, one_line, require, save_hydra_config
 from environment.build import (
     build_world,
     check_settings,
@@ -42,7 +42,6 @@ from environment.store import EpisodeStore
 PROG = "sa-simulate"
 NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "openai")
 EPISODES, METRICS, WORLD, MEMORY = "episodes.jsonl", "metrics.json", "world.json", "memory"
-HYDRA_SUBDIR = ".hydra"
 
 
 def model_tag(model: Any) -> str:
@@ -155,7 +154,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             f"{store.path} holds episodes of another world_id; use world_id={store.records[0]['world_id'] if store.records else ''} "
             "or a new run dir")  # fmt: skip
     write_json(run_dir / WORLD, config_fingerprint(cfg, questions))
-    save_hydra_config(run_dir, cfg)  # only now: a refused resume leaves the folder's own config as it was
+    save_hydra_config(cfg, run_dir)  # only now: a refused resume leaves the folder's own config as it was
     meter, earlier = Meter(prices=price_tables(cfg)), Meter(prices=price_tables(cfg))
     for record in previous:
         meter.add_usage(record["usage"], record["agent_model"])
@@ -231,19 +230,6 @@ def run_usage(earlier: Meter, backends: list[dict[str, Any]]) -> dict[str, Any]:
     return {"calls": earlier.calls + total["calls"],
             "tokens": earlier.tokens + total["prompt_tokens"] + total["completion_tokens"],
             "retries": earlier.retries + total["retries"], "cost": round(earlier.cost + total["cost_usd"], 6)}  # fmt: skip
-
-
-def save_hydra_config(run_dir: Path, cfg: DictConfig) -> None:
-    """Write `.hydra/{config,hydra,overrides}.yaml` as Hydra would (conf/simulate.yaml sets hydra.output_subdir null,
-    so Hydra does not write them before the resume check)."""
-    if not HydraConfig.initialized():
-        return
-    hydra_cfg = HydraConfig.get()
-    folder = run_dir / HYDRA_SUBDIR
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, node in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
-                       ("overrides.yaml", hydra_cfg.overrides.task)):  # fmt: skip
-        (folder / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
 
 
 def _is_budget_stop(error: BaseException | None) -> bool:

@@ -29,7 +29,8 @@ def _folder_lock(folder: Path) -> threading.Lock:
         return _LOCKS.setdefault(str(folder.resolve()), threading.Lock())
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder's entry list (so a rename inside it is durable)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
@@ -56,7 +57,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def fsync_tree(folder: Path) -> None:
@@ -65,7 +66,7 @@ def fsync_tree(folder: Path) -> None:
         for name in files:
             with open(Path(root) / name, "rb") as handle:
                 os.fsync(handle.fileno())
-        _fsync_dir(Path(root))
+        fsync_dir(Path(root))
 
 
 def publish_dir(folder: str | Path, write: Callable[[Path], None]) -> Path:
@@ -85,7 +86,7 @@ def publish_dir(folder: str | Path, write: Callable[[Path], None]) -> Path:
             fsync_tree(staging)
             version = folder / name
             os.replace(staging, version)
-            _fsync_dir(folder)
+            fsync_dir(folder)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from conf.cli import UserError, require
-from memory.atomic import atomic_write_bytes, fsync_tree
+from memory.atomic import atomic_write_bytes, fsync_dir, fsync_tree
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -207,24 +207,10 @@ def save(accelerator: Accelerator, output_dir: Path, step: int, run: dict[str, A
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
         os.replace(staging, final)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
-
-
-def _fsync_dir(folder: Path) -> None:
-    """fsync a folder's entry list (so a rename inside it is durable)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def check_writable(path: Path, key: str) -> None:
@@ -244,18 +230,3 @@ def check_writable(path: Path, key: str) -> None:
         os.unlink(name)
     except OSError as error:
         raise UserError(f"{key}={path} is not writable ({error.strerror or error}); {fix}") from None
-
-
-def save_hydra_config(cfg: DictConfig) -> None:
-    """Write `.hydra/{config,hydra,overrides}.yaml` into the Hydra run dir as Hydra would; conf/train.yaml sets
-    `hydra.output_subdir: null` so that this happens only once the resume check has passed."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return
-    hydra_cfg = HydraConfig.get()
-    folder = Path(hydra_cfg.runtime.output_dir) / ".hydra"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, node in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
-                       ("overrides.yaml", hydra_cfg.overrides.task)):  # fmt: skip
-        atomic_write_bytes(folder / name, OmegaConf.to_yaml(node).encode())

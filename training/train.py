@@ -25,7 +25,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, get_scheduler
 
 from agents.backends.embedded import resolve_model_path
-from conf.cli import UserError, hydra_command, require
+from conf.cli import UserError, hydra_command, require, save_hydra_config
 from environment.signal import group_signal, noise_warning
 from memory.atomic import fsync_tree
 from training import checkpoints
@@ -302,7 +302,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         if state.step >= total_steps:
             accelerator.print(f"sa-train: the run was complete ({total_steps} steps); saving its model again")
     if accelerator.is_main_process:
-        checkpoints.save_hydra_config(cfg)  # only now: a refused resume leaves the folder's record as it was
+        save_hydra_config(cfg)  # only now: a refused resume leaves the folder's record as it was
     run_name = "tensorboard"
     accelerator.init_trackers(run_name, config=_flat_config(cfg))
     factor = 8.0 if reference is not None else 6.0
