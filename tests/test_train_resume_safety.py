@@ -27,9 +27,13 @@ from training.train import train
 
 FIXTURE = Path(__file__).parent / "data" / "episodes_fixture.jsonl"
 ROOT = Path(__file__).resolve().parent.parent
-# The global batch key (train.batch_size) where this version of sa-train has it.
-BATCH = ["train.batch_size=2"] if "batch_size" in OmegaConf.load(CONFIG_DIR / "train.yaml").train else []
-SMALL = ["train.groups_per_batch=2", *BATCH, "train.lr=1e-3", "train.max_length=64", "train.max_prompt_length=48"]
+SMALL = [
+    "train.groups_per_batch=2",
+    "train.batch_size=2",
+    "train.lr=1e-3",
+    "train.max_length=64",
+    "train.max_prompt_length=48",
+]
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +128,7 @@ def test_a_resume_with_other_data_or_loss_refuses_and_writes_nothing(
     # sets the step's groups), output paths
     again = run(
         ck, data_dir, tiny_model_dir, "train.max_steps=1", "train.log_every=5", "train.save_every=7",
-        "train.max_tokens_per_forward=0", "train.share_prompt=false", *(["train.groups_per_batch=1"] if BATCH else []),
+        "train.max_tokens_per_forward=0", "train.share_prompt=false", "train.groups_per_batch=1",
     )  # fmt: skip
     assert again["start_step"] == 1 and again["steps"] == 1
     # a checkpoint of an older sa-train (no run.json): auto refuses, naming it resumes it as it is
