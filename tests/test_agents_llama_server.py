@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The smallest world (4 agents, 1 round, 1 rater): llama.cpp serves one request at a time, a few seconds per call.
 SMALL_WORLD = [
     "world.size=2", "world.rounds=1", "world.k=1", "run.progress=false", "run.plots=false",
-    "agent.sampling.max_tokens=24", "agent.rating_sampling.max_tokens=24", "agent.rating_sampling.temperature=0.2",
+    "agent.sampling.max_tokens=16", "agent.rating_sampling.max_tokens=12", "agent.rating_sampling.temperature=0.2",
     "agent.max_reasks=0", "observer.max_reasks=0",
     "backend.limits.concurrency=2", "backend.limits.timeout_s=120", "backend.limits.max_retries=2",
 ]  # fmt: skip

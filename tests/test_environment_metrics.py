@@ -56,7 +56,6 @@ def test_summary_warns_when_every_rating_ties():
 
 
 def test_rating_plot_bins_float_ratings(tmp_path: Path, monkeypatch):
-    pytest.importorskip("matplotlib")
     from matplotlib.axes import Axes
 
     bars: dict[str, list[float]] = {}

@@ -120,7 +120,7 @@ def test_judge_through_openai_api_on_llama_cpp_server(llama_server, tiny_model_d
     overrides = [
         "backend=openai", f"backend.base_url={llama_server.base_url}", f"backend.model={llama_server.model}",
         "backend.limits.concurrency=2", f"models=[backend,{tiny_model_dir}]", "labels=[server,tiny]", "tasks=[judge]",
-        "judge.mode=both", "judge.limit=3", "judge.answer_sampling.max_tokens=48", "judge.judge_sampling.max_tokens=48",
+        "judge.mode=both", "judge.limit=2", "judge.answer_sampling.max_tokens=24", "judge.judge_sampling.max_tokens=24",
         f"output_dir={tmp_path}", "progress=false",
     ]  # fmt: skip
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -131,15 +131,15 @@ def test_judge_through_openai_api_on_llama_cpp_server(llama_server, tiny_model_d
     assert server["judge"]["judge_model"] == llama_server.model
     for entry in (server, tiny):
         scores = entry["judge"]["scores"]
-        assert scores["n_valid"] + scores["n_invalid"] == 3
+        assert scores["n_valid"] + scores["n_invalid"] == 2
         assert scores["mean_score"] is None or 1 <= scores["mean_score"] <= 10
     rows = [json.loads(line) for line in (tmp_path / "judge.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and all(r["score"] is None or r["score"] in range(1, 11) for r in rows)
+    assert len(rows) == 4 and all(r["score"] is None or r["score"] in range(1, 11) for r in rows)
     assert all(r["answer"].strip() for r in rows if r["label"] == "server")  # the server really answered
     assert all(r["raw"] for r in rows)  # and really judged
     pair = data["pairwise"][0]
     assert (pair["model"], pair["reference"]) == ("tiny", "server")
-    assert pair["wins"] + pair["losses"] + pair["ties"] + pair["n_invalid"] == 3
+    assert pair["wins"] + pair["losses"] + pair["ties"] + pair["n_invalid"] == 2
     assert "## LLM judge" in report.read_text() and (tmp_path / "judge.png").is_file()
 
 
