@@ -84,7 +84,9 @@ def test_missing_inputs_are_one_line_errors(tmp_path: Path) -> None:
     )
 
 
-def test_ctrl_c_is_one_line_with_exit_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_ctrl_c_is_one_line_with_exit_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
     """SIGINT (KeyboardInterrupt inside the task) ends any sa-* command with one line and the shell's code 130."""
     from conf.cli import EXIT_INTERRUPTED, hydra_command
 
@@ -92,7 +94,7 @@ def test_ctrl_c_is_one_line_with_exit_130(monkeypatch: pytest.MonkeyPatch, capsy
         raise KeyboardInterrupt
 
     main = hydra_command("train", "sa-train")(task)
-    monkeypatch.setattr(sys, "argv", ["sa-train", "hydra.run.dir=.", "hydra.output_subdir=null"])
+    monkeypatch.setattr(sys, "argv", ["sa-train", f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null"])
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     with pytest.raises(SystemExit) as exit_info:
         main()
