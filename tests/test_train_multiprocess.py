@@ -62,6 +62,8 @@ def test_two_processes_make_the_same_run_as_one(tmp_path, data_dir, tiny_model_d
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    finals = [line for line in result.stdout.splitlines() if line.startswith("sa-train: ") and "→ checkpoint" in line]
+    assert len(finals) == 1, result.stdout[-2000:]  # the main process says it once, not once per process
     double = json.loads((two / "summary.json").read_text())
     assert double["processes"] == 2 and double["grad_accum"] == 2 and single["processes"] == 1
     # 11 groups at 4 per step: 3 optimizer steps per epoch, 2 epochs, whatever the number of processes

@@ -482,6 +482,8 @@ def main(cfg: DictConfig) -> None:
         summary = train(cfg)
     except torch.OutOfMemoryError as error:
         raise UserError(f"out of memory ({error}); lower train.groups_per_batch or train.max_length") from None
+    if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch`, the main process says it once
+        return
     overall = summary["overall"]
     mfu = f", MFU {overall['mfu']:.1%}" if "mfu" in overall else ""
     loss = summary["final"].get("loss")
