@@ -42,3 +42,19 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
 
 
 pytest_plugins = ["tests.servers.fixtures"]
+
+
+EPISODES_FIXTURE = Path(__file__).parent / "data" / "episodes_fixture.jsonl"
+
+
+def build_fixture_data(out: Path) -> Path:
+    """sa-build-data on tests/data/episodes_fixture.jsonl with every group kept (11 groups, 23 responses) into `out`."""
+    from omegaconf import OmegaConf
+
+    from conf import CONFIG_DIR
+    from training.build_data import build
+
+    cfg = OmegaConf.load(CONFIG_DIR / "build_data.yaml")
+    cfg.inputs, cfg.output_dir, cfg.mix.ratio = [str(EPISODES_FIXTURE)], str(out), None
+    build(cfg)
+    return out

@@ -18,20 +18,16 @@ from omegaconf import OmegaConf
 
 from conf import CONFIG_DIR
 from conf.cli import UserError
-from training.build_data import build
+from tests.conftest import build_fixture_data
 from training.data import load_groups
 from training.train import train, validate
 
-FIXTURE = Path(__file__).parent / "data" / "episodes_fixture.jsonl"
 TRAINING = Path(__file__).resolve().parent.parent / "training"
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("train-data")
-    cfg = OmegaConf.load(CONFIG_DIR / "build_data.yaml")
-    cfg.inputs, cfg.output_dir, cfg.mix.ratio = [str(FIXTURE)], str(out), None
-    build(cfg)  # 11 groups, 23 responses
+    out = build_fixture_data(tmp_path_factory.mktemp("train-data"))  # 11 groups, 23 responses
     return out
 
 

@@ -11,23 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from conf import CONFIG_DIR
 from conf.cli import EXIT_USER_ERROR, UserError
-from training.build_data import build
+from tests.conftest import build_fixture_data
 from training.data import load_groups
 from training.train import main, validate
-
-FIXTURE = Path(__file__).parent / "data" / "episodes_fixture.jsonl"
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("inputs-data")
-    cfg = OmegaConf.load(CONFIG_DIR / "build_data.yaml")
-    cfg.inputs, cfg.output_dir, cfg.mix.ratio = [str(FIXTURE)], str(out), None
-    build(cfg)
+    out = build_fixture_data(tmp_path_factory.mktemp("inputs-data"))
     return out
 
 

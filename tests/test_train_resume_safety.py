@@ -17,15 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from conf import CONFIG_DIR
 from conf.cli import UserError
-from training.build_data import build
+from tests.conftest import build_fixture_data
 from training.train import train
 
-FIXTURE = Path(__file__).parent / "data" / "episodes_fixture.jsonl"
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [
     "train.groups_per_batch=2",
@@ -38,10 +36,7 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("resume-data")
-    cfg = OmegaConf.load(CONFIG_DIR / "build_data.yaml")
-    cfg.inputs, cfg.output_dir, cfg.mix.ratio = [str(FIXTURE)], str(out), None
-    build(cfg)
+    out = build_fixture_data(tmp_path_factory.mktemp("resume-data"))
     train_file = out / "train.jsonl"
     train_file.write_text("".join(train_file.read_text().splitlines(keepends=True)[:5]))  # 3 steps of 2 groups an epoch
     return out
