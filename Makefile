@@ -32,6 +32,11 @@ endif
 setup: $(STAMP)
 
 setup-dev: $(VENV)/.installed-dev
+	@# Debian's Chromium for the episode browser's test (playwright drives it; `playwright install` cannot download)
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "setup-dev: no Chromium; install it (sudo apt-get install chromium) or set SA_CHROMIUM"; fi; }
 
 demo: setup
 	$(PY) scripts/demo.py --out $(DEMO_DIR)

@@ -17,6 +17,7 @@ COMMANDS = {
     "sa-train": "training.train",
     "sa-eval": "training.evaluate",
     "sa-experiment": "experiment.run",
+    "sa-browse": "environment.browser",  # plain argparse, not Hydra: `sa-browse RUN_DIR [RUN_DIR ...]`
 }
 
 
@@ -48,3 +49,7 @@ def evaluate() -> None:
 
 def experiment() -> None:
     run("sa-experiment")
+
+
+def browse() -> None:
+    run("sa-browse")

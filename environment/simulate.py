@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from conf.cli import UserError, hydra_command, one_line, require, save_hydra_config
+from environment.browser import write_after_run
 from environment.build import (
     build_world,
     check_settings,
@@ -214,6 +215,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "backends": usage,
     })  # fmt: skip
     write_json(run_dir / METRICS, metrics)
+    write_after_run(run_dir, bool(cfg.run.get("browser", True)))  # episodes.html; a failure only warns
     if cfg.run.plots and store.records:
         plot_all(store.records, grid.size, run_dir / "plots")
     if error is not None:
