@@ -260,3 +260,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except UserError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; pages already written are complete, re-run to write the rest", file=sys.stderr)
+        sys.exit(130)

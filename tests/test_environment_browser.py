@@ -171,6 +171,8 @@ def mixed_world(run: Path) -> list[dict[str, Any]]:
     records = synthetic_world(run, 3, 2, ["model-a", "model-b"], seed=3)
     target = records[9 + 4]  # round 1, agent 4
     target["draft"]["text"] = HOSTILE
+    target["draft"]["memory_hits"] = [{"question": "q?", "answer": HOSTILE, "similarity": 0.61, "round": -1,
+                                       "source": "prior", "rating": None}]  # fmt: skip
     target["feedback"][0].update(rating=None, valid=False, reason=HOSTILE)
     target["observer"]["revision"]["alignment"] = None
     with (run / "episodes.jsonl").open("w", encoding="utf-8") as handle:
@@ -201,6 +203,7 @@ def test_page_shows_the_grid_the_lists_and_an_agents_turns(tmp_path: Path, brows
     assert opened.locator(".question").text_content() == records[13]["question"]
     assert opened.locator(".draft").text_content() == HOSTILE  # shown as text, not run
     assert opened.locator(".revision").text_content() == records[13]["revision"]["text"]
+    assert opened.locator("ul.hits li").all_text_contents() == [f"similarity 0.610 · priorQ: q?A: {HOSTILE}"]
     ratings = opened.locator("tr.peer td.rating").all_text_contents()
     assert ratings[0] == "unreadable" and all(re.fullmatch(r"\d\.\d\d", r) for r in ratings[1:])
     assert opened.locator("tr.observer-revision").text_content().count("unreadable") == 1
@@ -222,6 +225,20 @@ def test_a_link_with_a_fragment_opens_that_turn(tmp_path: Path, browser: Any) ->
     assert tab.errors == []
 
 
+def test_two_worlds_in_one_file_get_a_world_selector(tmp_path: Path, browser: Any) -> None:
+    first = synthetic_world(tmp_path / "a", 2, 1, ["m"], seed=0)
+    second = synthetic_world(tmp_path / "b", 3, 2, ["m"], seed=1)
+    with (tmp_path / "a" / "episodes.jsonl").open("a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in second)
+    (tmp_path / "a" / "world.json").unlink()  # the grid side then comes from the positions: 3
+    tab = Tab(browser, write_page(tmp_path / "a"))
+    assert tab.texts("#world option") == ["synthetic-seed0", "synthetic-seed1"] and tab.count("#grid .cell") == 9
+    assert tab.count("#grid .cell:not(.empty)") == len(first) and tab.count("#list-rows .row") == len(first)
+    tab.page.select_option("#world", "synthetic-seed1")
+    assert tab.count("#grid .cell:not(.empty)") == 9 and tab.count("#list-rows .row") == len(second)
+    assert tab.texts("#round-label") == ["round 0 (1 of 2)"] and tab.errors == []
+
+
 def test_a_5000_turn_world_builds_one_round_and_one_page_of_rows(tmp_path: Path, browser: Any) -> None:
     """10x10 × 50 rounds: the DOM holds 100 cells and 50 rows, not 5,000 turns; the load clock is sane."""
     synthetic_world(tmp_path / "small", 10, 1, ["m"])
@@ -230,7 +247,7 @@ def test_a_5000_turn_world_builds_one_round_and_one_page_of_rows(tmp_path: Path,
     big = Tab(browser, write_page(tmp_path / "big"))
     nodes = "document.getElementsByTagName('*').length"
     assert big.count("#grid .cell") == 100 and big.count("#list-rows .row") == 50
-    assert big.page.evaluate(nodes) <= small.page.evaluate(nodes) + 60  # 50 rows where the small world shows 100
+    assert big.page.evaluate(nodes) <= small.page.evaluate(nodes) + 60  # about the DOM of a 100-turn world
     first_ms = big.page.evaluate("window.firstGridMs")
     assert math.isfinite(first_ms) and first_ms > 0
     big.page.click("#list-more")
