@@ -127,3 +127,17 @@ def test_world_throughput_toy(tiny_model_dir):
     ours, reference = result["ours"], result["reference_style"]
     assert ours["interactions"] == reference["interactions"] == 4
     assert ours["requests"] < reference["requests"] and positive(result["ratio_interactions_per_s"])
+
+
+TOY_ARGS["bench_world_endpoint_pool"] = ["--size", "2", "--rounds", "2", "--latency", "0.02"]
+
+
+def test_world_endpoint_pool_toy():
+    """Two healthy endpoints vs three with one killed mid-run: both runs hold every turn once; the pool reports each
+    endpoint, and the killed one's calls are counted."""
+    result = run_benchmark("bench_world_endpoint_pool", ROOT)
+    two, killed = result["two"], result["three_one_killed"]
+    assert two["interactions"] == killed["interactions"] == 8 and two["every_turn_once"] and killed["every_turn_once"]
+    assert len(two["endpoints"]) == 2 and len(killed["endpoints"]) == 3 and killed["failures"] == 0
+    assert sum(e["ok"] for e in killed["endpoints"]) == killed["calls"] - killed["retries"]
+    assert positive(result["ratio"]) and isinstance(result["within_10_percent"], bool)

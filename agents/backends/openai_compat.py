@@ -23,6 +23,7 @@ import httpx
 import openai
 
 from agents.backends.base import ChatBackend, Completion, Message, Sampling
+from agents.backends.endpoint_pool import EndpointDown, public_url
 from agents.backends.errors import PermanentError, TransientError, redact
 from agents.backends.wrapper import PerLoop
 from conf.cli import UserError
@@ -107,7 +108,10 @@ class OpenAIBackend(ChatBackend):
         extra_body: dict | None = None,
         connections: int = 64,
         http_client: str = "aiohttp",
+        pooled: bool = False,
     ) -> None:
+        """`pooled`: one endpoint of an EndpointPool (base_url a list): an unreachable endpoint raises EndpointDown
+        (the pool benches it and decides when that is a setting to fix) and a dropped connection counts as one."""
         if api not in ("chat", "completions"):
             raise UserError(f"backend.api={api!r} is not supported; use chat or completions")
         if http_client not in ("aiohttp", "httpx"):
@@ -126,7 +130,8 @@ class OpenAIBackend(ChatBackend):
         key = api_key_from_env(api_key_env, base_url)
         self._redact_key = key if key != _PLACEHOLDER_KEY else None
         self._clients = PerLoop(lambda: _client_pool(key, base_url, timeout_s, connections, http_client))
-        self._where = base_url or "api.openai.com"
+        self._where = (public_url(base_url) if pooled else base_url) or "api.openai.com"
+        self._pooled = pooled
         self._answered = False  # set by the first call that got an API reply
 
     def __repr__(self) -> str:
@@ -156,6 +161,8 @@ class OpenAIBackend(ChatBackend):
         except openai.OpenAIError as error:
             if refused_connection(error):
                 raise self._unreachable("refused the connection (nothing listens there)", "start the server") from None
+            if self._pooled and _dropped(error):
+                raise EndpointDown(f"{self._where} dropped the connection ({type(error).__name__})") from None
             raise map_openai_error(error, self._where, self._redact_key, self._key_env) from None
         except ValueError as error:  # json.JSONDecodeError: a body labelled JSON that is not JSON (an HTML page)
             what = f"answered {path} with a body that is not JSON ({str(error)[:80]})"
@@ -167,7 +174,10 @@ class OpenAIBackend(ChatBackend):
 
     def _unreachable(self, what: str, fix: str) -> Exception:
         """Before the endpoint has answered once, a refused connection or a non-API reply is a setting to fix (a
-        one-line UserError at the first call, not six backoffs); afterwards a transient fault (a server restarting)."""
+        one-line UserError at the first call, not six backoffs); afterwards a transient fault (a server restarting).
+        In a pool, always EndpointDown: the pool benches the endpoint and raises the UserError when none answers."""
+        if self._pooled:
+            return EndpointDown(f"{self._where} {what}")
         if self._answered:
             return TransientError(f"{self._where} {what}")
         return UserError(f"{self._where} {what}; {fix} or fix base_url (backend.base_url / embedder.base_url)")
@@ -291,6 +301,11 @@ class _ClientPool:
 
     def __next__(self) -> openai.AsyncOpenAI:
         return next(self._next)
+
+
+def _dropped(error: Exception) -> bool:
+    """A connection that failed or broke (not a timeout, not an HTTP status): the endpoint is unreachable."""
+    return isinstance(error, openai.APIConnectionError) and not isinstance(error, openai.APITimeoutError)
 
 
 def _has_aiohttp() -> bool:

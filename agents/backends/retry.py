@@ -4,6 +4,10 @@ A TransientError is retried up to `max_retries` times; the sleep before retry n 
 [d/2, d] with d = min(backoff_max_s, backoff_base_s * 2**n). A Retry-After (capped at `retry_after_max_s`) is a floor
 for that sleep and also pauses every other call through this backend until it has passed. A call that still fails
 raises CallFailed (PermanentError fails at once).
+
+With an endpoint pool (agents.backends.endpoint_pool) each call carries the set of endpoints that failed it (`TRIED`),
+so a retry goes to another endpoint; a failure whose endpoint is down while another can take the call
+(`EndpointDown.failover`) is retried at once, without the backoff sleep (it still counts as an attempt).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import random
 import time
 
 from agents.backends.base import ChatBackend, Completion
+from agents.backends.endpoint_pool import TRIED
 from agents.backends.errors import CallFailed, PermanentError, TransientError
 from agents.backends.wrapper import Call, Wrapper
 
@@ -49,6 +54,13 @@ class Retry(Wrapper):
         return delay
 
     async def around(self, call: Call, tokens: int) -> Completion:
+        token = TRIED.set(set())  # the endpoints (of a pool) that failed this call
+        try:
+            return await self._attempts(call)
+        finally:
+            TRIED.reset(token)
+
+    async def _attempts(self, call: Call) -> Completion:
         attempt = 0
         while True:
             wait = self._pause_until - time.monotonic()
@@ -60,6 +72,9 @@ class Retry(Wrapper):
             except TransientError as error:
                 if attempt > self.max_retries:
                     raise CallFailed(self.model, attempt, error) from error
+                if getattr(error, "failover", False):
+                    log.debug("%s: attempt %d failed (%s); re-sent to another endpoint", self.model, attempt, error)
+                    continue
                 delay = self.delay(attempt - 1, error.retry_after)
                 if error.retry_after is not None:
                     self._pause_until = max(self._pause_until, time.monotonic() + delay)
