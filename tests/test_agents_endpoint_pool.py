@@ -343,3 +343,36 @@ def test_world_on_three_endpoints_survives_one_killed_mid_run(tmp_path):
     assert all(e["latency_s"]["p95"] >= e["latency_s"]["p50"] >= 0.05 for e in alive)
     embedder = next(b for b in metrics["backends"] if b["model"] == "stub-embed")
     assert len(embedder["endpoints"]) == 3 and embedder["failures"] == 0
+
+
+def test_a_world_whose_every_endpoint_dies_stops_in_one_line_and_keeps_its_turns(tmp_path):
+    """Both endpoints killed mid-run: calls wait for a cool-down, probe, fail after their retries; the run exits 2 in
+    one line naming the endpoints, and the finished turns are kept for a resume (no hang)."""
+    servers = [start_openai_stub(tmp_path / "stubs", latency=0.05, log=True) for _ in range(2)]
+    urls = "[" + ",".join(s.base_url for s in servers) + "]"
+    run_dir = tmp_path / "run"
+    command = [
+        str(Path(sys.executable).parent / "sa-simulate"), "backend=openai", f"backend.base_url={urls}",
+        "backend.model=stub-model", "backend.limits.cooldown_s=0.2", "backend.limits.max_retries=3",
+        "backend.limits.backoff_base_s=0.05", "backend.limits.backoff_max_s=0.1", "embedder=openai",
+        f"embedder.base_url={servers[0].base_url}", "embedder.model=stub-embed", "embedder.dim=384",
+        "world.size=3", "world.rounds=6", "run.progress=false", "run.plots=false", f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    try:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while len(servers[1].log_entries()) < 60 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for server in servers:
+            server.stop()
+        started = time.monotonic()
+        _, err = process.communicate(timeout=60)
+    finally:
+        for server in servers:
+            server.stop()
+    lines = err.strip().splitlines()
+    assert process.returncode == 2 and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("sa-simulate: error: a turn failed") and "refused the connection" in lines[0]
+    assert all(s.base_url in lines[0] for s in servers) and time.monotonic() - started < 30
+    records = list(read_episodes(run_dir / "episodes.jsonl"))
+    assert 0 < len(records) < 9 * 6 and max(Counter(record_key(r) for r in records).values()) == 1
