@@ -25,6 +25,7 @@ TOY_ARGS = {
     "bench_train_batching": ["--model", TINY, "--groups", "2", "--k", "2", "--repeats", "1"],
     "bench_train_losses": ["--model", TINY, "--groups", "1", "--k", "2", "--repeats", "1"],
     "bench_train_vs_trl": ["--model", TINY, "--pairs", "1", "--steps", "2"],
+    "bench_world_browser": ["--size", "3", "--rounds", "2", "--repeats", "1"],
     "bench_world_scale": ["--size", "2", "--rounds", "1"],
     "bench_world_throughput": ["--size", "2", "--latency", "0.01", "--concurrency", "8"],
 }
@@ -141,3 +142,9 @@ def test_world_endpoint_pool_toy():
     assert len(two["endpoints"]) == 2 and len(killed["endpoints"]) == 3 and killed["failures"] == 0
     assert sum(e["ok"] for e in killed["endpoints"]) == killed["calls"] - killed["retries"]
     assert positive(result["ratio"]) and isinstance(result["within_10_percent"], bool)
+
+
+def test_world_browser_toy(tiny_model_dir):
+    result = run_benchmark("bench_world_browser", tiny_model_dir)
+    assert result["turns"] == 18 and result["grid_cells"] == 9 and result["list_rows"] == 18
+    assert positive(result["file_bytes"]) and positive(result["first_grid_ms_median"])
