@@ -8,6 +8,7 @@ from typing import Any
 
 from experiment.analysis import BASE, CLAIMS
 from experiment.stages import Stage
+from training.eval.stats import detectable_difference, items_needed
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -30,7 +31,8 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
         "",
         f"Base model `{e['base_model']}`; {e['worlds']} world(s); arms {', '.join(e['arms'])}; training seeds "
         f"{e['train_seeds']}; α = {results['alpha']}, smallest difference that counts = {results['min_effect']}. "
-        f"Wall time {results['wall_s'] / 60:.1f} min (cached stages count 0).",
+        f"Wall time {results['wall_s'] / 60:.1f} min this run (cached stages count 0); every stage when run: "
+        f"{sum(s.get('ran_s') or 0 for s in results['stages'].values()) / 60:.1f} min.",
         "",
         "## Verdicts (primary metric: " + primary + ")",
         "",
@@ -55,11 +57,41 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
         low, high = c["interval"]
         lines.append(f"| {c['claim']} | {c['metric']} | {c['n']} | {c['mean_a']:.3f} | {c['mean_b']:.3f} | "
                      f"{c['difference']:+.3f} [{low:+.3f}, {high:+.3f}] | {c['p_value']:.3g} | {c['verdict']} |")  # fmt: skip
-    lines += ["", "## Stages", "", "| stage | seconds | folder |", "|---|---|---|"]
+    lines += limits(results)
+    lines += ["", "## Stages", "", "| stage | seconds this run | seconds when run | folder |", "|---|---|---|---|"]
     for name, stage in results["stages"].items():
-        lines.append(f"| {name} | {stage['seconds']:.0f} | `{stage['folder']}` |")
+        ran = stage.get("ran_s")
+        lines.append(f"| {name} | {stage['seconds']:.0f} | {_fmt(ran, 0)} | `{stage['folder']}` |")
     lines += ["", *[f"![{p.stem}]({p.name})" for p in plots], ""]
     return "\n".join(lines)
+
+
+def limits(results: dict[str, Any]) -> list[str]:
+    """What bounds the verdicts: the data the arms were trained on, the paired tests' power, the seed spread."""
+    from training.build_data import signal_lines
+
+    lines = ["", "## What limits these verdicts", ""]
+    data, alpha, effect = results.get("data"), results["alpha"], results["min_effect"]
+    if data:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in data["groups_per_kind"].items())
+        lines.append(f"- Data: {data['groups']} groups ({kinds}), {data['responses']} responses, from "
+                     f"{data['episodes']} episodes of {results['experiment']['worlds']} world(s).")  # fmt: skip
+        lines += [f"- {line}" for line in signal_lines(data["signal"])]
+    for c in results["comparisons"]:
+        if c["metric"] != results["primary"] or not c.get("sd"):
+            continue
+        needed = f"; a true difference of {effect} needs {items_needed(c['sd'], effect, alpha)} items" if effect else ""
+        lines.append(f"- {c['claim']} on {c['metric']}: with {c['n']} items (sd of the per-item differences "
+                     f"{c['sd']:.3f}) the paired test finds a true difference of "
+                     f"{detectable_difference(c['sd'], c['n'], alpha):.3f} 80 % of the time{needed}.")  # fmt: skip
+    row = results["table"].get(results["primary"], {})
+    spreads = {arm: e["interval"] for arm, e in row.items() if e and e.get("interval")}
+    if spreads:
+        widths = ", ".join(f"{arm} ±{(i[1] - i[0]) / 2:.3f}" for arm, i in spreads.items())
+        lines.append(
+            f"- Training seeds: half-width of the 95 % t-interval over seeds on {results['primary']}: {widths}."
+        )
+    return lines
 
 
 def training_curves(runs: dict[str, Stage]) -> dict[str, list[tuple[int, float]]]:

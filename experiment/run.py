@@ -82,6 +82,15 @@ def plan(cfg: DictConfig) -> tuple[list[Stage], Stage, dict[str, Stage], Stage]:
     return worlds, data, runs, evaluation
 
 
+def data_summary(data: Stage) -> dict[str, Any] | None:
+    """The data card's counts and signal section (None when sa-build-data wrote no card)."""
+    try:
+        card = json.loads((data.folder / "data_card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {k: card.get(k) for k in ("episodes", "groups", "responses", "groups_per_kind", "signal")}
+
+
 def analyse(cfg: DictConfig, runs: dict[str, Stage], evaluation: Stage) -> dict[str, Any]:
     """Per-item scores of every label, the table over seeds and the claims' paired tests."""
     e = cfg.experiment
@@ -112,8 +121,9 @@ def run(cfg: DictConfig) -> Path:
     results |= {
         "experiment": OmegaConf.to_container(cfg.experiment, resolve=True),
         "alpha": float(cfg.alpha), "min_effect": float(cfg.min_effect),
-        "stages": {s.name: {"folder": str(s.folder), "key": s.key, "seconds": seconds[s.name]}
-                   for s in [*worlds, data, *runs.values(), evaluation]},
+        "stages": {s.name: {"folder": str(s.folder), "key": s.key, "seconds": seconds[s.name],
+                            "ran_s": s.recorded_seconds()} for s in [*worlds, data, *runs.values(), evaluation]},
+        "data": data_summary(data),
         "wall_s": round(time.perf_counter() - started, 1),
     }  # fmt: skip
     (out / "experiment.json").write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")

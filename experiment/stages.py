@@ -53,6 +53,13 @@ class Stage:
         except (OSError, ValueError):
             return False
 
+    def recorded_seconds(self) -> float | None:
+        """The seconds the stage took when it ran (from its marker), None when it has not finished."""
+        try:
+            return json.loads((self.folder / MARKER).read_text(encoding="utf-8")).get("seconds")
+        except (OSError, ValueError):
+            return None
+
     def argv(self) -> list[str]:
         return [self.command, *self.overrides, f"hydra.run.dir={self.folder}"]
 

@@ -108,6 +108,7 @@ def test_tiny_experiment_runs_every_stage_reports_verdicts_and_reuses_its_cache(
         assert 0 <= hhh["p_value"] <= 1 and hhh["interval"][0] <= hhh["difference"] <= hhh["interval"][1]
     assert ("SA > base", "win_rate_vs_base") in claims and ("SA > base", "judge_score") in claims
     report = (tmp_path / "report" / "report.md").read_text()
+    assert f"- Data: {result['data']['groups']} groups (" in report.split("## What limits these verdicts")[1]
     assert "- **SA > SFT: " in report and "| hhh |" in report and (tmp_path / "report" / "training_curves.png").exists()
     weights = {label: hashlib.sha256((Path(stage["folder"]) / "model.safetensors").read_bytes()).hexdigest()
                for label, stage in result["stages"].items() if label.startswith("train ")}  # fmt: skip
@@ -117,4 +118,19 @@ def test_tiny_experiment_runs_every_stage_reports_verdicts_and_reuses_its_cache(
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = json.loads((tmp_path / "report2" / "experiment.json").read_text())
     assert all(stage["seconds"] == 0 for stage in rerun["stages"].values())  # every stage reused
+    assert [s["ran_s"] for s in rerun["stages"].values()] == [s["ran_s"] for s in result["stages"].values()]
     assert rerun["comparisons"] == result["comparisons"]
+
+
+def test_the_limits_section_gives_the_power_of_each_primary_comparison_and_the_seed_spread():
+    from experiment.report import limits
+    from training.eval.stats import items_needed
+
+    results = {"alpha": 0.05, "min_effect": 0.02, "primary": "hhh", "experiment": {"worlds": 2}, "data": None,
+               "comparisons": [{"claim": "SA > SFT", "metric": "hhh", "n": 80, "sd": 0.25},
+                               {"claim": "SA > SFT", "metric": "judge_score", "n": 8, "sd": 1.0}],
+               "table": {"hhh": {"sft": {"mean": 0.5, "interval": [0.48, 0.52]}, "base": {"mean": 0.5, "interval": None}}}}  # fmt: skip
+    text = "\n".join(limits(results))
+    assert "SA > SFT on hhh: with 80 items (sd of the per-item differences 0.250)" in text
+    assert f"needs {items_needed(0.25, 0.02)} items" in text and "judge_score" not in text
+    assert "sft ±0.020" in text and "base ±" not in text

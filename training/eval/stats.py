@@ -9,6 +9,8 @@ seeds (the seed spread enters the table through `seed_interval`).
     sign-flip test        p = P(|d̄*| ≥ |d̄|) with d*_i = ±d_i (each sign equally likely under H0: no difference);
                           exact over all 2^n flips for n ≤ `exact_max`, else Monte Carlo, p = (1 + #extreme)/(1 + N)
     seed interval         m ± t_{1−α/2, S−1} · s/√S over S training seeds
+    detectable difference δ = (z_{1−α/2} + z_{power}) · s_d/√n   (normal approximation, s_d = sd of the d_i)
+    items needed          n = ⌈((z_{1−α/2} + z_{power}) · s_d / δ)²⌉   to detect a true difference δ
 
 A claim "A > B" is *supported* when p < α and the interval lies above 0, *not supported* when the interval lies
 at or below 0 or inside (−min_effect, +min_effect) (A is not better by a meaningful amount), and *inconclusive at this size*
@@ -38,6 +40,7 @@ class PairedDifference:
     interval: tuple[float, float]
     p_value: float
     exact: bool
+    sd: float = 0.0  # standard deviation of the per-item differences (ddof=1)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -103,7 +106,26 @@ def paired_difference(
     return PairedDifference(
         n=len(d), mean_a=float(x.mean()), mean_b=float(y.mean()), difference=float(d.mean()),
         interval=bootstrap_interval(d, confidence, resamples, seed), p_value=p, exact=exact,
+        sd=float(d.std(ddof=1)) if len(d) > 1 else 0.0,
     )  # fmt: skip
+
+
+def _z_sum(alpha: float, power: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(1 - alpha / 2) + norm.ppf(power))
+
+
+def detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference a paired test on n items finds with this power (normal approximation)."""
+    return _z_sum(alpha, power) * sd / math.sqrt(n)
+
+
+def items_needed(sd: float, effect: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """How many paired items a test needs to find a true mean difference `effect` with this power."""
+    if effect <= 0:
+        raise ValueError(f"effect={effect} must be > 0")
+    return max(2, math.ceil((_z_sum(alpha, power) * sd / effect) ** 2))
 
 
 def verdict(comparison: PairedDifference, alpha: float = 0.05, min_effect: float = 0.0) -> str:
