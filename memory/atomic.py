@@ -1,4 +1,6 @@
-"""Crash-safe writes: files via temp + rename; folders as versioned sub-folders behind an atomically replaced pointer.
+"""Crash-safe writes, the project's one copy: files via temp + fsync + rename (`atomic_write_bytes`, `write_json`);
+a new folder via a staging folder + rename (`write_dir`); folders as versioned sub-folders behind an atomically
+replaced pointer (`publish_dir`, `current_dir`). Needs only the standard library and `memory.errors`.
 
 A published folder looks like `folder/CURRENT` (one line: the name of the live version) and `folder/v-<...>/`.
 A crash at any moment leaves `CURRENT` naming a complete version: the new version is fully written and fsynced
@@ -7,6 +9,7 @@ before `CURRENT` is replaced (os.replace is atomic), and old versions are remove
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -14,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from memory.errors import SnapshotError
 
@@ -60,6 +64,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def write_json(path: str | Path, data: Any) -> None:
+    """Atomically write `data` as UTF-8 JSON (indent 1, non-ASCII kept, newline-terminated)."""
+    atomic_write_bytes(path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
 def fsync_tree(folder: Path) -> None:
     """fsync every file and folder under `folder` (so a rename that publishes it is durable)."""
     for root, _dirs, files in os.walk(folder):
@@ -67,6 +76,28 @@ def fsync_tree(folder: Path) -> None:
             with open(Path(root) / name, "rb") as handle:
                 os.fsync(handle.fileno())
         fsync_dir(Path(root))
+
+
+def write_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
+    """Create the folder `target` whole or not at all; return it.
+
+    `write(staging)` fills `.<name>.partial` beside `target` (a leftover of a killed writer is removed first); the
+    staging folder is then fsynced and renamed to `target`, which must not exist yet. Callers that may race for one
+    target hold a lock.
+    """
+    target = Path(target)
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        write(staging)
+        fsync_tree(staging)
+        os.replace(staging, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
 
 
 def publish_dir(folder: str | Path, write: Callable[[Path], None]) -> Path:
@@ -79,17 +110,7 @@ def publish_dir(folder: str | Path, write: Callable[[Path], None]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with _folder_lock(folder):
         name = f"{VERSION_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:6]}"
-        staging = folder / f".{name}.partial"
-        staging.mkdir()
-        try:
-            write(staging)
-            fsync_tree(staging)
-            version = folder / name
-            os.replace(staging, version)
-            fsync_dir(folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        version = write_dir(folder / name, write)
         atomic_write_bytes(folder / POINTER, (name + "\n").encode())
         for old in folder.iterdir():  # only after the pointer names the new version
             if old.name != name and (old.name.startswith(VERSION_PREFIX) or old.name.endswith(".partial")):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
+
+
+def question_key(question: str) -> str:
+    """Questions that differ only in surrounding or repeated whitespace are the same question."""
+    return " ".join(question.split())
 
 
 @runtime_checkable
@@ -46,3 +51,17 @@ class MemoryHit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class StoreState(TypedDict):
+    """Everything one `MemoryStore` holds (`state_dict` / `from_state_dict`); `memory.store_files` writes and reads it.
+
+    `options`: `recency_weight`, `recency_half_life` and the `IndexParams` fields; `faiss_index`: a FAISS index of
+    `len(records)` vectors of dimension `dim`, row i belonging to record i.
+    """
+
+    dim: int
+    index: str  # the kind: flat | hnsw | ivf
+    options: dict[str, Any]
+    faiss_index: Any  # faiss.Index
+    records: list[MemoryRecord]

@@ -16,7 +16,7 @@ from memory.base import Embedder
 from memory.cache import EmbeddingCache
 from memory.errors import SnapshotError
 from memory.store import MemoryStore
-from memory.store_files import read_store, write_store
+from memory.store_files import read_state, write_state
 
 WORLD_FILE = "world.json"
 FORMAT = "stable-alignment/memory-world"
@@ -35,7 +35,7 @@ def save_all(
     def write(target: Path) -> None:
         for agent_id, store in sorted(stores.items()):
             (target / "agents" / str(int(agent_id))).mkdir(parents=True)
-            write_store(store, target / "agents" / str(int(agent_id)))
+            write_state(store.state_dict(), target / "agents" / str(int(agent_id)))
         if cache is not None:
             (target / "cache").mkdir()
             cache.write_to(target / "cache")
@@ -57,7 +57,7 @@ def load_all(folder: str | Path) -> tuple[dict[int, MemoryStore], dict[str, Any]
     world = _read_world(version / WORLD_FILE)
     stores = {}
     for agent_id in world["agents"]:
-        store = read_store(version / "agents" / str(agent_id))
+        store = MemoryStore.from_state_dict(read_state(version / "agents" / str(agent_id)))
         expected = world["sizes"].get(str(agent_id))
         if expected is not None and len(store) != expected:
             raise SnapshotError(

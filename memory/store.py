@@ -7,7 +7,9 @@
   (the reference uses top-1 at > 0.7). Optional recency weighting re-ranks candidates by
   `similarity + recency_weight · 0.5 ** (age_in_rounds / recency_half_life)`; the threshold stays on similarity.
 - Thread-safe: every public method holds one lock, so concurrent writers and readers lose nothing.
-- `save(folder)` is atomic (see `memory.atomic`); `MemoryStore.load(folder)` checks that index and records agree.
+- `state_dict()` / `from_state_dict(state)`: the store gives and takes its whole state; `memory.store_files` writes
+  and reads that state, `memory.snapshot` publishes many at once. `save(folder)` / `MemoryStore.load(folder)` are the
+  one-store conveniences: atomic (see `memory.atomic`), and the load checks that index and records agree.
 """
 
 from __future__ import annotations
@@ -20,13 +22,11 @@ from typing import Any
 import faiss
 import numpy as np
 
-from memory.base import MemoryHit, MemoryRecord
-from memory.indexes import IndexParams, build_index, check_kind, needs_ivf_training
+from memory import atomic, store_files
+from memory.base import MemoryHit, MemoryRecord, StoreState, question_key
+from memory.indexes import IndexParams, apply_search_params, build_index, check_kind, needs_ivf_training
 
-
-def question_key(question: str) -> str:
-    """Questions that differ only in surrounding or repeated whitespace are the same question."""
-    return " ".join(question.split())
+__all__ = ["MemoryStore", "as_unit_rows", "question_key"]
 
 
 def as_unit_rows(vectors: Any, dim: int) -> np.ndarray:
@@ -194,41 +194,58 @@ class MemoryStore:
             self._ensure_index()
             return type(self._index).__name__
 
-    # ----------------------------------------------------------------- persistence
-    def save(self, folder: str | Path) -> Path:
-        """Atomically write index + records into `folder` (the last complete snapshot survives any crash)."""
-        from memory.atomic import publish_dir
-        from memory.store_files import write_store
-
-        with self._lock:
-            return publish_dir(folder, lambda target: write_store(self, target))
-
-    @classmethod
-    def load(cls, folder: str | Path) -> MemoryStore:
-        """Read the live snapshot of `folder`; `SnapshotError` (one line, naming the file) if it is inconsistent."""
-        from memory.atomic import current_dir
-        from memory.store_files import read_store
-
-        return read_store(current_dir(folder))
-
-    # used by memory.store_files -------------------------------------------------
-    def _export(self) -> tuple[faiss.Index, list[MemoryRecord]]:
+    # ----------------------------------------------------------------- state and persistence
+    def state_dict(self) -> StoreState:
+        """A consistent copy of the whole store (a clone of the FAISS index, copies of the records)."""
         with self._lock:
             self._ensure_index()
-            return self._index, [_copy(record) for record in self._records]
+            return {
+                "dim": self.dim,
+                "index": self.kind,
+                "options": {
+                    "recency_weight": self.recency_weight,
+                    "recency_half_life": self.recency_half_life,
+                    **self.params.to_dict(),
+                },
+                "faiss_index": faiss.clone_index(self._index),
+                "records": [_copy(record) for record in self._records],
+            }
 
     @classmethod
-    def _restore(
-        cls, index: faiss.Index, records: list[MemoryRecord], kind: str, options: dict[str, Any]
-    ) -> MemoryStore:
-        store = cls(index.d, kind, **options)
-        n = index.ntotal
-        store._vectors = index.reconstruct_n(0, n).astype(np.float32) if n else store._vectors
+    def from_state_dict(cls, state: StoreState) -> MemoryStore:
+        """A store holding `state` (from `state_dict` or `memory.store_files.read_state`); it takes over the index."""
+        options, index, records = state["options"], state["faiss_index"], list(state["records"])
+        if index.d != state["dim"] or index.ntotal != len(records):
+            raise ValueError(
+                f"index holds {index.ntotal} vectors of dimension {index.d}, "
+                f"state says {len(records)} records of dimension {state['dim']}"
+            )
+        params = IndexParams(**{k: int(v) for k, v in options.items() if k in IndexParams.__dataclass_fields__})
+        apply_search_params(index, params)
+        store = cls(
+            int(state["dim"]),
+            state["index"],
+            recency_weight=float(options["recency_weight"]),
+            recency_half_life=float(options["recency_half_life"]),
+            params=params,
+        )
+        if index.ntotal:
+            store._vectors = index.reconstruct_n(0, index.ntotal).astype(np.float32)
         store._index = index
         store._records = records
         store._by_question = {question_key(r.question): i for i, r in enumerate(records)}
         store._latest_round = max([-1, *(r.round for r in records)])
         return store
+
+    def save(self, folder: str | Path) -> Path:
+        """Atomically write index + records into `folder` (the last complete snapshot survives any crash)."""
+        state = self.state_dict()
+        return atomic.publish_dir(folder, lambda target: store_files.write_state(state, target))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> MemoryStore:
+        """Read the live snapshot of `folder`; `SnapshotError` (one line, naming the file) if it is inconsistent."""
+        return cls.from_state_dict(store_files.read_state(atomic.current_dir(folder)))
 
 
 def _version(record: MemoryRecord) -> dict[str, Any]:

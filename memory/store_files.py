@@ -1,4 +1,5 @@
-"""The on-disk form of one store: `index.faiss`, `records.jsonl`, `meta.json` (sizes and sha256 of both).
+"""The on-disk form of one store's state (`MemoryStore.state_dict`): `index.faiss`, `records.jsonl`, `meta.json`
+(sizes and sha256 of both). This module only writes and reads that state; it knows nothing of `MemoryStore`.
 
 Reading checks, in order: meta is valid JSON of our format; each file is present and of the recorded size
 (truncation); the index's checksum (never hand unverified bytes to FAISS); the index deserialises; every record line
@@ -16,10 +17,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from memory.base import MemoryRecord
+from memory.base import MemoryRecord, StoreState, question_key
 from memory.errors import SnapshotError
-from memory.indexes import INDEX_KINDS, IndexParams, apply_search_params
-from memory.store import MemoryStore, question_key
+from memory.indexes import INDEX_KINDS
 
 FORMAT = "stable-alignment/memory-store"
 FORMAT_VERSION = 1
@@ -27,9 +27,9 @@ INDEX_FILE, RECORDS_FILE, META_FILE = "index.faiss", "records.jsonl", "meta.json
 RECORD_FIELDS = ("question", "answer", "round", "source", "rating", "history")
 
 
-def write_store(store: MemoryStore, folder: Path) -> None:
-    """Write `store` into the (new, empty) `folder`. Not atomic by itself: callers publish the folder."""
-    index, records = store._export()
+def write_state(state: StoreState, folder: Path) -> None:
+    """Write a store's `state` into the (new, empty) `folder`. Not atomic by itself: callers publish the folder."""
+    index, records = state["faiss_index"], state["records"]
     index_bytes = faiss.serialize_index(index).tobytes()
     lines = [json.dumps({"id": i, **record.to_dict()}, ensure_ascii=False) for i, record in enumerate(records)]
     records_bytes = ("\n".join(lines) + "\n").encode() if lines else b""
@@ -38,22 +38,18 @@ def write_store(store: MemoryStore, folder: Path) -> None:
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "dim": store.dim,
-        "index": store.kind,
+        "dim": state["dim"],
+        "index": state["index"],
         "faiss_class": type(index).__name__,
         "count": len(records),
-        "options": {
-            "recency_weight": store.recency_weight,
-            "recency_half_life": store.recency_half_life,
-            **store.params.to_dict(),
-        },
+        "options": dict(state["options"]),
         "files": {INDEX_FILE: _digest(index_bytes), RECORDS_FILE: _digest(records_bytes)},
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
 
 
-def read_store(folder: Path) -> MemoryStore:
-    """Load a store written by `write_store`, checking everything listed in the module docstring."""
+def read_state(folder: Path) -> StoreState:
+    """The state written by `write_state`, checking everything listed in the module docstring."""
     meta = _read_meta(folder / META_FILE)
     index_bytes = _read_checked(folder / INDEX_FILE, meta["files"][INDEX_FILE], verify_hash=True)
     try:
@@ -74,14 +70,13 @@ def read_store(folder: Path) -> MemoryStore:
         )
     if _digest(records_bytes)["sha256"] != meta["files"][RECORDS_FILE]["sha256"]:
         raise SnapshotError(records_path, f"checksum differs from {META_FILE}: modified after the snapshot was taken")
-    options = meta["options"]
-    params = IndexParams(**{k: int(v) for k, v in options.items() if k in IndexParams.__dataclass_fields__})
-    apply_search_params(index, params)
-    extra = {
-        "recency_weight": float(options["recency_weight"]),
-        "recency_half_life": float(options["recency_half_life"]),
+    return {
+        "dim": index.d,
+        "index": meta["index"],
+        "options": meta["options"],
+        "faiss_index": index,
+        "records": records,
     }
-    return MemoryStore._restore(index, records, meta["index"], {"params": params, **extra})
 
 
 def _digest(data: bytes) -> dict[str, Any]:

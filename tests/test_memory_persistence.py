@@ -138,7 +138,7 @@ def test_crash_during_save_keeps_the_last_complete_snapshot(tmp_path, monkeypatc
         (target / "index.faiss").write_bytes(b"half")
         raise KeyboardInterrupt  # killed mid-write
 
-    monkeypatch.setattr(files, "write_store", lambda s, target: crash(target))
+    monkeypatch.setattr(files, "write_state", lambda state, target: crash(target))
     with pytest.raises(KeyboardInterrupt):
         store.save(tmp_path / "m")
     assert current_dir(tmp_path / "m") == before
