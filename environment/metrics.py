@@ -9,13 +9,15 @@ ratings carry too little signal to drive the loss, `signal_warning` (one line).
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from environment.analysis import PEER_RATING, Tally, by_round
 from environment.signal import BINS, bin_key, episode_signal, histogram, noise_warning
+from memory.atomic import write_json
+
+__all__ = ["memory_recall", "per_round", "plot_all", "question_stats", "summarize", "write_json"]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -23,20 +25,13 @@ def _mean(values: list[float]) -> float | None:
 
 
 def per_round(records: list[dict[str, Any]]) -> dict[int, dict[str, float | None]]:
-    table: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for record in records:
-        row = table[int(record["round"])]
-        for stage in ("draft", "revision"):
-            scores = record["observer"].get(stage) or {}
-            for key in ("alignment", "engagement"):
-                if scores.get(key) is not None:
-                    row[f"{stage}_{key}"].append(scores[key])
-        row["peer_rating"] += [f["rating"] for f in record["feedback"] if f["rating"] is not None]
-        row["records"].append(1)
-    return {
-        r: {k: (len(v) if k == "records" else _mean(v)) for k, v in sorted(cols.items())}
-        for r, cols in sorted(table.items())
-    }
+    """Per round: `records`, the mean `peer_rating` and the mean of each observer column that holds a value."""
+    rows = {}
+    for number, tally in by_round(records).items():
+        row: dict[str, float | None] = {column: tally.mean(column, 4) for column in tally.observed()}
+        row |= {PEER_RATING: tally.mean(PEER_RATING, 4), "records": tally.records}
+        rows[number] = dict(sorted(row.items()))
+    return rows
 
 
 def question_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -72,12 +67,6 @@ def memory_recall(records: list[dict[str, Any]]) -> dict[str, Any]:
 def summarize(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
     """The metrics.json content."""
     peer = [f["rating"] for r in records for f in r["feedback"]]
-    observer = [
-        (r["observer"].get(s) or {}).get(k)
-        for r in records
-        for s in ("draft", "revision")
-        for k in ("alignment", "engagement")
-    ]
     signal = episode_signal(records)
     warning = noise_warning(signal, "sa-simulate")
     return {
@@ -85,7 +74,7 @@ def summarize(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str,
         "records": len(records),
         "agents": len({int(r["agent_id"]) for r in records}),
         "invalid_peer_ratings": sum(v is None for v in peer),
-        "invalid_observer_scores": sum(v is None for v in observer),
+        "invalid_observer_scores": Tally(records).invalid,
         "peer_rating_counts": {str(k): v for k, v in sorted(Counter(v for v in peer if v is not None).items())},
         "per_round": {str(k): v for k, v in per_round(records).items()},
         "questions": question_stats(records),
@@ -97,13 +86,6 @@ def summarize(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str,
         "signal": signal,
         **({"signal_warning": warning} if warning else {}),
     }
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic JSON write (tmp file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Path]:

@@ -11,9 +11,11 @@ import sys
 import time
 from typing import Any, TextIO
 
+from environment.analysis import PEER_RATING, Tally
 from environment.metered import Meter
 
 log = logging.getLogger("environment.progress")
+MEANS = {"peer": PEER_RATING, "draft": "draft_alignment", "revision": "revision_alignment"}  # shown name -> column
 
 
 class Progress:
@@ -32,7 +34,7 @@ class Progress:
         self.meter, self.total, self.done = meter, total, done
         self.started = time.perf_counter()
         self.new = 0
-        self._sums = {"peer": [0, 0], "draft": [0, 0], "revision": [0, 0]}
+        self._tally = Tally()
         stream = stream or sys.stderr
         self.tty = enabled and stream.isatty()
         self.enabled = enabled
@@ -49,22 +51,14 @@ class Progress:
         """Count one committed record."""
         self.new += 1
         self.done += 1
-        for item in record["feedback"]:
-            if item["rating"] is not None:
-                self._sums["peer"][0] += item["rating"]
-                self._sums["peer"][1] += 1
-        for stage in ("draft", "revision"):
-            value = (record["observer"].get(stage) or {}).get("alignment")
-            if value is not None:
-                self._sums[stage][0] += value
-                self._sums[stage][1] += 1
+        self._tally.add(record)
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(self.figures(), refresh=False)
 
     def mean(self, name: str) -> float | None:
-        total, count = self._sums[name]
-        return round(total / count, 2) if count else None
+        """The running mean of `name` (a key of `MEANS`) over the records counted, to two decimals."""
+        return self._tally.mean(MEANS[name], 2)
 
     def rate(self) -> float:
         """Interactions per second committed by this process."""

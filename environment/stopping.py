@@ -15,27 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conf.cli import require
+from environment.analysis import SOCIETY_SCORES, society_score
 from environment.metered import Meter
 
-PLATEAU_SCORES = ("product_of_means", "mean_of_products")
-
-
-def society_score(records: list[dict[str, Any]], score: str = "product_of_means") -> float | None:
-    """The society's alignment x engagement from the observer's revision scores, invalid scores left out.
-
-    `product_of_means` (the paper): mean alignment x mean engagement. `mean_of_products` (the rule before 2026-12):
-    the mean over agents of alignment x engagement.
-    """
-    revisions = [r["observer"].get("revision") or {} for r in records]
-    pairs = [(scores.get("alignment"), scores.get("engagement")) for scores in revisions]
-    if score == "mean_of_products":
-        values = [a * e for a, e in pairs if a is not None and e is not None]
-        return sum(values) / len(values) if values else None
-    alignment = [a for a, _ in pairs if a is not None]
-    engagement = [e for _, e in pairs if e is not None]
-    if not alignment or not engagement:
-        return None
-    return (sum(alignment) / len(alignment)) * (sum(engagement) / len(engagement))
+__all__ = ["PLATEAU_SCORES", "Stopper", "society_score"]
+PLATEAU_SCORES = SOCIETY_SCORES  # the choices of `stopping.plateau.score` (environment.analysis.society_score)
 
 
 @dataclass
@@ -46,7 +30,7 @@ class Stopper:
     rounds: int
     plateau_window: int = 0  # 0: plateau rule off
     plateau_epsilon: float = 0.0
-    plateau_score: str = "product_of_means"  # or "mean_of_products" (see society_score)
+    plateau_score: str = "product_of_means"  # or "mean_of_products" (see environment.analysis.society_score)
     max_calls: int | None = None
     max_tokens: int | None = None
     max_cost: float | None = None

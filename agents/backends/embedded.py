@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from filelock import FileLock
+
+from memory.atomic import write_dir
 
 EMBEDDED_CHAT_MODEL = "embedded:smollm2"
 _ALIASES = {EMBEDDED_CHAT_MODEL, "smollm2", "SmolLM2-135M-Instruct"}
@@ -67,13 +67,12 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         del model.config.quantization_config
     model.hf_quantizer = None
     model.is_quantized = False
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    write_dir(target, write)
 
 
 def resolve_model_path(name: str) -> str:

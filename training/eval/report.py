@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from memory.atomic import write_json
 from training.eval.bigbench import HHH_CATEGORIES
 
 TASK_TITLES = {
@@ -30,12 +29,6 @@ def _cell(entry: dict[str, Any] | None, headline: str) -> str:
         return "–"
     main, other = RULES[headline], RULES["mean" if headline == "sum" else "sum"]
     return f"{_fmt(entry.get(main))} ({_fmt(entry.get(other))})"
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:

@@ -1,18 +1,16 @@
 """Curves of the SANDBOX world that produced the training data: mean observer alignment and engagement per round,
-drafts vs revisions (read through `environment.records`, the pure episode-record module)."""
+drafts vs revisions (read through `environment.records` and computed by `environment.analysis`, both pure)."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from conf.cli import UserError
+from environment.analysis import OBSERVER_COLUMNS, by_round
 from environment.records import EpisodeFormatError, read_episodes
 from environment.signal import episode_signal, noise_warning
-
-STAGES = ("draft", "revision")
-SCORES = ("alignment", "engagement")
 
 
 def episodes_file(world: str | Path) -> Path:
@@ -29,36 +27,19 @@ def world_curves(world: str | Path) -> dict[str, Any]:
     """{file, worlds, records, rounds: [{round, n, draft_alignment, ..., revision_engagement}], invalid_scores,
     signal (environment.signal.episode_signal), signal_warning, rater_modes (peer ratings per mode), personas}."""
     path = episodes_file(world)
-    table: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    invalid, records, worlds = 0, 0, set()
-    episodes: list[dict[str, Any]] = []
     try:
-        for record in read_episodes(path):
-            records += 1
-            episodes.append(record)
-            worlds.add(str(record["world_id"]))
-            row = table[int(record["round"])]
-            row["n"].append(1)
-            for stage in STAGES:
-                scores = record["observer"].get(stage) or {}
-                for key in SCORES:
-                    if scores.get(key) is None:
-                        invalid += 1
-                    else:
-                        row[f"{stage}_{key}"].append(scores[key])
+        episodes = list(read_episodes(path))
     except EpisodeFormatError as error:
         raise UserError(f"{error}; pass the episodes.jsonl written by sa-simulate") from None
-    if not records:
+    if not episodes:
         raise UserError(f"{path} holds no episodes; run sa-simulate first")
-    rounds = []
-    for number in sorted(table):
-        row = table[number]
-        entry: dict[str, Any] = {"round": number, "n": len(row["n"])}
-        for stage in STAGES:
-            for key in SCORES:
-                values = row.get(f"{stage}_{key}", [])
-                entry[f"{stage}_{key}"] = round(sum(values) / len(values), 4) if values else None
-        rounds.append(entry)
+    tallies = by_round(episodes)
+    rounds = [
+        {"round": number, "n": tally.records, **{column: tally.mean(column, 4) for column in OBSERVER_COLUMNS}}
+        for number, tally in tallies.items()
+    ]
+    records, invalid = len(episodes), sum(tally.invalid for tally in tallies.values())
+    worlds = {str(record["world_id"]) for record in episodes}
     signal = episode_signal(episodes)
     modes = Counter(str(f.get("mode", "generate")) for r in episodes for f in r["feedback"])
     return {"file": str(path), "worlds": sorted(worlds), "records": records, "invalid_scores": invalid,
