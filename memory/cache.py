@@ -4,7 +4,10 @@
 before is served from the cache; texts that another coroutine is embedding right now are awaited, not embedded
 twice; and misses asked for concurrently (in one event-loop iteration) go to the inner embedder as one batch. Counters: `requested` (texts asked for), `embedded` (texts sent to the inner embedder), `inner_calls`
 (batches sent to the inner embedder), `hits` (texts served without embedding).
-The cache saves and restores itself (`save(folder)`, `load(folder, inner)`), so a resumed world re-embeds nothing.
+The cache saves and restores itself (`save(folder)`, `load(folder, inner)`; `memory.snapshot` writes it into every
+world snapshot and `load_cache` reads it back). sa-simulate's resume does not read it back: a resumed world starts
+with an empty cache and embeds its priors (one batch) and each distinct question of the stored episodes (one batch)
+again.
 """
 
 from __future__ import annotations

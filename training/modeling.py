@@ -12,7 +12,8 @@ __all__ = ["load_model_and_tokenizer", "load_tokenizer", "mixed_precision", "pic
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """Tokenizer with a pad token (falls back to EOS) and left padding for generation."""
+    """Tokenizer with a pad token (falls back to EOS); its padding side is left as the model ships it (sa-train and
+    sa-eval pad their batches themselves, on the right: `training.collator.pad_rows`)."""
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
