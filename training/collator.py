@@ -7,7 +7,9 @@ Two layouts, the same per-response log-likelihoods (tests/test_collator.py check
   tokens only, and `position_ids` restart every response right after the prompt, so response k is scored exactly as
   if it followed the prompt alone (needs an attention implementation that takes a custom mask: sdpa or eager).
 
-`segment_ids` tell the parts apart (0 prompt, k + 1 response k, -1 padding); `loss_mask` marks the response tokens
+A batch is a `PackedRows` (what `training.logprobs` scores; sa-eval's choices too) or, from `GroupCollator`, a
+`GroupBatch` (plus the `[G, K]` grid the loss reads). `segment_ids` tell the parts apart (0 prompt, k + 1 response k,
+-1 padding); `loss_mask` marks the response tokens
 (EOS included) whose log-probability is trained; prompt and padding are masked by position, never by pad id
 (SmolLM2's pad token is its EOS). A response truncated to nothing has no trained token and `present == False`, so
 the loss ignores it (no 0/0, no NaN).
@@ -21,8 +23,8 @@ the counts and puts them in its summary.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
 
 import torch
 
@@ -32,6 +34,54 @@ PROMPT, PADDING = 0, -1
 # What `GroupCollator` counts per batch: prompts and trained responses, those cut, the responses that lost their end
 # (end-of-turn token), and the realignment targets whose feedback was cut so that their revision stays whole.
 CUT_KEYS = ("prompts", "prompts_cut", "responses", "responses_cut", "responses_lost_end", "feedback_cut")
+ROW_FIELDS = ("input_ids", "attention_mask", "loss_mask", "segment_ids", "position_ids")  # one row per [R, L] entry
+Batch = TypeVar("Batch", bound="PackedRows")
+
+
+@dataclass(kw_only=True)
+class PackedRows:
+    """Rows `prompt + response_1 + … + response_k`, right-padded for one forward pass: R rows of length L holding N
+    responses, numbered in "response order" (row by row, then along each row)."""
+
+    input_ids: torch.Tensor  # [R, L] token ids, the pad id after each row's end
+    attention_mask: torch.Tensor  # [R, L] 1 on real tokens, 0 on padding
+    loss_mask: torch.Tensor  # [R, L] bool: the response tokens (the scored ones)
+    segment_ids: torch.Tensor  # [R, L] PROMPT, k + 1 on the row's response k, PADDING
+    response_offset: torch.Tensor  # [R] the response-order index of each row's first response
+    group_index: torch.Tensor  # [N] the group of each response (its row of the [G, K] grid)
+    position_ids: torch.Tensor | None = None  # [R, L] restarting after the prompt: the shared-prompt layout only
+
+    @property
+    def n_responses(self) -> int:
+        return len(self.group_index)
+
+    def to(self: Batch, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """The same batch on `device` (what `accelerate.utils.send_to_device` calls)."""
+        moved = {
+            f.name: value.to(device, non_blocking=non_blocking)
+            for f in fields(self)
+            if isinstance(value := getattr(self, f.name), torch.Tensor)
+        }
+        return replace(self, **moved)
+
+    def take_rows(self, index: torch.Tensor, width: int) -> PackedRows:
+        """Rows `index`, cut to their first `width` positions (responses keep their batch-wide numbering)."""
+        rows = {name: value[index, :width] for name in ROW_FIELDS if (value := getattr(self, name)) is not None}
+        return PackedRows(**rows, response_offset=self.response_offset[index], group_index=self.group_index)
+
+    def __getitem__(self, name: str) -> Any:
+        """`batch["input_ids"]`: read access by name, for scripts written when batches were dicts."""
+        return getattr(self, name)
+
+
+@dataclass(kw_only=True)
+class GroupBatch(PackedRows):
+    """`GroupCollator`'s batch: packed rows plus the `[G, K]` grid of the groups (K: the most responses picked)."""
+
+    slot_index: torch.Tensor  # [N] the slot of each response (its column of the grid)
+    ratings: torch.Tensor  # [G, K] float; 0 in empty slots
+    present: torch.Tensor  # [G, K] bool: a response with at least one trained token
+    cut: torch.Tensor  # [len(CUT_KEYS)] what truncation cut in this batch
 
 
 def cut_response(response: list[int], protect_from: int, room: int) -> tuple[list[int], bool, bool]:
@@ -68,7 +118,7 @@ class GroupCollator:
     select: str = SELECT_ALL
     share_prompt: bool = False
 
-    def __call__(self, groups: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, groups: list[dict[str, Any]]) -> GroupBatch:
         chosen = [select_responses(group["ratings"], self.select) for group in groups]
         width = max((len(c) for c in chosen), default=1)
         ratings = torch.zeros(len(groups), width)
@@ -90,14 +140,14 @@ class GroupCollator:
             rows = list(zip(prompts, responses, strict=True))
         else:
             rows = [(prompts[g], [r]) for g, rs in enumerate(responses) for r in rs]
-        return {
-            **pad_rows(rows, self.pad_token_id, positions=self.share_prompt),
-            "group_index": torch.tensor(group_index, dtype=torch.long),
-            "slot_index": torch.tensor(slot_index, dtype=torch.long),
-            "ratings": ratings,
-            "present": present,
-            "cut": torch.tensor([cut[key] for key in CUT_KEYS], dtype=torch.long),
-        }
+        packed = pad_rows(rows, self.pad_token_id, positions=self.share_prompt, group_index=group_index)
+        return GroupBatch(
+            **vars(packed),
+            slot_index=torch.tensor(slot_index, dtype=torch.long),
+            ratings=ratings,
+            present=present,
+            cut=torch.tensor([cut[key] for key in CUT_KEYS], dtype=torch.long),
+        )
 
     def truncate(self, group: dict[str, Any], picked: list[int]) -> tuple[list[int], list[list[int]], dict[str, int]]:
         """The kept prompt, the kept `picked` responses and the `CUT_KEYS` counts of one group."""
@@ -126,9 +176,11 @@ class GroupCollator:
         return totals
 
 
-def pad_rows(rows: list[tuple[list[int], list[list[int]]]], pad_id: int, positions: bool) -> dict[str, torch.Tensor]:
-    """Right-padded `prompt + responses…` rows with their masks, segment ids, (if asked) restarting positions, and
-    `response_offset`: the index of each row's first response in the batch's response order."""
+def pad_rows(
+    rows: list[tuple[list[int], list[list[int]]]], pad_id: int, positions: bool, group_index: list[int] | None = None
+) -> PackedRows:
+    """Right-padded `prompt + responses…` rows with their masks, segment ids and (if `positions`) restarting
+    positions. `group_index`: the group of each response (default: its row, one group per row)."""
     longest = max(len(p) + sum(map(len, rs)) for p, rs in rows)
     shape = (len(rows), longest)
     input_ids = torch.full(shape, pad_id, dtype=torch.long)
@@ -144,11 +196,14 @@ def pad_rows(rows: list[tuple[list[int], list[list[int]]]], pad_id: int, positio
             segment_ids[i, at : at + len(response)] = k + 1
             position_ids[i, at : at + len(response)] = torch.arange(len(prompt), len(prompt) + len(response))
             at += len(response)
-    batch = {
-        "input_ids": input_ids,
-        "attention_mask": (segment_ids != PADDING).long(),
-        "loss_mask": segment_ids > PROMPT,
-        "segment_ids": segment_ids,
-        "response_offset": torch.tensor([0, *[len(rs) for _, rs in rows]], dtype=torch.long).cumsum(0)[:-1],
-    }
-    return {**batch, "position_ids": position_ids} if positions else batch
+    if group_index is None:
+        group_index = [i for i, (_, responses) in enumerate(rows) for _ in responses]
+    return PackedRows(
+        input_ids=input_ids,
+        attention_mask=(segment_ids != PADDING).long(),
+        loss_mask=segment_ids > PROMPT,
+        segment_ids=segment_ids,
+        response_offset=torch.tensor([0, *[len(rs) for _, rs in rows]], dtype=torch.long).cumsum(0)[:-1],
+        group_index=torch.tensor(group_index, dtype=torch.long),
+        position_ids=position_ids if positions else None,
+    )

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.collator import PADDING, PROMPT
+from training.collator import PADDING, PROMPT, GroupBatch, PackedRows
 from training.losses import ResponseStats
 
 # attention implementations that take a custom 4D mask as it is (the shared-prompt layout needs one)
@@ -88,29 +88,29 @@ def _project_only(model: nn.Module, rows: torch.Tensor, positions: torch.Tensor,
         handle.remove()
 
 
-def _targets(chunk: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def _targets(chunk: PackedRows) -> tuple[torch.Tensor, ...]:
     """(row, position, predicting position, response index) of every trained token that has a predictor."""
-    segments = chunk["segment_ids"]
-    rows, cols = chunk["loss_mask"].nonzero(as_tuple=True)
+    segments = chunk.segment_ids
+    rows, cols = chunk.loss_mask.nonzero(as_tuple=True)
     rows, cols = rows[cols > 0], cols[cols > 0]
     prompt_length = (segments == PROMPT).sum(dim=1)
     continues = segments[rows, cols - 1] == segments[rows, cols]
     predictor = torch.where(continues, cols - 1, prompt_length[rows] - 1)
     keep = predictor >= 0
     rows, cols, predictor = rows[keep], cols[keep], predictor[keep]
-    return rows, cols, predictor, chunk["response_offset"][rows] + segments[rows, cols] - 1
+    return rows, cols, predictor, chunk.response_offset[rows] + segments[rows, cols] - 1
 
 
-def _forward_logps(model: nn.Module, chunk: dict[str, torch.Tensor], n_responses: int):
+def _forward_logps(model: nn.Module, chunk: PackedRows) -> tuple[torch.Tensor, torch.Tensor]:
     """One padded forward: (summed log-probability, trained-token count) per response of the whole batch."""
-    input_ids = chunk["input_ids"]
+    input_ids, n_responses = chunk.input_ids, chunk.n_responses
     length = input_ids.shape[1]
     rows, cols, predictor, response = _targets(chunk)
     start = int(predictor.min()) if predictor.numel() else length - 1
-    inputs: dict = {"input_ids": input_ids, "attention_mask": chunk["attention_mask"], "use_cache": False}
-    if "position_ids" in chunk:  # shared-prompt layout
-        mask = shared_prompt_mask(chunk["segment_ids"], additive=attention_implementation(model) == "eager")
-        inputs.update(position_ids=chunk["position_ids"], attention_mask=mask)
+    inputs: dict = {"input_ids": input_ids, "attention_mask": chunk.attention_mask, "use_cache": False}
+    if chunk.position_ids is not None:  # shared-prompt layout
+        mask = shared_prompt_mask(chunk.segment_ids, additive=attention_implementation(model) == "eager")
+        inputs.update(position_ids=chunk.position_ids, attention_mask=mask)
     trim = _accepts(model, "logits_to_keep")
     if trim:
         inputs["logits_to_keep"] = length - start
@@ -138,36 +138,28 @@ def length_chunks(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return chunks
 
 
-ROW_KEYS = ("input_ids", "attention_mask", "loss_mask", "segment_ids", "position_ids")
-
-
-def sequence_logps(
-    model: nn.Module, batch: dict[str, torch.Tensor], max_tokens: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logps(model: nn.Module, batch: PackedRows, max_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed log-probability, number of trained tokens) of each response, in the batch's response order."""
-    n_responses = len(batch["group_index"])
-    rows = batch["input_ids"]
+    rows = batch.input_ids
     if max_tokens <= 0 or rows.numel() <= max_tokens:
-        return _forward_logps(model, batch, n_responses)
-    lengths = batch["attention_mask"].sum(dim=1).tolist()
+        return _forward_logps(model, batch)
+    lengths = batch.attention_mask.sum(dim=1).tolist()
     logp_sum, count = 0, 0
     for chunk in length_chunks(lengths, max_tokens):
         index = torch.tensor(chunk, device=rows.device)
-        width = max(lengths[i] for i in chunk)
-        part = {key: batch[key][index, :width] for key in ROW_KEYS if key in batch}
-        s, c = _forward_logps(model, {**part, "response_offset": batch["response_offset"][index]}, n_responses)
+        s, c = _forward_logps(model, batch.take_rows(index, max(lengths[i] for i in chunk)))
         logp_sum, count = logp_sum + s, count + c
     return logp_sum, count
 
 
-def to_grid(values: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Scatter per-row values onto the `[G, K]` grid of the batch."""
-    grid = torch.zeros(batch["present"].shape, device=values.device, dtype=values.dtype)
-    return grid.index_put((batch["group_index"], batch["slot_index"]), values)
+def to_grid(values: torch.Tensor, batch: GroupBatch) -> torch.Tensor:
+    """Scatter per-response values onto the `[G, K]` grid of the batch."""
+    grid = torch.zeros(batch.present.shape, device=values.device, dtype=values.dtype)
+    return grid.index_put((batch.group_index, batch.slot_index), values)
 
 
 def response_stats(
-    model: nn.Module, batch: dict[str, torch.Tensor], reference: nn.Module | None = None, max_tokens: int = 0
+    model: nn.Module, batch: GroupBatch, reference: nn.Module | None = None, max_tokens: int = 0
 ) -> ResponseStats:
     """ℓ_i (token-mean NLL), s_i (summed log-prob) and ratings on the `[G, K]` grid; reference s_i when given."""
     logp_sum, count = sequence_logps(model, batch, max_tokens)
@@ -175,14 +167,14 @@ def response_stats(
     return ResponseStats(
         nll=to_grid(nll, batch),
         logp_sum=to_grid(logp_sum, batch),
-        ratings=batch["ratings"].to(logp_sum.device),
-        mask=batch["present"].to(logp_sum.device),
+        ratings=batch.ratings.to(logp_sum.device),
+        mask=batch.present.to(logp_sum.device),
         ref_logp_sum=None if reference is None else reference_logps(reference, batch, max_tokens),
     )
 
 
 @torch.no_grad()
-def reference_logps(reference: nn.Module, batch: dict[str, torch.Tensor], max_tokens: int = 0) -> torch.Tensor:
+def reference_logps(reference: nn.Module, batch: GroupBatch, max_tokens: int = 0) -> torch.Tensor:
     """Summed log-probabilities under the frozen reference; a peft model serves as its own base (adapter off)."""
     inner = getattr(reference, "module", reference)
     if hasattr(inner, "disable_adapter"):

@@ -345,11 +345,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 record |= {"rows": [row for row, _ in samples], "picks": [picked for _, picked in samples]}
                 trace.write(json.dumps(record) + "\n")
             real = weight > 0
-            tokens = accelerator.gather((batch["attention_mask"].sum() * real).reshape(1)).sum().item()
+            tokens = accelerator.gather((batch.attention_mask.sum() * real).reshape(1)).sum().item()
             groups_done = accelerator.gather(torch.tensor([len(positions) * real], device=accelerator.device))
             meter.add(int(tokens), int(groups_done.sum().item()))
             if real:
-                cut += batch["cut"].cpu()
+                cut += batch.cut.cpu()
             for key, value in {"loss": out.loss.item(), **out.parts}.items():
                 parts_sum[key] = parts_sum.get(key, 0.0) + value * weight
             if not accelerator.sync_gradients:

@@ -21,6 +21,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.backends.chat_template import completion_ids, render
+from memory.atomic import atomic_write_bytes
 from training.collator import pad_rows
 from training.logprobs import sequence_logps, supports_shared_prompt
 
@@ -124,10 +125,8 @@ def _forward_scores(
     computed only at the choice positions (no full-vocabulary logits).
     """
     device = next(model.parameters()).device
-    batch = pad_rows(rows, pad_id, positions=any(len(choices) > 1 for _, choices in rows))
-    counts = torch.tensor([len(choices) for _, choices in rows])
-    batch["group_index"] = torch.repeat_interleave(torch.arange(len(rows)), counts)  # the row of each choice
-    logp_sum, n_tokens = sequence_logps(model, {key: value.to(device) for key, value in batch.items()})
+    batch = pad_rows(rows, pad_id, positions=any(len(choices) > 1 for _, choices in rows))  # a group per row
+    logp_sum, n_tokens = sequence_logps(model, batch.to(device))
     flat = iter(zip(logp_sum.double().tolist(), n_tokens.tolist(), strict=True))
     return [[ChoiceScore(*next(flat)) for _ in choices] for _, choices in rows]
 
@@ -152,12 +151,8 @@ class ScoreCache:
         self.data[key] = [score.sum_logprob, score.n_tokens]
 
     def save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.data))
-        tmp.replace(self.path)
+        if self.path is not None:
+            atomic_write_bytes(self.path, json.dumps(self.data).encode())
 
 
 def model_fingerprint(folder: str | Path, extra: str = "") -> str | None:
