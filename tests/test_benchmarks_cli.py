@@ -148,3 +148,20 @@ def test_world_browser_toy(tiny_model_dir):
     result = run_benchmark("bench_world_browser", tiny_model_dir)
     assert result["turns"] == 18 and result["grid_cells"] == 9 and result["list_rows"] == 18
     assert positive(result["file_bytes"]) and positive(result["first_grid_ms_median"])
+
+
+TOY_ARGS["bench_world_cost_curves"] = ["--sizes", "2,3", "--rounds", "1", "--latency", "0.01"]
+
+
+def test_world_cost_curves_toy():
+    """Two sizes side by side: a row each with every turn counted and positive costs, findings, the JSON and the plot."""
+    result = run_benchmark("bench_world_cost_curves", ROOT)
+    rows = result["rows"]
+    assert [(r["size"], r["agents"], r["interactions"]) for r in rows] == [("2x2", 4, 4), ("3x3", 9, 9)]
+    for row in rows:
+        assert row["calls"] > row["interactions"] and row["setup_cpu_s"] > 0 and 0 <= row["machine_busy_share"] <= 1
+        figures = ("interactions_per_s", "cpu_ms_per_call", "peak_rss_mb", "memory_index_mb")
+        assert all(positive(row[key]) for key in (*figures, "episode_bytes_per_interaction")), row
+    assert len(result["findings"]) == 6 and all(isinstance(line, str) for line in result["findings"])
+    assert json.loads(Path(result["json"]).read_text())["rows"] == rows
+    assert Path(result["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
