@@ -296,6 +296,39 @@ def test_one_refused_replica_at_start_is_benched_not_an_error(openai_stub):
     assert (report[0]["failures"], report[0]["benched"]) == (1, 1)  # tried once, then left alone
 
 
+def test_waiters_cancelled_mid_wait_never_wedge_the_pool():
+    """Attempts waiting for a slot are cancelled at random while others finish: every attempt left completes and no
+    slot leaks. (The waits hold no lock: an asyncio.Condition + wait_for version wedged a world ~1 run in 6 when its
+    endpoints died, caught by the test below that kills them all.)"""
+
+    async def main():
+        replicas = [Replica(name, delay=0.005) for name in "ab"]
+        pool = EndpointPool(replicas, URLS[:2], capacity=1)
+        done = cancelled = 0
+        for wave in range(20):
+            tasks = [asyncio.ensure_future(pool.chat(HELLO)) for _ in range(12)]
+            await asyncio.sleep(0.004 * (wave % 3))
+            for task in tasks[wave % 2 :: 3]:
+                task.cancel()
+            results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+            done += sum(isinstance(r, Completion) for r in results)
+            cancelled += sum(isinstance(r, asyncio.CancelledError) for r in results)
+        return pool, done, cancelled
+
+    pool, done, cancelled = asyncio.run(main())
+    assert done + cancelled == 240 and done >= 120 and [s.in_flight for s in pool.states] == [0, 0]
+    assert sum(len(s.latencies) for s in pool.states) == done
+
+
+def stop_all(servers: list, process: subprocess.Popen | None) -> None:
+    """Stop the stubs and, if it still runs (a failed assertion or a timeout), sa-simulate, by pid."""
+    for server in servers:
+        server.stop()
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
 # -- a real world on three loopback stubs, one killed mid-run -----------------------------------------------------
 
 SIZE, ROUNDS = 3, 4
@@ -314,7 +347,7 @@ def test_world_on_three_endpoints_survives_one_killed_mid_run(tmp_path):
         f"world.size={SIZE}", f"world.rounds={ROUNDS}", "run.progress=false", "run.plots=false",
         f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
-    victim = servers[2]
+    victim, process = servers[2], None
     try:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
@@ -324,8 +357,7 @@ def test_world_on_three_endpoints_survives_one_killed_mid_run(tmp_path):
         served_before_kill = sum(e["status"] == 200 for e in victim.log_entries())
         out, err = process.communicate(timeout=120)
     finally:
-        for server in servers:
-            server.stop()
+        stop_all(servers, process)
     assert process.returncode == 0, err[-3000:]
     records = list(read_episodes(run_dir / "episodes.jsonl"))
     keys = Counter(record_key(r) for r in records)
@@ -356,8 +388,10 @@ def test_a_world_whose_every_endpoint_dies_stops_in_one_line_and_keeps_its_turns
         "backend.model=stub-model", "backend.limits.cooldown_s=0.2", "backend.limits.max_retries=3",
         "backend.limits.backoff_base_s=0.05", "backend.limits.backoff_max_s=0.1", "embedder=openai",
         f"embedder.base_url={servers[0].base_url}", "embedder.model=stub-embed", "embedder.dim=384",
+        "embedder.limits.max_retries=2", "embedder.limits.backoff_base_s=0.05",  # its own retries: 63 s by default
         "world.size=3", "world.rounds=6", "run.progress=false", "run.plots=false", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
+    process = None
     try:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
@@ -368,11 +402,10 @@ def test_a_world_whose_every_endpoint_dies_stops_in_one_line_and_keeps_its_turns
         started = time.monotonic()
         _, err = process.communicate(timeout=60)
     finally:
-        for server in servers:
-            server.stop()
+        stop_all(servers, process)
     lines = err.strip().splitlines()
     assert process.returncode == 2 and len(lines) == 1, err[-3000:]
     assert lines[0].startswith("sa-simulate: error: a turn failed") and "refused the connection" in lines[0]
-    assert all(s.base_url in lines[0] for s in servers) and time.monotonic() - started < 30
+    assert any(s.base_url in lines[0] for s in servers) and time.monotonic() - started < 30  # names what refused
     records = list(read_episodes(run_dir / "episodes.jsonl"))
     assert 0 < len(records) < 9 * 6 and max(Counter(record_key(r) for r in records).values()) == 1

@@ -22,6 +22,7 @@ import math
 import time
 import urllib.parse
 from array import array
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ class EndpointPool(ChatBackend):
         self.capacity, self.cooldown_s, self.bench_after, self.clock = capacity, cooldown_s, bench_after, clock
         self._next = 0  # round-robin start among ties
         self.bench_events = 0
-        self._changed = PerLoop(asyncio.Condition)
+        self._waiters: PerLoop = PerLoop(deque)  # futures of the attempts waiting for an endpoint
 
     def __repr__(self) -> str:
         return f"EndpointPool({[s.url for s in self.states]!r})"
@@ -190,30 +191,39 @@ class EndpointPool(ChatBackend):
     # -- routing ----------------------------------------------------------------------------------------------------
 
     async def _acquire(self, tried: set[int]) -> int:
-        changed = self._changed.get()
-        async with changed:
-            seen = self.bench_events
-            while True:
-                now = self.clock()
-                index = self.choose(now, tried)
-                if index is not None:
-                    self.begin(index)
-                    return index
-                if self.bench_events != seen and not any(s.benched_until is None for s in self.states):
-                    down = "; ".join(s.last_error for s in self.states)
-                    raise EndpointDown(f"all {len(self.states)} endpoints are down ({down})")
-                # woken by a finished attempt; the timeout is the next bench's end (or a safety poll)
-                with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self.next_expiry(now) or _POLL_S)
+        seen = self.bench_events
+        while True:
+            now = self.clock()
+            index = self.choose(now, tried)
+            if index is not None:
+                self.begin(index)
+                return index
+            if self.bench_events != seen and not any(s.benched_until is None for s in self.states):
+                down = "; ".join(s.last_error for s in self.states)
+                raise EndpointDown(f"all {len(self.states)} endpoints are down ({down})")
+            await self._wait(self.next_expiry(now) or _POLL_S)
 
-    async def _notify(self, everyone: bool) -> None:
+    async def _wait(self, seconds: float) -> None:
+        """Sleep until a finished attempt wakes this waiter or `seconds` pass. No lock: the pool's state changes
+        only between awaits, so a plain future per waiter is enough (and cannot be left held by a cancelled task)."""
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        waiters = self._waiters.get()
+        waiters.append(waiter)
+        timer = loop.call_later(seconds, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            with contextlib.suppress(ValueError):
+                waiters.remove(waiter)
+
+    def _notify(self, everyone: bool) -> None:
         """Wake one waiter (a slot freed) or all (an endpoint came back or was benched)."""
-        changed = self._changed.get()
-        async with changed:
-            if everyone:
-                changed.notify_all()
-            else:
-                changed.notify()
+        waiters = self._waiters.get()
+        while waiters:
+            if _wake(waiters.popleft()) and not everyone:
+                return
 
     async def _route(self, send: Callable[[ChatBackend], Awaitable[Completion]]) -> Completion:
         tried = TRIED.get()
@@ -242,7 +252,7 @@ class EndpointPool(ChatBackend):
             self.succeed(index, completion.seconds)
             return completion
         finally:
-            await self._notify(everyone=benched or self.bench_events != events)
+            self._notify(everyone=benched or self.bench_events != events)
 
     def _failed(self, index: int, tried: set[int], error: BaseException, down: bool, counts: bool = True) -> None:
         self.fail(index, self.clock(), error, down, counts)
@@ -265,3 +275,11 @@ class EndpointPool(ChatBackend):
     async def aclose(self) -> None:
         for endpoint in self.endpoints:
             await endpoint.aclose()
+
+
+def _wake(waiter: asyncio.Future) -> bool:
+    """Resolve a waiter's future; False if it was already done (woken, timed out or cancelled)."""
+    if waiter.done():
+        return False
+    waiter.set_result(None)
+    return True
