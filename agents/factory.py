@@ -23,7 +23,7 @@ from agents.backends.retry import Retry
 from agents.backends.throttle import Throttle
 from agents.backends.timeout import Timeout
 from agents.backends.usage import Budget, UsageAccounting, UsageMeter
-from conf.cli import UserError
+from conf.errors import UserError
 
 BACKENDS = ("hf_local", "openai", "langchain")
 _CACHE: dict[str, ChatBackend] = {}

@@ -59,7 +59,7 @@ class RaterSettings:
     reasons: bool = True  # logprob / likelihood peers: a short generated reason beside the number
 
     def __post_init__(self) -> None:
-        from conf.cli import require
+        from conf.errors import require
 
         require(self.mode in MODES, f"rater.mode={self.mode!r} must be one of {', '.join(MODES)}")
         require(isinstance(self.max_reasks, int) and self.max_reasks >= 0, f"rater.max_reasks={self.max_reasks!r} must be an integer >= 0")  # fmt: skip

@@ -6,7 +6,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from conf.cli import UserError
+from conf.errors import UserError
 
 
 def assign_models(mix: Sequence[Mapping[str, Any]], agent_ids: Sequence[Any], seed: int = 0) -> dict[Any, Any]:

@@ -21,31 +21,20 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from conf import CONFIG_DIR
+from conf.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, one_line, require
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_USER_ERROR",
+    "UserError",
+    "hydra_command",
+    "one_line",
+    "require",
+    "save_hydra_config",
+]
+
 # Errors of a path the user chose (read-only disk, no permission, a file where a folder belongs, disk full).
 PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC, errno.EDQUOT}
-
-
-class UserError(Exception):
-    """Bad input from the user (config value, data file, endpoint fault): shown as one line, exit code 2."""
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise `UserError(message)` unless `condition` holds."""
-    if not condition:
-        raise UserError(message)
-
-
-def one_line(error: BaseException) -> str:
-    """Collapse an exception (and an OmegaConf cause) into a single readable line."""
-    parts = [line.strip() for line in str(error).splitlines() if line.strip()]
-    cause = error.__cause__
-    if isinstance(cause, OmegaConfBaseException):
-        parts += [line.strip() for line in str(cause).splitlines() if line.strip() and line.strip() not in parts]
-    text = "; ".join(p for p in parts if not p.startswith("object_type=")) or type(error).__name__
-    return text
 
 
 class _DropHydraJobBanner:

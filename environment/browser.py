@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from conf.cli import UserError, one_line
+from conf.errors import UserError, one_line
 from environment.records import EpisodeFormatError, read_episodes, valid_rating
 
 PROG = "sa-browse"

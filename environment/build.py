@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from conf.cli import UserError, require
+from conf.errors import UserError, require
 from environment.grid import Grid, Layout
 from environment.metered import Meter, Metered
 from environment.questions import ORDERS, QuestionSchedule, load_questions

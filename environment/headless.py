@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from conf.cli import UserError
+from conf.errors import UserError
 
 HOW_TO_INSTALL = "run `make setup-dev` (pip install playwright; apt-get install chromium)"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from conf.cli import UserError
+from conf.errors import UserError
 
 SHIPPED = Path(__file__).resolve().parent / "data" / "questions.jsonl"
 _TEXT_KEYS = ("question", "prompt", "text", "query", "instruction")

@@ -21,7 +21,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from conf.cli import UserError, hydra_command, one_line, require, save_hydra_config
+from conf.cli import hydra_command, save_hydra_config
+from conf.errors import UserError, one_line, require
 from environment.browser import write_after_run
 from environment.build import (
     build_world,

@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from conf.cli import require
+from conf.errors import require
 from environment.analysis import SOCIETY_SCORES, society_score
 from environment.metered import Meter
 

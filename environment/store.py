@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from conf.cli import UserError
+from conf.errors import UserError
 from environment.records import record_key, validate_record
 
 Key = tuple[str, int, int]

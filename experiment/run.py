@@ -20,7 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from conf.cli import hydra_command, require
+from conf.cli import hydra_command
+from conf.errors import require
 from experiment.analysis import BASE, item_scores, label_of, table, verdicts
 from experiment.report import write_report
 from experiment.stages import Stage

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conf.cli import UserError
+from conf.errors import UserError
 
 MARKER = "stage.json"
 BIN = Path(sys.executable).parent

@@ -23,7 +23,7 @@ from agents.backends.retry import Retry
 from agents.backends.throttle import Throttle
 from agents.backends.timeout import Timeout
 from agents.factory import build_backend, close_all, pool_of
-from conf.cli import UserError
+from conf.errors import UserError
 from environment.records import read_episodes, record_key
 from tests.servers.fixtures import free_port, start_openai_stub
 

@@ -17,7 +17,7 @@ import pytest
 
 from agents.backends.base import Sampling
 from agents.factory import build_backend, build_embedder, close_all, meter_of
-from conf.cli import UserError
+from conf.errors import UserError
 from tests.servers.openai_server import achieved_rate
 
 SENTINEL = "sk-sentinel-0123456789abcdef-DO-NOT-LEAK"

@@ -21,7 +21,7 @@ from agents.raters import (
     rating_from_top_logprobs,
 )
 from agents.ratings import ask_rating, parse_rating, prompt_text
-from conf.cli import UserError
+from conf.errors import UserError
 
 REPLIES = Path(__file__).parent / "data" / "smollm2_rating_replies.jsonl"
 

@@ -23,7 +23,7 @@ import pytest
 from agents.backends.base import Sampling
 from agents.factory import build_backend, close_all
 from agents.raters import Rater, RaterSettings, RatingRequest
-from conf.cli import UserError
+from conf.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The stub's distribution at the rating position around its scripted rating v (its docstring, DIGIT_SHAPE): the

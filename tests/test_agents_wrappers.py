@@ -17,7 +17,7 @@ from agents.backends.throttle import Throttle, TokenWindow, rpm_windows
 from agents.backends.timeout import Timeout
 from agents.backends.usage import Budget, UsageAccounting, UsageMeter
 from agents.factory import build_backend, stack
-from conf.cli import UserError
+from conf.errors import UserError
 
 HELLO = [{"role": "user", "content": "hello"}]
 

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conf import CONFIG_DIR
-from conf.cli import UserError
+from conf.errors import UserError
 from training.build_data import build, mix, rating_text
 
 FIXTURE = Path(__file__).parent / "data" / "episodes_fixture.jsonl"

@@ -88,7 +88,8 @@ def test_ctrl_c_is_one_line_with_exit_130(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
 ) -> None:
     """SIGINT (KeyboardInterrupt inside the task) ends any sa-* command with one line and the shell's code 130."""
-    from conf.cli import EXIT_INTERRUPTED, hydra_command
+    from conf.cli import hydra_command
+    from conf.errors import EXIT_INTERRUPTED
 
     def task(_cfg: object) -> None:
         raise KeyboardInterrupt

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from benchmarks.bench_world_browser import synthetic_record, synthetic_world
-from conf.cli import UserError
+from conf.errors import UserError
 from environment.browser import (
     PAGE,
     embed_json,

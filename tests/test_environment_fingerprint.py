@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from conf import CONFIG_DIR
-from conf.cli import UserError
+from conf.errors import UserError
 from environment.build import LEGACY, config_fingerprint, flatten, recorded_settings
 from environment.simulate import WORLD, check_fingerprint
 

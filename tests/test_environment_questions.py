@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conf.cli import UserError
+from conf.errors import UserError
 from environment.questions import Question, QuestionSchedule, load_questions
 
 

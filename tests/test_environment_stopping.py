@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from agents.backends.base import ChatBackend, Completion
-from conf.cli import UserError
+from conf.errors import UserError
 from environment.metered import Meter, Metered
 from environment.stopping import Stopper, society_score
 from tests.test_environment_store import make_record

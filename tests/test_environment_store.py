@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conf.cli import UserError
+from conf.errors import UserError
 from environment.records import SCHEMA_VERSION
 from environment.store import EpisodeStore
 

@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conf import CONFIG_DIR
-from conf.cli import UserError
+from conf.errors import UserError
 from training.evaluate import evaluate
 
 DATA = Path(__file__).parent / "data"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conf.cli import UserError
+from conf.errors import UserError
 from training.eval import bigbench
 from training.eval import tasks as mc
 

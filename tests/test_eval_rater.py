@@ -19,7 +19,7 @@ from agents.backends.base import ChatBackend, Completion, Message, Sampling
 from agents.prompts import LIKELIHOOD_SYSTEMS
 from agents.raters import Rater, RaterSettings
 from conf import CONFIG_DIR
-from conf.cli import UserError
+from conf.errors import UserError
 from training.eval import rater_check as rc
 from training.eval.bigbench import hhh_items
 from training.evaluate import evaluate

@@ -204,7 +204,7 @@ def test_read_episodes_yields_records_or_names_file_and_line(tmp_path: Path, lin
 @example(line=b"[" * 3000).via("json.loads raises RecursionError, not a ValueError")
 @example(line=json.dumps({**EPISODE, "question": None}).encode()).via("crashed sa-train's chat template")
 def test_sa_build_data_reads_an_episode_line_or_names_file_line_and_field(tmp_path: Path, line: bytes) -> None:
-    from conf.cli import UserError
+    from conf.errors import UserError
     from training.build_data import read_checked, samples_from_episode
 
     path = episodes_file(tmp_path, line)
@@ -249,7 +249,7 @@ def build_config(inputs: list[Path], output: Path) -> Any:
 def test_an_episode_line_is_built_or_refused_in_one_line_and_what_is_built_trains(
     tmp_path_factory: pytest.TempPathFactory, private_datasets_cache: None, tokenizer: Any, line: bytes
 ) -> None:
-    from conf.cli import UserError
+    from conf.errors import UserError
     from training.build_data import build
     from training.data import load_groups, tokenize_groups
 
@@ -291,7 +291,7 @@ ROW_PATHS = [
 def test_training_data_lines_load_or_fail_in_one_line_and_what_loads_tokenizes(
     tmp_path_factory: pytest.TempPathFactory, private_datasets_cache: None, tokenizer: Any, train_row: dict, data: Any
 ) -> None:
-    from conf.cli import UserError
+    from conf.errors import UserError
     from training.data import load_groups, tokenize_groups
 
     line = data.draw(mutated_line(train_row, ROW_PATHS))
@@ -390,7 +390,7 @@ def test_config_overrides_are_accepted_or_refused_in_one_line(app: str, base_con
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from conf.cli import UserError
+    from conf.errors import UserError
 
     @fuzz(60)
     @given(overrides=st.lists(st.tuples(st.sampled_from(APPS[app][1]), OVERRIDE_VALUES), min_size=1, max_size=3))

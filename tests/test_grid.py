@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conf import CONFIG_DIR
-from conf.cli import UserError
+from conf.errors import UserError
 from environment.build import grid_from
 from environment.grid import Grid, Layout, pick_raters
 

@@ -69,3 +69,49 @@ def test_no_import_circle_in_the_packages() -> None:
     graph = import_graph()
     assert "memory.store_files" in graph and "memory.store" in graph["memory.snapshot"]
     assert circles(graph) == []
+
+
+# The command entry points of agents/, memory/ and environment/: the only modules there that may reach Hydra.
+ENTRY_POINTS = {"environment.simulate"}
+# One deliberate use: `backend=langchain` builds `backend.chat_model` (a `_target_` config) with Hydra's own object
+# factory, hydra.utils.instantiate, imported inside that function only (importing agents.factory loads no Hydra).
+INSTANTIATE = {"agents.factory"}
+
+
+def imports_hydra(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module]
+        if any(n == "hydra" or n.startswith("hydra.") for n in names):
+            return True
+    return False
+
+
+def reached(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_backends_memory_and_the_world_import_no_hydra_outside_the_command_entry_points() -> None:
+    graph = import_graph()
+    paths = {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+    with_hydra = {m for m, p in paths.items() if imports_hydra(p)} - INSTANTIATE
+    assert {"conf.cli", "environment.simulate"} <= with_hydra  # the check sees Hydra where it is
+    layered = [m for m in graph if m.split(".")[0] in ("agents", "memory", "environment") and m not in ENTRY_POINTS]
+    offenders = {m: sorted(reached(graph, m) & with_hydra) for m in layered if reached(graph, m) & with_hydra}
+    assert offenders == {}
+
+
+def test_importing_a_backend_or_the_world_loads_no_hydra() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, agents.factory, agents.backends.openai_compat, environment.build, environment.store, "
+            "memory.snapshot; print('hydra' in sys.modules)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

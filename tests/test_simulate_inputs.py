@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conf.cli import UserError
+from conf.errors import UserError
 from environment.records import EpisodeFormatError, read_episodes, record_key
 from environment.simulate import EPISODES, WORLD, simulate
 from tests.servers.fixtures import RunningServer, openai_stub  # noqa: F401 - fixture

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from conf import CONFIG_DIR
-from conf.cli import UserError
+from conf.errors import UserError
 from tests.conftest import build_fixture_data
 from training.data import load_groups
 from training.train import train, validate

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conf import CONFIG_DIR
-from conf.cli import EXIT_USER_ERROR, UserError
+from conf.errors import EXIT_USER_ERROR, UserError
 from tests.conftest import build_fixture_data
 from training.data import load_groups
 from training.train import main, validate

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from conf import CONFIG_DIR
-from conf.cli import UserError
+from conf.errors import UserError
 from tests.conftest import build_fixture_data
 from training.train import train
 

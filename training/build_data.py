@@ -32,7 +32,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from conf.cli import UserError, hydra_command, require
+from conf.cli import hydra_command
+from conf.errors import UserError, require
 from environment.records import EpisodeFormatError, read_episodes, record_key, valid_rating
 from environment.signal import episode_signal, group_signal, histogram, noise_warning
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from conf.cli import UserError, require
+from conf.errors import UserError, require
 from memory.atomic import atomic_write_bytes, fsync_dir, fsync_tree
 
 if TYPE_CHECKING:

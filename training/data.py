@@ -16,7 +16,7 @@ from datasets import Dataset, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 from agents.backends.chat_template import completion_ids, render
-from conf.cli import UserError
+from conf.errors import UserError
 from environment.records import RATING_MAX, RATING_MIN, valid_rating
 
 REQUIRED_KEYS = ("messages", "responses", "stage")

@@ -17,7 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from conf.cli import UserError, hydra_command, require
+from conf.cli import hydra_command
+from conf.errors import UserError, require
 from training.eval import judge as judging
 from training.eval import rater_check
 from training.eval import tasks as mc

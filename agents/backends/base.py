@@ -107,7 +107,7 @@ class ChatBackend(abc.ABC):
         raise self.unsupported("answer_logprobs", "rater.mode=likelihood")
 
     def unsupported(self, capability: str, setting: str) -> Exception:
-        from conf.cli import UserError
+        from conf.errors import UserError
 
         return UserError(
             f"{setting} needs token log-probabilities ({capability}), which backend {type(self).__name__} "

@@ -31,7 +31,7 @@ from typing import Any
 from agents.backends.base import ChatBackend, Completion, Message, Sampling
 from agents.backends.errors import TransientError
 from agents.backends.wrapper import PerLoop
-from conf.cli import UserError
+from conf.errors import UserError
 
 # The endpoints (indices) that failed the current call; the retry wrapper sets a fresh set per call.
 TRIED: ContextVar[set[int] | None] = ContextVar("endpoint_pool_tried", default=None)

@@ -27,7 +27,7 @@ from agents.backends.chat_template import completion_ids, render
 from agents.backends.devices import pick_device, pick_inference_dtype
 from agents.backends.embedded import resolve_model_path
 from agents.backends.wrapper import PerLoop
-from conf.cli import UserError
+from conf.errors import UserError
 
 _MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 _MODELS_LOCK = threading.Lock()

@@ -31,7 +31,7 @@ class LangChainBackend(ChatBackend):
         from langchain_core.language_models import BaseChatModel
 
         if not isinstance(chat_model, BaseChatModel):
-            from conf.cli import UserError
+            from conf.errors import UserError
 
             raise UserError(
                 f"backend.chat_model built a {type(chat_model).__name__}, not a langchain BaseChatModel; "

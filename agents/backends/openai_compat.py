@@ -26,7 +26,7 @@ from agents.backends.base import ChatBackend, Completion, Message, Sampling
 from agents.backends.endpoint_pool import EndpointDown, public_url
 from agents.backends.errors import PermanentError, TransientError, redact
 from agents.backends.wrapper import PerLoop
-from conf.cli import UserError
+from conf.errors import UserError
 
 _PLACEHOLDER_KEY = "sk-no-key-needed"  # local servers (llama.cpp, vLLM) accept any key
 

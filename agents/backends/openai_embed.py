@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from agents.backends.base import ChatBackend
-from conf.cli import UserError
+from conf.errors import UserError
 
 
 class OpenAIEmbedder:

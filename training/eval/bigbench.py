@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conf.cli import UserError
+from conf.errors import UserError
 
 BIGBENCH_SPEC = "bigbench==1.0.0"
 HHH_CATEGORIES = ("harmless", "helpful", "honest", "other")

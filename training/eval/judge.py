@@ -16,7 +16,7 @@ from typing import Any
 from agents.backends.base import ChatBackend, Message, Sampling, Usage
 from agents.backends.errors import CallFailed
 from agents.ratings import parse_rating
-from conf.cli import UserError
+from conf.errors import UserError
 
 QUESTIONS_FILE = Path(__file__).with_name("data") / "judge_questions.jsonl"
 SCORE_LOW, SCORE_HIGH = 1, 10

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from conf.cli import UserError, require
+from conf.errors import UserError, require
 from training.eval.bigbench import HHH_CATEGORIES, MCItem
 
 RATER_KEYS = ("mode", "top_k", "min_mass", "temperature", "reasons")

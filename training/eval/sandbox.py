@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conf.cli import UserError
+from conf.errors import UserError
 from environment.analysis import OBSERVER_COLUMNS, by_round
 from environment.records import EpisodeFormatError, read_episodes
 from environment.signal import episode_signal, noise_warning

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from conf.cli import UserError
+from conf.errors import UserError
 from training.eval import bigbench
 from training.eval.scoring import ChoiceScore, Conversation, conversation, correct_prob_mass, mc_grade, pick
 

@@ -1,0 +1,29 @@
+"""The user-error contract without Hydra: any module (backends, memory, environment, training) raises `UserError`
+and the command layer (conf/cli.py) prints it as one line `sa-xxx: error: ...` with exit code 2."""
+
+from __future__ import annotations
+
+from omegaconf.errors import OmegaConfBaseException
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+class UserError(Exception):
+    """Bad input from the user (config value, data file, endpoint fault): shown as one line, exit code 2."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise `UserError(message)` unless `condition` holds."""
+    if not condition:
+        raise UserError(message)
+
+
+def one_line(error: BaseException) -> str:
+    """Collapse an exception (and an OmegaConf cause) into a single readable line."""
+    parts = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = error.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        parts += [line.strip() for line in str(cause).splitlines() if line.strip() and line.strip() not in parts]
+    text = "; ".join(p for p in parts if not p.startswith("object_type=")) or type(error).__name__
+    return text
