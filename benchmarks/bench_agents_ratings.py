@@ -1,7 +1,7 @@
 """Benchmark: rating calls/s and client CPU per rating, rater.mode=logprob vs generate, through the openai backend.
 
 Both modes rate the same answers (observer prompts, distinct per rating) against the loopback stub
-(tests/servers/openai_server.py, its own process) with a fixed latency, through the full wrapper stack with the same
+(loopback/openai_server.py, its own process) with a fixed latency, through the full wrapper stack with the same
 concurrency cap; the modes alternate `--rounds` times in one run so both see the same machine state. `generate` asks
 for a JSON verdict and parses it (agents.ratings); `logprob` asks for `logprobs`/`top_logprobs: k` and computes the
 expected rating from the digits' probabilities (agents.raters), a larger response to read. Prints JSON with, per mode,
@@ -27,7 +27,7 @@ from agents.backends.base import Sampling
 from agents.factory import build_backend, close_all, meter_of
 from agents.raters import Rater, RaterSettings, RatingRequest
 from benchmarks.bench_agents_throughput import process_cpu_seconds
-from tests.servers.fixtures import start_openai_stub
+from loopback.servers import start_openai_stub
 
 MODES = ("generate", "logprob")
 QUESTION = "Is it ever right to lie to protect someone's feelings?"

@@ -1,6 +1,6 @@
 """Benchmark (a): calls/s through the full wrapper stack + openai backend against a loopback endpoint.
 
-The endpoint (tests/servers/openai_server.py, its own process) answers every call after 200 ms; at most 64 calls are
+The endpoint (loopback/openai_server.py, its own process) answers every call after 200 ms; at most 64 calls are
 in flight (the stack's concurrency cap), so the bound is 64 / 0.2 s = 320 calls/s. Prints JSON with
   ratio = achieved calls/s / 320          (target >= 0.85)
   client_cpu_ms_per_call                  (time.process_time of this process; target <= 2 ms)
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from agents.backends.base import Sampling
 from agents.factory import build_backend, close_all, meter_of
-from tests.servers.fixtures import start_openai_stub
+from loopback.servers import start_openai_stub
 
 MESSAGES = [
     {"role": "system", "content": "You are a member of a society."},

@@ -1,6 +1,6 @@
 """Embedder calls per Back-Scatter interaction in a real world run (`sa-simulate`), against the reference's count.
 
-Chat goes to the loopback OpenAI-compatible stub (`tests/servers/openai_server.py`, scripted replies, no model),
+Chat goes to the loopback OpenAI-compatible stub (`loopback/openai_server.py`, scripted replies, no model),
 memory uses the real local encoder (all-MiniLM-L6-v2) through the shared embedding cache. The counts come from the
 run's `metrics.json` (`embedder`: batches sent to the encoder, texts embedded) and its memory snapshot (how many
 distinct prior questions were embedded at seeding, so interaction-time work can be shown on its own).
@@ -21,11 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from memory.snapshot import load_all  # noqa: E402
-from tests.servers.fixtures import start_openai_stub  # noqa: E402
+from loopback.servers import start_openai_stub
+from memory.snapshot import load_all
 
 
 def seeded_questions(run_dir: Path) -> int:

@@ -31,10 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.servers.fixtures import RunningServer, start_openai_stub  # noqa: E402
+from loopback.servers import RunningServer, start_openai_stub
 
 MB = 1024 * 1024
 DRIFT = 1.25  # a per-unit figure this many times its value at the smallest size is no longer linear

@@ -1,7 +1,7 @@
 """Interactions/s of one world on an endpoint pool: two healthy endpoints vs three with one killed mid-run.
 
 Both runs are `sa-simulate backend=openai backend.base_url=[...]` in a subprocess against loopback OpenAI-compatible
-stubs (tests/servers/openai_server.py) with a fixed latency per request, `backend.limits.scope=per_endpoint` and a
+stubs (loopback/openai_server.py) with a fixed latency per request, `backend.limits.scope=per_endpoint` and a
 small per-endpoint concurrency, so the number of live endpoints sets the pace:
 - two: base_url = [A, B], both healthy throughout;
 - three_one_killed: base_url = [A, B, C]; C is stopped (SIGTERM, then nothing listens) once it has served
@@ -27,11 +27,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from environment.records import read_episodes, record_key
+from loopback.servers import RunningServer, start_openai_stub
 
-from environment.records import read_episodes, record_key  # noqa: E402
-from tests.servers.fixtures import RunningServer, start_openai_stub  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CALLS_PER_TURN = 10  # draft, k=4 peer ratings, 2 observer scores, revision, 2 observer scores
 

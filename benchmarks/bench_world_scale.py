@@ -18,11 +18,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from environment.records import read_episodes, record_key  # noqa: E402
-from tests.servers.fixtures import start_openai_stub  # noqa: E402
+from environment.records import read_episodes, record_key
+from loopback.servers import start_openai_stub
 
 
 def main() -> None:

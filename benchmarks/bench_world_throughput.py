@@ -1,6 +1,6 @@
 """Interactions/s of one 10x10 round: our async world vs a reference-style collector, same 1 s-per-call endpoint.
 
-Both talk to the same loopback OpenAI-compatible stub (tests/servers/openai_server.py) whose every request (chat and
+Both talk to the same loopback OpenAI-compatible stub (loopback/openai_server.py) whose every request (chat and
 embeddings) takes `--latency` seconds.
 - ours: `sa-simulate backend=openai embedder=openai world.size=10 world.rounds=1` in a subprocess (calls capped at
   `--concurrency` in flight); the rate is metrics.json `interactions_per_s`: interactions over the seconds from the
@@ -30,14 +30,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from agents import prompts  # noqa: E402
-from agents.ratings import parse_rating  # noqa: E402
-from environment.grid import Grid, Layout, pick_raters  # noqa: E402
-from environment.questions import QuestionSchedule, load_questions  # noqa: E402
-from tests.servers.fixtures import RunningServer, start_openai_stub  # noqa: E402
+from agents import prompts
+from agents.ratings import parse_rating
+from environment.grid import Grid, Layout, pick_raters
+from environment.questions import QuestionSchedule, load_questions
+from loopback.servers import RunningServer, start_openai_stub
 
 
 def run_ours(server: RunningServer, size: int, concurrency: int, work: Path) -> dict:

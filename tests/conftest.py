@@ -41,7 +41,7 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
     return folder
 
 
-pytest_plugins = ["tests.servers.fixtures"]
+pytest_plugins = ["loopback.fixtures"]
 
 
 EPISODES_FIXTURE = Path(__file__).parent / "data" / "episodes_fixture.jsonl"

@@ -25,7 +25,7 @@ from agents.backends.timeout import Timeout
 from agents.factory import build_backend, close_all, pool_of
 from conf.errors import UserError
 from environment.records import read_episodes, record_key
-from tests.servers.fixtures import free_port, start_openai_stub
+from loopback.servers import free_port, start_openai_stub
 
 HELLO = [{"role": "user", "content": "hello"}]
 URLS = ["http://a:1/v1", "http://b:2/v1", "http://c:3/v1"]

@@ -18,7 +18,7 @@ import pytest
 from agents.backends.base import Sampling
 from agents.factory import build_backend, build_embedder, close_all, meter_of
 from conf.errors import UserError
-from tests.servers.openai_server import achieved_rate
+from loopback.openai_server import achieved_rate
 
 SENTINEL = "sk-sentinel-0123456789abcdef-DO-NOT-LEAK"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def _chat_once(node: dict):
 def test_a_refused_connection_at_start_is_one_line_naming_the_endpoint_without_backoffs(http_client):
     """Nothing listens on the port: a UserError at the first attempt (Retry retries only TransientError), not six
     backoffs ending in aiohttp's "APITimeoutError: Request timed out."."""
-    from tests.servers.fixtures import free_port
+    from loopback.servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(UserError) as caught:
@@ -160,7 +160,7 @@ def test_a_non_json_body_names_the_endpoint(html_endpoint):
 
 
 def test_sa_simulate_against_a_refused_endpoint_exits_2_in_one_line(tmp_path):
-    from tests.servers.fixtures import free_port
+    from loopback.servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"
     done = subprocess.run(
@@ -181,7 +181,7 @@ FAULTS = {"p429": 0.08, "retry_after": 0.5, "p500": 0.08, "pslow": 0.05, "slow_s
 @pytest.fixture(scope="module")
 def fault_world(tmp_path_factory):
     """One sa-simulate run (console script, own process) against the fault-injecting stub, key in the env."""
-    from tests.servers.fixtures import start_openai_stub
+    from loopback.servers import start_openai_stub
 
     folder = tmp_path_factory.mktemp("fault-world")
     server = start_openai_stub(folder / "server", api_key=SENTINEL, **FAULTS)

@@ -1,4 +1,4 @@
-"""The probability raters against a real OpenAI-compatible HTTP server on loopback (tests/servers/openai_server.py),
+"""The probability raters against a real OpenAI-compatible HTTP server on loopback (loopback/openai_server.py),
 whose log-probabilities are scripted (`--logprob-style`), so every expected rating below is computed by hand:
 
 - logprob: E[r] = Σ v·p(v) / Σ p(v) over the scale's digits at the rating position, through the chat API

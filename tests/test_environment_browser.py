@@ -34,7 +34,7 @@ from environment.browser import (
 )
 from environment.headless import BrowserMissing, chromium
 from environment.records import read_episodes
-from tests.servers.fixtures import RunningServer
+from loopback.servers import RunningServer
 from tests.test_environment_cli import sa_simulate, stub_overrides
 from tests.test_environment_store import make_record
 

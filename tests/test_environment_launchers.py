@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from environment.records import read_episodes, record_key
-from tests.servers.fixtures import RunningServer, free_port, start_openai_stub, stop_process
+from loopback.servers import RunningServer, free_port, start_openai_stub, stop_process
 
 SA_SIMULATE = str(Path(sys.executable).with_name("sa-simulate"))
 RAY = str(Path(sys.executable).with_name("ray"))

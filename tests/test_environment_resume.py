@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from environment.records import read_episodes, record_key, validate_record
+from loopback.fixtures import openai_stub  # noqa: F401 - fixture
 from memory.snapshot import load_all
-from tests.servers.fixtures import openai_stub  # noqa: F401 - fixture
 from tests.test_environment_cli import SA_SIMULATE, stub_overrides
 
 SIZE, ROUNDS, WORLD = 3, 6, "sandbox-seed0"

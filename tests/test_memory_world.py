@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conf import CONFIG_DIR
+from loopback.fixtures import openai_stub  # noqa: F401 - fixture
 from memory.snapshot import load_all
-from tests.servers.fixtures import openai_stub  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.slow
 

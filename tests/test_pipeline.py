@@ -17,7 +17,7 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 BIGBENCH_FIXTURES = Path(__file__).parent / "data" / "bigbench"
-STUB_REASON = "It is respectful and mostly honest, though it could explain more."  # tests/servers/openai_server.py
+STUB_REASON = "It is respectful and mostly honest, though it could explain more."  # loopback/openai_server.py
 
 
 def stage(command: str, *overrides: str, env: dict[str, str] | None = None) -> None:

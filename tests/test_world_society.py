@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from conf import CONFIG_DIR
 from environment.records import read_episodes
 from environment.simulate import simulate
-from tests.servers.fixtures import RunningServer, openai_stub  # noqa: F401 - fixture
+from loopback.fixtures import openai_stub  # noqa: F401 - fixture
+from loopback.servers import RunningServer
 from tests.test_environment_cli import stub_overrides
 from training.build_data import build_groups
 

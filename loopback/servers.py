@@ -1,10 +1,11 @@
-"""Pytest fixtures for real servers on loopback: `openai_stub` (tests.servers.openai_server) and `llama_server`.
+"""Start and stop real servers on loopback, in their own processes: the OpenAI-compatible stub
+(`loopback.openai_server`) and llama.cpp's server with the embedded SmolLM2 GGUF. No pytest here: benchmarks use it too.
 
-    def test_x(openai_stub):
-        server = openai_stub(latency=0.2, p429=0.1, retry_after=0.5, log=True)
-        server.base_url        # "http://127.0.0.1:PORT/v1"
-        server.stats()         # GET /stats: counters + request log
-        server.log_entries()   # the request log file (when log=True), readable even after the server stopped
+    server = start_openai_stub(folder, latency=0.2, p429=0.1, retry_after=0.5, log=True)
+    server.base_url        # "http://127.0.0.1:PORT/v1"
+    server.stats()         # GET /stats: counters + request log
+    server.log_entries()   # the request log file (when log=True), readable even after the server stopped
+    server.stop()          # by pid: SIGTERM, then SIGKILL
 
 Options are the server's command-line flags with underscores (`latency`, `p429`, `retry_after`, `p500`, `pslow`,
 `slow_s`, `pgarbage`, `fail_first`, `rating_style`, `logprob_style`, `embed_dim`, `api_key`, `model`, `seed`,
@@ -12,7 +13,6 @@ Options are the server's command-line flags with underscores (`latency`, `p429`,
 completions `logprobs: k` and `echo`): `digit` (default; a known distribution around the scripted rating), `space`
 (a lone " " token first), `prefixed` ("Rating", ":", " 5"), `multi` ("1", "0"), `superscript` ("²" in the top list)
 or `none` (a provider that drops logprobs); the distribution and the echo scores are in the server's docstring.
-Each server runs in its own process and is stopped (by pid) at teardown.
 """
 
 from __future__ import annotations
@@ -25,14 +25,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -60,7 +55,7 @@ class RunningServer:
 
 
 def stop_process(process: subprocess.Popen, grace_s: float = 5.0) -> None:
-    """Stop a server started by a fixture, by its pid: SIGTERM, then SIGKILL."""
+    """Stop a server process started here, by its pid: SIGTERM, then SIGKILL."""
     if process.poll() is not None:
         return
     os.kill(process.pid, signal.SIGTERM)
@@ -92,12 +87,12 @@ def wait_for_models(base_url: str, process: subprocess.Popen, timeout_s: float) 
 
 
 def start_openai_stub(folder: Path, **options: Any) -> RunningServer:
-    """Start tests.servers.openai_server in its own process with `options` (flag names with underscores)."""
+    """Start loopback.openai_server in its own process with `options` (flag names with underscores)."""
     log = options.pop("log", True)
     folder.mkdir(parents=True, exist_ok=True)
     port_file = folder / f"port-{time.monotonic_ns()}"
     log_file = folder / f"requests-{time.monotonic_ns()}.jsonl" if log else None
-    command = [sys.executable, "-m", "tests.servers.openai_server", "--port", "0", "--port-file", str(port_file)]
+    command = [sys.executable, "-m", "loopback.openai_server", "--port", "0", "--port-file", str(port_file)]
     if log_file is not None:
         command += ["--log-file", str(log_file)]
     models = options.pop("model", None) or ["stub-model"]
@@ -105,7 +100,7 @@ def start_openai_stub(folder: Path, **options: Any) -> RunningServer:
         command += ["--model", name]
     for key, value in options.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not port_file.exists():
         if process.poll() is not None:
@@ -120,35 +115,20 @@ def start_openai_stub(folder: Path, **options: Any) -> RunningServer:
     return RunningServer(base_url, port, process, log_file, model[0])
 
 
-@pytest.fixture
-def openai_stub(tmp_path_factory) -> Iterator[Callable[..., RunningServer]]:
-    """A factory: `openai_stub(**options) -> RunningServer`; every server it started is stopped at teardown."""
-    started: list[RunningServer] = []
-    folder = tmp_path_factory.mktemp("openai-stub")
-
-    def start(**options: Any) -> RunningServer:
-        server = start_openai_stub(folder, **options)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
 LLAMA_MODEL_NAME = "smollm2"
 
 
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory) -> Iterator[RunningServer]:
+def start_llama_server(folder: Path) -> RunningServer:
     """llama.cpp's OpenAI-compatible server with the embedded SmolLM2 GGUF on loopback (model name `smollm2`).
 
     One thread: on 2 shared cores, llama.cpp's spinning worker threads made calls 10-20x slower with 2 threads.
+    The server's output goes to `folder`/server.log (in `extra["log"]`).
     """
     from agents.backends.embedded import smollm2_gguf
 
     port = free_port()
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "server.log"
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", LLAMA_MODEL_NAME,
         "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "4096",
@@ -161,8 +141,4 @@ def llama_server(tmp_path_factory) -> Iterator[RunningServer]:
     except Exception:
         stop_process(process)
         raise RuntimeError(f"llama.cpp server did not start: {log.read_text()[-2000:]}") from None
-    server = RunningServer(base_url, port, process, None, LLAMA_MODEL_NAME, {"log": log})
-    try:
-        yield server
-    finally:
-        server.stop()
+    return RunningServer(base_url, port, process, None, LLAMA_MODEL_NAME, {"log": log})

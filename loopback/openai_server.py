@@ -2,7 +2,7 @@
 
 Run it as its own process; it prints `PORT <n>` on stdout and writes the port to `--port-file` when ready:
 
-    python -m tests.servers.openai_server --port 0 --port-file /tmp/port --latency 0.2 --log-file /tmp/log.jsonl
+    python -m loopback.openai_server --port 0 --port-file /tmp/port --latency 0.2 --log-file /tmp/log.jsonl
 
 Endpoints: `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/embeddings`,
 `GET /stats` (request log + counters as JSON), `POST /stats/reset`. Streaming is not supported (`stream` ignored).
