@@ -1,4 +1,12 @@
-"""Shared fixtures: the real embedded model (converted once into the cache) and tiny random models for logic tests."""
+"""Shared fixtures: the real embedded model (converted once into the cache) and tiny random models for logic tests.
+
+Test files are named `test_<package>_<topic>.py`. <package> is the top-level package whose code the file tests: agents,
+memory, environment, training (training/eval included: `test_training_eval_*`), experiment (sa-experiment and the four
+stages chained through the console scripts), benchmarks, or conf for the command layer and checks that span every
+package (the console scripts' config and errors, the import graph, input fuzzing across the commands). <topic> names
+the module or behaviour; `cli` means the console script run as a user runs it. The loopback servers and their
+fixtures live in the installed package `loopback/` (the plugin registered below), so benchmarks import them too.
+"""
 
 from __future__ import annotations
 

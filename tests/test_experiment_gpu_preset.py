@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conf import CONFIG_DIR
-from tests.test_experiment import sa_experiment
+from tests.test_experiment_cli import sa_experiment
 
 
 def gpu_preset_on_tiny_model(folder: Path, url: str, model: Path) -> Path:

@@ -1,6 +1,6 @@
 """Batch G groups × K responses into one right-padded forward pass.
 
-Two layouts, the same per-response log-likelihoods (tests/test_collator.py checks they agree):
+Two layouts, the same per-response log-likelihoods (tests/test_training_collator.py checks they agree):
 - one row per response, `prompt + response` (`share_prompt=False`): works with every attention implementation;
 - one row per group, `prompt + response_1 + … + response_K` (`share_prompt=True`, prefix sharing): the prompt is
   forwarded once instead of K times. A 4D attention mask lets each response see the prompt and its own earlier

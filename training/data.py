@@ -139,7 +139,7 @@ def check_ratings(dataset: Dataset, path: Path) -> None:
 
 
 # Where a realignment target's revision starts (training/build_data.py `realignment_output` writes "Feedback: …" and
-# then this header and the revision); tests/test_collator.py checks the builder still writes it.
+# then this header and the revision); tests/test_training_collator.py checks the builder still writes it.
 REVISION_HEADER = "\n\nRevised response: "
 
 

@@ -14,7 +14,7 @@ seeds (the seed spread enters the table through `seed_interval`).
 
 A claim "A > B" is *supported* when p < α and the interval lies above 0, *not supported* when the interval lies
 at or below 0 or inside (−min_effect, +min_effect) (A is not better by a meaningful amount), and *inconclusive at this size*
-otherwise. Checked against scipy.stats in tests/test_eval_stats.py.
+otherwise. Checked against scipy.stats in tests/test_training_eval_stats.py.
 """
 
 from __future__ import annotations

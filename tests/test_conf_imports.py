@@ -1,6 +1,6 @@
 """No import circle between the project's modules, lazy (function-level) imports included.
 
-Run alone as a check: `python -m pytest tests/test_package_imports.py -n 0`.
+Run alone as a check: `python -m pytest tests/test_conf_imports.py -n 0`.
 """
 
 from __future__ import annotations

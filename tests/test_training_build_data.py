@@ -224,7 +224,7 @@ def test_bad_inputs_give_one_line_errors_and_overwrite_nothing(tmp_path):
         build(config(tmp_path, [corrupt]))
     with pytest.raises(UserError, match="unknown kind"):
         build(config(tmp_path, [FIXTURE], **{"mix.ratio": {"imitation": 1, "critic": 1}}))
-    for key, value, message in [  # found by tests/test_fuzz_inputs.py: these were tracebacks
+    for key, value, message in [  # found by tests/test_conf_fuzz_inputs.py: these were tracebacks
         ("mix.ratio", {"imitation": "auto"}, "mix.ratio.imitation='auto' must be a number >= 0"),
         ("mix.ratio", "5:1:1", "mix.ratio='5:1:1' must map kinds to weights"),
         ("mix.ratio", {"imitation": None}, "mix.ratio.imitation=None must be a number"),

@@ -1,6 +1,6 @@
 """sa-experiment end to end on a tiny random model and the loopback OpenAI stub: every stage runs through the real
 console scripts, the report has the table, the paired comparisons and a verdict per claim, a re-run reuses every
-stage, and training seeds give different checkpoints. (The statistics themselves: tests/test_eval_stats.py.)"""
+stage, and training seeds give different checkpoints. (The statistics themselves: tests/test_training_eval_stats.py.)"""
 
 from __future__ import annotations
 

@@ -191,7 +191,7 @@ def test_unusable_checkpoint_output_or_world_fails_in_one_line_before_any_scorin
 
 def test_read_only_output_folder_is_one_line_before_anything_is_loaded() -> None:
     """A real sa-eval as a user the folder refuses (as root, whom chmod does not stop, it runs as `nobody` through
-    setpriv, as tests/test_train_inputs.py does): one line naming the folder, exit 2, nothing written."""
+    setpriv, as tests/test_training_train_inputs.py does): one line naming the folder, exit 2, nothing written."""
     import tempfile
 
     as_nobody = os.geteuid() == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tests.test_train import data_dir, run, weights  # noqa: F401  (data_dir is a fixture)
+from tests.test_training_train import data_dir, run, weights  # noqa: F401  (data_dir is a fixture)
 
 COMMON = (
     "loss=stable_alignment", "train.batch_size=4", "train.epochs=2", "train.max_steps=-1", "train.trace=true",
