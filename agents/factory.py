@@ -1,6 +1,6 @@
 """Config node → backend with its wrapper stack; one shared instance per distinct node.
 
-Stack, outermost first: usage accounting (budget) → retry → concurrency cap → RPM/TPM throttle → timeout → backend.
+Stack, outermost first: usage accounting → retry → concurrency cap → RPM/TPM throttle → timeout → backend.
 Every attempt (retries included) passes the cap, the throttle and the timeout; backoff sleeps hold no slot.
 
 A list of `base_url` (openai backends and embedders) builds an EndpointPool of one OpenAIBackend per URL, each behind
@@ -22,7 +22,7 @@ from agents.backends.endpoint_pool import EndpointPool
 from agents.backends.retry import Retry
 from agents.backends.throttle import Throttle
 from agents.backends.timeout import Timeout
-from agents.backends.usage import Budget, UsageAccounting, UsageMeter
+from agents.backends.usage import UsageAccounting, UsageMeter
 from conf.errors import UserError
 
 BACKENDS = ("hf_local", "openai", "langchain")
@@ -191,12 +191,17 @@ def _require_model(cfg: dict[str, Any]) -> None:
         raise UserError(f"backend.model is not set for backend {cfg['name']}; pass backend.model=NAME")
 
 
+def _refuse_budget(cfg: dict[str, Any], group: str) -> None:
+    """`budget` in a backend or embedder node was removed (a backend no longer refuses calls): it may only be left
+    empty, as in a config saved by an earlier version; a value fails naming the run's one budget."""
+    budget = cfg.get("budget")
+    if budget is not None and (not isinstance(budget, dict) or any(v is not None for v in budget.values())):
+        raise UserError(f"{group}.budget was removed; use sa-simulate's stopping.budget.max_calls, max_tokens or "
+                        "max_cost (USD): one budget for all of a world's backends together")  # fmt: skip
+
+
 def _meter(cfg: dict[str, Any], model: str) -> UsageMeter:
-    budget = cfg.get("budget") or {}
-    unknown = sorted(set(budget) - {"max_calls", "max_tokens", "max_cost_usd"})
-    if unknown:
-        raise UserError(f"unknown backend.budget key(s) {unknown}; use max_calls, max_tokens, max_cost_usd")
-    return UsageMeter(model=model, prices=cfg.get("prices") or {}, budget=Budget(**budget))
+    return UsageMeter(model=model, prices=cfg.get("prices") or {})
 
 
 def build_backend(node: DictConfig | Mapping[str, Any]) -> ChatBackend:
@@ -205,6 +210,7 @@ def build_backend(node: DictConfig | Mapping[str, Any]) -> ChatBackend:
     name = cfg.get("name")
     if name not in BACKENDS:
         raise UserError(f"backend.name={name!r} is not one of {', '.join(BACKENDS)}; choose with backend=openai etc.")
+    _refuse_budget(cfg, "backend")
     key = _key(cfg)
     if key not in _CACHE:
         raw, limits = _raw_backend(cfg)
@@ -217,6 +223,7 @@ def build_embedder(node: DictConfig | Mapping[str, Any]) -> Any:
     cfg = _plain(node)
     if cfg.get("name") != "openai":
         raise UserError(f"embedder.name={cfg.get('name')!r} is not built here; agents builds name=openai only")
+    _refuse_budget(cfg, "embedder")
     key = _key(cfg)
     if key not in _EMBEDDERS:
         from agents.backends.openai_embed import OpenAIEmbedder

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,13 @@ __all__ = [
     "require",
     "save_hydra_config",
 ]
+
+# Config keys that were removed or renamed → what replaced them: an override naming one fails saying so.
+REPLACED = {
+    "backend.budget": "sa-simulate's stopping.budget.max_calls, max_tokens or max_cost (USD): one budget for all of "
+    "a world's backends together",
+}
+REPLACED["embedder.budget"] = REPLACED["backend.budget"]
 
 # Errors of a path the user chose (read-only disk, no permission, a file where a folder belongs, disk full).
 PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC, errno.EDQUOT}
@@ -74,7 +82,8 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
             except (HydraException, OmegaConfBaseException) as error:
                 if wants_traceback:
                     raise
-                print(f"{prog}: error: {one_line(error)} (see `{prog} --cfg job` for valid keys)", file=sys.stderr)
+                print(f"{prog}: error: {replaced(error) or one_line(error)} (see `{prog} --cfg job` for valid keys)",
+                      file=sys.stderr)  # fmt: skip
                 sys.exit(EXIT_USER_ERROR)
             except OSError as error:  # e.g. Hydra creating a run dir on a read-only disk, before the task runs
                 if wants_traceback or error.errno not in PATH_ERRNOS or error.filename is None:
@@ -97,6 +106,14 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
         return main
 
     return decorate
+
+
+def replaced(error: BaseException) -> str | None:
+    """For an override of a removed or renamed key (`REPLACED`): one line naming what replaced it."""
+    match = re.search(r"override '([\w.]+)'", str(error))
+    key = match.group(1) if match else ""
+    old = next((old for old in REPLACED if key == old or key.startswith(old + ".")), None)
+    return f"{key} was removed; use {REPLACED[old]}" if old else None
 
 
 def save_hydra_config(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> None:

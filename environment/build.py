@@ -19,9 +19,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from agents.backends.usage import UsageTotal
 from conf.errors import UserError, require
 from environment.grid import Grid, Layout
-from environment.metered import Meter, Metered
 from environment.questions import ORDERS, QuestionSchedule, load_questions
 from environment.world import World
 
@@ -158,8 +158,18 @@ def build_embedder(cfg: DictConfig) -> Any:
         raise UserError(str(error)) from None
 
 
-async def build_world(cfg: DictConfig, meter: Meter, records: list[dict[str, Any]]) -> World:
-    """Build the world and bring memory to priors + the revisions in `records` (resume)."""
+def counted(built: Any, usage: UsageTotal) -> Any:
+    """`built` (a backend or embedder), its usage meter added to the world's total (a local encoder has none)."""
+    from agents.factory import meter_of
+
+    meter = meter_of(built)
+    if meter is not None:
+        usage.add(meter)
+    return built
+
+
+async def build_world(cfg: DictConfig, usage: UsageTotal, records: list[dict[str, Any]]) -> World:
+    """Build the world, its usage counted in `usage`, and bring memory to priors + the revisions in `records`."""
     from agents.factory import build_backend
     from agents.observer import Observer
     from agents.raters import Rater
@@ -178,18 +188,18 @@ async def build_world(cfg: DictConfig, meter: Meter, records: list[dict[str, Any
     peer_rater, observer_rater = rater_settings(cfg, "agent"), rater_settings(cfg, "observer")
     agents, models = [], []
     for agent_id, (node, persona) in enumerate(nodes):
-        backend = Metered(build_backend(node), meter)
+        backend = counted(build_backend(node), usage)
         rating_sampling = merged_sampling(node, ratings)
         agents.append(SocialAgent(agent_id, backend, merged_sampling(node, answers), rating_sampling,
                                   persona=persona, rater=Rater(backend, peer_rater, rating_sampling)))  # fmt: skip
         models.append(str(node.get("model") or backend.model or node.get("name")))
     observer_node = cfg.observer.backend or cfg.backend
-    observer_backend = Metered(build_backend(observer_node), meter)
+    observer_backend = counted(build_backend(observer_node), usage)
     observer_sampling = merged_sampling(observer_node, ratings, cfg.observer.get("sampling"))
     observer = Observer(
         observer_backend, observer_sampling, rater=Rater(observer_backend, observer_rater, observer_sampling)
     )
-    cache = EmbeddingCache(build_embedder(cfg))
+    cache = EmbeddingCache(counted(build_embedder(cfg), usage))
     mem = cfg.memory
     params = {k: int(mem[k]) for k in _INDEX_KEYS if mem.get(k) is not None}
     try:

@@ -11,8 +11,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from agents.backends.usage import UsageMeter, UsageTotal
 from environment.analysis import PEER_RATING, Tally
-from environment.metered import Meter
 
 log = logging.getLogger("environment.progress")
 MEANS = {"peer": PEER_RATING, "draft": "draft_alignment", "revision": "revision_alignment"}  # shown name -> column
@@ -25,7 +25,7 @@ class Progress:
         self,
         total: int,
         done: int,
-        meter: Meter,
+        meter: UsageMeter | UsageTotal,
         enabled: bool = True,
         tty_interval: float = 0.5,
         log_every_s: float = 30.0,

@@ -14,8 +14,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agents.backends.usage import UsageTotal
 from environment.backscatter import back_scatter
-from environment.metered import Meter
 from environment.progress import Progress
 from environment.stopping import Stopper
 from environment.store import EpisodeStore
@@ -28,7 +28,7 @@ async def run_world(
     world: World,
     store: EpisodeStore,
     stopper: Stopper,
-    meter: Meter,
+    usage: UsageTotal,
     progress: Progress | None = None,
     max_inflight: int = 0,
     on_commit: Hook | None = None,
@@ -42,7 +42,7 @@ async def run_world(
         store.append(record)
         world.remember(record, vector)
         stopper.observe(record)
-        stopper.check_budget(meter)
+        stopper.check_budget(usage)
         if progress is not None:
             progress.update(record)
         if on_commit is not None:
@@ -71,20 +71,20 @@ async def run_world(
     async def ticker() -> None:
         while progress is not None:
             await asyncio.sleep(progress.interval)
-            stopper.check_budget(meter)
+            stopper.check_budget(usage)
             if stopper.reason:
                 stop.set()
             progress.refresh()
 
     def spent() -> None:  # a budget stops new turns as soon as a call crosses it, not only at the next commit
-        stopper.check_budget(meter)
+        stopper.check_budget(usage)
         if stopper.reason:
             stop.set()
 
-    stopper.check_budget(meter)
+    stopper.check_budget(usage)
     if stopper.reason:
         return
-    meter.on_spend = spent
+    usage.on_spend = spent
     chains = [asyncio.create_task(chain(agent)) for agent in range(world.n_agents)]
     tick = asyncio.create_task(ticker())
     try:
@@ -93,7 +93,7 @@ async def run_world(
         for task in (*chains, tick):
             task.cancel()
         await asyncio.gather(*chains, tick, return_exceptions=True)
-        meter.on_spend = None
+        usage.on_spend = None
     failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
     if failures:
         raise failures[0]

@@ -21,6 +21,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from agents.backends.usage import UsageMeter, UsageTotal
+from agents.factory import close_all, usage_report
 from conf.cli import hydra_command, save_hydra_config
 from conf.errors import UserError, one_line, require
 from environment.browser import write_after_run
@@ -33,12 +35,11 @@ from environment.build import (
     grid_from,
     number,
 )
-from environment.metered import Meter
 from environment.metrics import plot_all, summarize, write_json
 from environment.progress import Progress
 from environment.questions import load_questions
 from environment.scheduler import run_world
-from environment.stopping import Stopper
+from environment.stopping import Budget, Stopper
 from environment.store import EpisodeStore
 
 PROG = "sa-simulate"
@@ -109,14 +110,17 @@ def check_run_dir(run_dir: Path) -> None:
                                 "hydra.run.dir") from None  # fmt: skip
 
 
-def price_tables(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Model → USD per 1M tokens, merged from every backend node in use (agents, society groups, observer)."""
+def earlier_usage(cfg: DictConfig, records: list[dict[str, Any]]) -> UsageMeter:
+    """What the stored episodes of earlier processes spent, priced at each record's agent model with the price
+    tables of every backend node in use (agents, society groups, observer)."""
     nodes = [cfg.backend, cfg.observer.backend] + [g.get("backend") for g in cfg.society.groups or []]
-    prices: dict[str, dict[str, float]] = {}
+    meter = UsageMeter(model="earlier processes")
     for node in nodes:
         if node is not None and node.get("prices"):
-            prices.update(OmegaConf.to_container(node.prices, resolve=True))  # type: ignore[arg-type]
-    return prices
+            meter.prices.update(OmegaConf.to_container(node.prices, resolve=True))  # type: ignore[arg-type]
+    for record in records:
+        meter.add_usage(record["usage"], record["agent_model"])
+    return meter
 
 
 def make_stopper(cfg: DictConfig, n_agents: int) -> Stopper:
@@ -127,7 +131,7 @@ def make_stopper(cfg: DictConfig, n_agents: int) -> Stopper:
     budget = {key: None if s.budget[key] is None else number(s.budget[key], f"stopping.budget.{key}", kind, 0)
               for key, kind in (("max_calls", int), ("max_tokens", int), ("max_cost", float))}  # fmt: skip
     score = s.plateau.get("score", "product_of_means")  # validated by Stopper
-    return Stopper(n_agents, int(cfg.world.rounds), window, epsilon, plateau_score=score, **budget)
+    return Stopper(n_agents, int(cfg.world.rounds), window, epsilon, plateau_score=score, budget=Budget(**budget))
 
 
 def check_run_settings(cfg: DictConfig) -> None:
@@ -157,10 +161,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "or a new run dir")  # fmt: skip
     write_json(run_dir / WORLD, config_fingerprint(cfg, questions))
     save_hydra_config(cfg, run_dir)  # only now: a refused resume leaves the folder's own config as it was
-    meter, earlier = Meter(prices=price_tables(cfg)), Meter(prices=price_tables(cfg))
-    for record in previous:
-        meter.add_usage(record["usage"], record["agent_model"])
-        earlier.add_usage(record["usage"], record["agent_model"])
+    usage = UsageTotal(earlier_usage(cfg, previous))  # + each backend's meter, as build_world makes them
     stopper = make_stopper(cfg, grid.cells)
     for record in sorted(previous, key=lambda r: r["round"]):
         stopper.observe(record)
@@ -170,34 +171,32 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     progress = None
     error: BaseException | None = None
     try:
-        world = await build_world(cfg, meter, previous)
+        world = await build_world(cfg, usage, previous)
         first = next((r for r in range(world.rounds) for a in range(world.n_agents)
                       if (world.world_id, r, a) not in store.keys), None)  # fmt: skip
         collecting = time.perf_counter()  # from the first call (the first round's question embeddings) ...
         if first is not None:
             await world.prefetch_round(first)  # type: ignore[misc]
         total = grid.cells * int(cfg.world.rounds)
-        progress = Progress(total, len(store), meter, enabled=bool(cfg.run.progress),
+        progress = Progress(total, len(store), usage, enabled=bool(cfg.run.progress),
                             log_every_s=float(cfg.run.progress_log_every_s))  # fmt: skip
         snapshot = Snapshotter(run_dir / MEMORY, world, store, float(cfg.run.snapshot_every_s))
-        await run_world(world, store, stopper, meter, progress, int(cfg.run.max_inflight), on_commit=snapshot.maybe)
+        await run_world(world, store, stopper, usage, progress, int(cfg.run.max_inflight), on_commit=snapshot.maybe)
         collected = time.perf_counter()  # ... to the last record flushed (the final memory snapshot comes after)
     except (UserError, KeyboardInterrupt, asyncio.CancelledError):
         raise
     except Exception as failure:  # noqa: BLE001 - an endpoint or model failure after retries
         error = failure
     finally:
-        usage = _usage_report()
+        backends = usage_report()
         store.close()
         if progress is not None:
             progress.close()
         if world is not None:
             Snapshotter(run_dir / MEMORY, world, store, 0).save()
-        await _close_backends()
+        await close_all()
     seconds = time.perf_counter() - started
     collection = (collected or time.perf_counter()) - collecting if collecting else 0.0
-    if _is_budget_stop(error):
-        stopper.reason, error = f"budget: {one_line(error)}", None
     new = progress.new if progress else 0
     cache = world.embedder if world else None
     metrics = summarize(store.records, {
@@ -211,9 +210,9 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "interactions_per_s": round(new / collection, 4) if collection else None,
         "resumed_from": len(previous),
         "partial_line_moved_to": store.moved_aside.name if store.moved_aside else None,
-        **run_usage(earlier, usage),
+        **usage.summary(),
         "embedder": _embedder_stats(cache, new),
-        "backends": usage,
+        "backends": backends,
     })  # fmt: skip
     write_json(run_dir / METRICS, metrics)
     write_after_run(run_dir, bool(cfg.run.get("browser", True)))  # episodes.html; a failure only warns
@@ -225,23 +224,6 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def run_usage(earlier: Meter, backends: list[dict[str, Any]]) -> dict[str, Any]:
-    """The whole run's calls, tokens, retries and cost: the stored episodes of earlier processes plus every backend
-    and embedder of this one (failed calls and their retries included, as `backends` counts them)."""
-    total = {key: sum(b.get(key, 0) for b in backends) for key in ("calls", "retries", "prompt_tokens",
-                                                                    "completion_tokens", "cost_usd")}  # fmt: skip
-    return {"calls": earlier.calls + total["calls"],
-            "tokens": earlier.tokens + total["prompt_tokens"] + total["completion_tokens"],
-            "retries": earlier.retries + total["retries"], "cost": round(earlier.cost + total["cost_usd"], 6)}  # fmt: skip
-
-
-def _is_budget_stop(error: BaseException | None) -> bool:
-    """A backend's own budget (backend.budget) refusing a call is a clean stop, not a failure."""
-    from agents.backends.errors import BudgetExhausted
-
-    return isinstance(error, BudgetExhausted)
-
-
 def _embedder_stats(cache: Any, interactions: int) -> dict[str, Any] | None:
     """The shared EmbeddingCache's counters for this process (`inner_calls` = batches sent to the embedder)."""
     if cache is None:
@@ -250,23 +232,6 @@ def _embedder_stats(cache: Any, interactions: int) -> dict[str, Any] | None:
     calls = int(stats.get("inner_calls", 0))
     return {**stats, "interactions": interactions,
             "calls_per_interaction": round(calls / interactions, 4) if interactions else None}  # fmt: skip
-
-
-def _usage_report() -> list[dict[str, Any]]:
-    try:
-        from agents.factory import usage_report
-
-        return usage_report()
-    except ImportError:  # pragma: no cover
-        return []
-
-
-async def _close_backends() -> None:
-    try:
-        from agents.factory import close_all
-    except ImportError:  # pragma: no cover
-        return
-    await close_all()
 
 
 class Snapshotter:

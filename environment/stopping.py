@@ -3,9 +3,10 @@
 Round r is complete when every agent's round-r record is stored (rounds complete in order, since an agent's turn in
 round r+1 starts after its own round-r turn). The society score of a round is the paper's mean alignment x mean
 engagement (or the mean of per-agent products, `plateau.score`). Plateau: stop after round r when the best society
-score of the last `window` rounds is not above the best before them by more than `epsilon`. Budget: no new turn
-starts once a limit is reached (checked after every call); turns already in flight finish, so the total can pass the
-limit by their remaining calls.
+score of the last `window` rounds is not above the best before them by more than `epsilon`. Budget (`stopping.budget`,
+the run's only one): no new turn starts once the world's usage total (every backend and embedder of this process plus
+the stored episodes of earlier ones, agents.backends.usage.UsageTotal) reaches a limit (checked after every call);
+turns already in flight finish, so the total can pass the limit by their remaining calls.
 """
 
 from __future__ import annotations
@@ -14,12 +15,31 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.backends.usage import UsageMeter, UsageTotal
 from conf.errors import require
 from environment.analysis import SOCIETY_SCORES, society_score
-from environment.metered import Meter
 
-__all__ = ["PLATEAU_SCORES", "Stopper", "society_score"]
+__all__ = ["PLATEAU_SCORES", "Budget", "Stopper", "society_score"]
 PLATEAU_SCORES = SOCIETY_SCORES  # the choices of `stopping.plateau.score` (environment.analysis.society_score)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """`stopping.budget`: upper bounds on the whole run's calls, tokens and cost (USD); None = unlimited."""
+
+    max_calls: int | None = None
+    max_tokens: int | None = None
+    max_cost: float | None = None
+
+    def spent(self, usage: UsageMeter | UsageTotal) -> str | None:
+        """Why `usage` has reached this budget, or None."""
+        if self.max_calls is not None and usage.calls >= self.max_calls:
+            return f"budget: {usage.calls} calls ≥ max_calls {self.max_calls}"
+        if self.max_tokens is not None and usage.tokens >= self.max_tokens:
+            return f"budget: {usage.tokens} tokens ≥ max_tokens {self.max_tokens}"
+        if self.max_cost is not None and usage.cost_usd >= self.max_cost:
+            return f"budget: cost {usage.cost_usd:.4f} ≥ max_cost {self.max_cost}"
+        return None
 
 
 @dataclass
@@ -31,9 +51,7 @@ class Stopper:
     plateau_window: int = 0  # 0: plateau rule off
     plateau_epsilon: float = 0.0
     plateau_score: str = "product_of_means"  # or "mean_of_products" (see environment.analysis.society_score)
-    max_calls: int | None = None
-    max_tokens: int | None = None
-    max_cost: float | None = None
+    budget: Budget = field(default_factory=Budget)
     reason: str | None = None
     stopped_after_round: int | None = None
     scores: dict[int, float | None] = field(default_factory=dict)
@@ -75,15 +93,9 @@ class Stopper:
                            f"over the last {self.plateau_window} rounds")  # fmt: skip
             self.stopped_after_round = n - 1
 
-    def check_budget(self, meter: Meter) -> None:
-        if self.reason:
-            return
-        if self.max_calls is not None and meter.calls >= self.max_calls:
-            self.reason = f"budget: {meter.calls} calls ≥ max_calls {self.max_calls}"
-        elif self.max_tokens is not None and meter.tokens >= self.max_tokens:
-            self.reason = f"budget: {meter.tokens} tokens ≥ max_tokens {self.max_tokens}"
-        elif self.max_cost is not None and meter.cost >= self.max_cost:
-            self.reason = f"budget: cost {meter.cost:.4f} ≥ max_cost {self.max_cost}"
+    def check_budget(self, usage: UsageMeter | UsageTotal) -> None:
+        if not self.reason:
+            self.reason = self.budget.spent(usage)
 
     def finish_reason(self) -> str:
         if self.reason:

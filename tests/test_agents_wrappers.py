@@ -1,5 +1,5 @@
-"""The wrapper stack: retry honours Retry-After with capped backoff, budget stops cleanly, failures are reported,
-timeouts are retried, the concurrency cap and the RPM/TPM throttle hold, and the factory validates config."""
+"""The wrapper stack: retry honours Retry-After with capped backoff, failures are reported (the world's budget on
+the meters: tests/test_environment_stopping.py), timeouts are retried, the concurrency cap and the RPM/TPM throttle hold, and the factory validates config."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 
 from agents.backends.base import ChatBackend, Completion, Message, Sampling
 from agents.backends.concurrency import ConcurrencyCap
-from agents.backends.errors import BudgetExhausted, CallFailed, PermanentError, TransientError
+from agents.backends.errors import CallFailed, PermanentError, TransientError
 from agents.backends.retry import Retry
 from agents.backends.throttle import Throttle, TokenWindow, rpm_windows
 from agents.backends.timeout import Timeout
-from agents.backends.usage import Budget, UsageAccounting, UsageMeter
+from agents.backends.usage import UsageAccounting, UsageMeter
 from agents.factory import build_backend, stack
 from conf.errors import UserError
 
@@ -106,27 +106,6 @@ def test_timeout_becomes_a_retried_transient_error():
     start = time.monotonic()
     completion = asyncio.run(Retry(Timeout(slow, 0.1), max_retries=1, backoff_base_s=0.01).chat(HELLO))
     assert completion.retries == 1 and time.monotonic() - start < 2
-
-
-@pytest.mark.parametrize(
-    ("budget", "allowed"),
-    [(Budget(max_calls=3), 3), (Budget(max_tokens=250), 3), (Budget(max_cost_usd=0.0004), 2)],
-)
-def test_budget_stops_cleanly(budget, allowed):
-    prices = {"fake": {"prompt": 1.0, "completion": 5.0}}  # USD per 1M tokens: 100 + 5*20 -> $0.0002 per call
-    meter = UsageMeter(model="fake", prices=prices, budget=budget)
-    backend = UsageAccounting(Fake(), meter)
-
-    async def main():
-        done = 0
-        with pytest.raises(BudgetExhausted, match="budget"):
-            for _ in range(10):
-                await backend.chat(HELLO)
-                done += 1
-        return done
-
-    assert asyncio.run(main()) == allowed
-    assert meter.calls == allowed and meter.cost_usd == pytest.approx(allowed * 0.0002)
 
 
 def test_concurrency_cap():

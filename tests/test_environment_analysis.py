@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from agents.backends.usage import UsageMeter
 from environment.analysis import OBSERVER_COLUMNS, Tally, by_round, observer_scores, society_score
-from environment.metered import Meter
 from environment.metrics import per_round, summarize
 from environment.progress import Progress
 from environment.stopping import Stopper
@@ -69,7 +69,7 @@ def test_every_reader_reports_the_same_figures(tmp_path: Path) -> None:
             c: v for c, v in rows[entry["round"]].items() if c in OBSERVER_COLUMNS
         }
     stopper = Stopper(n_agents=2, rounds=2)
-    progress = Progress(len(RECORDS), 0, Meter(), enabled=False)
+    progress = Progress(len(RECORDS), 0, UsageMeter(), enabled=False)
     for item in RECORDS:
         stopper.observe(item)
         progress.update(item)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from environment.metered import Meter
+from agents.backends.usage import UsageMeter
 from environment.progress import Progress
 from tests.test_environment_store import make_record
 
@@ -19,7 +19,7 @@ class Terminal(io.StringIO):
 
 def test_without_a_terminal_it_logs_one_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     stream = io.StringIO()
-    meter = Meter(in_flight=3, prompt_tokens=100, completion_tokens=20, retries=2)
+    meter = UsageMeter(in_flight=3, prompt_tokens=100, completion_tokens=20, retries=2)
     progress = Progress(total=10, done=4, meter=meter, log_every_s=30, stream=stream)
     assert not progress.tty and progress.interval == 30
     with caplog.at_level(logging.INFO, logger="environment.progress"):
@@ -39,7 +39,7 @@ def test_without_a_terminal_it_logs_one_line_per_interval(caplog: pytest.LogCapt
 
 def test_on_a_terminal_it_draws_a_bar_with_the_figures() -> None:
     stream = Terminal()
-    progress = Progress(total=5, done=0, meter=Meter(in_flight=1), stream=stream)
+    progress = Progress(total=5, done=0, meter=UsageMeter(in_flight=1), stream=stream)
     assert progress.tty and progress.interval == 0.5
     progress.update(make_record(0, 0, rating=4))
     progress.refresh()
@@ -51,7 +51,7 @@ def test_on_a_terminal_it_draws_a_bar_with_the_figures() -> None:
 def test_disabled_progress_is_silent(caplog: pytest.LogCaptureFixture) -> None:
     stream = Terminal()
     with caplog.at_level(logging.INFO, logger="environment.progress"):
-        progress = Progress(total=5, done=0, meter=Meter(), enabled=False, stream=stream)
+        progress = Progress(total=5, done=0, meter=UsageMeter(), enabled=False, stream=stream)
         progress.update(make_record(0, 0))
         progress._last_log -= 100
         progress.refresh()

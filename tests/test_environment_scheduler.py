@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from agents.backends.base import Usage
+from agents.backends.usage import UsageMeter, UsageTotal
 from agents.ratings import Rating
 from environment.backscatter import back_scatter
 from environment.grid import Grid, Layout
-from environment.metered import Meter
 from environment.questions import QuestionSchedule, load_questions
 from environment.records import validate_record
 from environment.scheduler import run_world
-from environment.stopping import Stopper
+from environment.stopping import Budget, Stopper
 from environment.store import EpisodeStore
 from environment.world import World
 from memory.cache import EmbeddingCache
@@ -112,7 +112,7 @@ def test_independent_calls_of_a_turn_run_together() -> None:
 def run(world: World, tmp_path: Path, turn: Any, stopper: Stopper | None = None, max_inflight: int = 0) -> EpisodeStore:
     store = EpisodeStore(tmp_path / "episodes.jsonl").open()
     stopper = stopper or Stopper(world.n_agents, world.rounds)
-    asyncio.run(run_world(world, store, stopper, Meter(), max_inflight=max_inflight, turn=turn))
+    asyncio.run(run_world(world, store, stopper, UsageTotal(), max_inflight=max_inflight, turn=turn))
     store.close()
     return store
 
@@ -171,8 +171,8 @@ def test_resume_skips_stored_turns_and_redoes_the_rest(tmp_path: Path) -> None:
 
 def test_call_budget_stops_the_world_cleanly(tmp_path: Path) -> None:
     world, _ = fake_world(size=3, rounds=5)
-    meter = Meter()
-    stopper = Stopper(9, 5, max_calls=100)
+    meter = UsageMeter()
+    stopper = Stopper(9, 5, budget=Budget(max_calls=100))
     started_after_stop = 0
 
     async def turn(w: World, agent: int, round_: int) -> dict[str, Any]:
@@ -183,7 +183,7 @@ def test_call_budget_stops_the_world_cleanly(tmp_path: Path) -> None:
         return make_record(round_, agent)
 
     store = EpisodeStore(tmp_path / "episodes.jsonl").open()
-    asyncio.run(run_world(world, store, stopper, meter, turn=turn))
+    asyncio.run(run_world(world, store, stopper, UsageTotal(meter), turn=turn))
     store.close()
     assert stopper.reason is not None and stopper.reason.startswith("budget:")
     assert started_after_stop == 0

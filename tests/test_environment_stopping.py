@@ -1,4 +1,5 @@
-"""Stopping rules: rounds, plateau of mean alignment x engagement, budget of calls / tokens / cost."""
+"""Stopping rules: rounds, plateau of mean alignment x engagement, budget of calls / tokens / cost on the world's
+usage total (the sum of its backends' meters and what earlier processes spent)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import asyncio
 import pytest
 
 from agents.backends.base import ChatBackend, Completion
+from agents.backends.usage import UsageAccounting, UsageMeter, UsageTotal
 from conf.errors import UserError
-from environment.metered import Meter, Metered
-from environment.stopping import Stopper, society_score
+from environment.stopping import Budget, Stopper, society_score
 from tests.test_environment_store import make_record
 
 
@@ -78,16 +79,16 @@ def test_rounds_reason_and_budget_rules() -> None:
     feed_round(stopper, 1, [(5, 5)])
     assert stopper.finish_reason().startswith("rounds")
 
-    meter = Meter(prompt_tokens=900, completion_tokens=200, cost=1.3)
+    meter = UsageMeter(prompt_tokens=900, completion_tokens=200, cost_usd=1.3)
     for limits, expected in [
         ({"max_calls": 0}, "calls"),
         ({"max_tokens": 1000}, "tokens"),
         ({"max_cost": 1.3}, "cost"),
     ]:
-        budget = Stopper(n_agents=1, rounds=2, **limits)
+        budget = Stopper(n_agents=1, rounds=2, budget=Budget(**limits))
         budget.check_budget(meter)
         assert budget.reason is not None and expected in budget.reason
-    unlimited = Stopper(n_agents=1, rounds=2, max_tokens=2000, max_cost=5.0)
+    unlimited = Stopper(n_agents=1, rounds=2, budget=Budget(max_tokens=2000, max_cost=5.0))
     unlimited.check_budget(meter)
     assert unlimited.reason is None
 
@@ -99,12 +100,31 @@ class Fixed(ChatBackend):
         return Completion("ok", prompt_tokens=1000, completion_tokens=500, model=self.model, calls=2, retries=1)
 
 
-def test_metered_counts_every_call_and_prices_it_by_model() -> None:
-    meter = Meter(prices={"m-cheap": {"prompt": 2.0, "completion": 10.0}})
-    backend = Metered(Fixed(), meter)
-    for _ in range(3):
+def test_the_world_total_sums_its_backends_meters_and_the_earlier_processes() -> None:
+    cheap = UsageMeter(model="m-cheap", prices={"m-cheap": {"prompt": 2.0, "completion": 10.0}})
+    free = UsageMeter(model="m-free")
+    earlier = UsageMeter(prices=cheap.prices)
+    earlier.add_usage({"calls": 10, "prompt_tokens": 1e6, "completion_tokens": 0, "retries": 1}, model="m-cheap")
+    total = UsageTotal(earlier, cheap, free, cheap)  # a backend shared by several agents counts once
+    spends: list[int] = []
+    total.on_spend = lambda: spends.append(total.calls)
+    for backend in (UsageAccounting(Fixed(), cheap), UsageAccounting(Fixed(), free), UsageAccounting(Fixed(), cheap)):
         asyncio.run(backend.chat([{"role": "user", "content": "hi"}]))
-    assert (meter.calls, meter.retries, meter.tokens, meter.in_flight) == (6, 3, 4500, 0)
-    assert abs(meter.cost - 3 * (1000 * 2.0 + 500 * 10.0) / 1e6) < 1e-12
-    meter.add_usage({"calls": 10, "prompt_tokens": 1e6, "completion_tokens": 0}, model="m-cheap")  # a resumed record
-    assert meter.calls == 16 and abs(meter.cost - (0.021 + 2.0)) < 1e-9
+    assert (cheap.calls, free.calls, cheap.in_flight, free.tokens) == (4, 2, 0, 1500)
+    assert (total.calls, total.retries, total.tokens, total.in_flight, spends) == (16, 4, 1_004_500, 0, [12, 14, 16])
+    assert total.cost_usd == pytest.approx(2.0 + 2 * (1000 * 2.0 + 500 * 10.0) / 1e6)
+    assert total.summary() == {"calls": 16, "tokens": 1_004_500, "retries": 4, "cost": 2.014}
+
+
+@pytest.mark.parametrize(
+    ("budget", "allowed"),
+    [(Budget(max_calls=6), 3), (Budget(max_tokens=4000), 3), (Budget(max_cost=0.01), 2)],
+)
+def test_the_budget_is_reached_at_the_call_that_crosses_it(budget: Budget, allowed: int) -> None:
+    meter = UsageMeter(model="m-cheap", prices={"m-cheap": {"prompt": 2.0, "completion": 10.0}})  # $0.007 a call
+    stopper, total = Stopper(n_agents=1, rounds=1, budget=budget), UsageTotal(meter)
+    total.on_spend = lambda: stopper.check_budget(total)
+    backend = UsageAccounting(Fixed(), meter)
+    while stopper.reason is None:
+        asyncio.run(backend.chat([{"role": "user", "content": "hi"}]))
+    assert meter.requests == allowed and stopper.reason.startswith("budget: ")

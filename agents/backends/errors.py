@@ -34,10 +34,6 @@ class CallFailed(BackendError):
         self.cause = cause
 
 
-class BudgetExhausted(BackendError):
-    """The configured call/token/cost budget is spent: stop collecting (in-flight calls finish)."""
-
-
 def redact(text: str, secret: str | None) -> str:
     """Remove a secret (an API key) from a message."""
     if secret and len(secret) >= 4:

@@ -1,27 +1,23 @@
-"""Usage accounting and budget: calls, retries, failures, tokens, latency and cost per backend; stops at a budget."""
+"""Usage accounting: one meter per backend (calls, retries, failures, tokens, latency, cost) and their live sum.
+
+`UsageAccounting` is the outermost layer of every backend's stack and counts into that backend's `UsageMeter`. A world
+adds its meters into one `UsageTotal` (with a meter restored from the episodes of earlier processes); its budget
+(`stopping.budget`, environment.stopping) is checked against that total after every call.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from agents.backends.base import ChatBackend, Completion
-from agents.backends.errors import BudgetExhausted, CallFailed
+from agents.backends.errors import CallFailed
 from agents.backends.wrapper import Call, Wrapper
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Budget:
-    """Upper bounds; None = unlimited. Checked before each call, so in-flight calls may overshoot slightly."""
-
-    max_calls: int | None = None
-    max_tokens: int | None = None
-    max_cost_usd: float | None = None
 
 
 def price_of(
@@ -34,13 +30,14 @@ def price_of(
     ) / 1e6
 
 
-@dataclass
+@dataclass(eq=False)
 class UsageMeter:
-    """Running totals for one backend; `failed` lists every call that finally failed (what, why, how many tries)."""
+    """Running totals for one backend; `failed` lists every call that finally failed (what, why, how many tries).
+
+    `watchers` are called after every counted call (a world's `UsageTotal` stops new turns at its budget)."""
 
     model: str = ""
     prices: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> USD per 1M prompt/completion tokens
-    budget: Budget = field(default_factory=Budget)
     calls: int = 0
     requests: int = 0
     retries: int = 0
@@ -49,7 +46,13 @@ class UsageMeter:
     completion_tokens: int = 0
     seconds: float = 0.0
     cost_usd: float = 0.0
+    in_flight: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
+    watchers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
         return price_of(self.prices, model if model in self.prices else self.model, prompt_tokens, completion_tokens)
@@ -64,6 +67,7 @@ class UsageMeter:
         self.cost_usd += self.cost(
             completion.model or self.model, completion.prompt_tokens, completion.completion_tokens
         )
+        self._spent()
 
     def record_failure(self, error: CallFailed, seconds: float) -> None:
         self.requests += 1
@@ -74,17 +78,22 @@ class UsageMeter:
         self.failed.append(
             {"model": error.model, "attempts": error.attempts, "error": f"{type(error.cause).__name__}: {error.cause}"}
         )
+        self._spent()
 
-    def exhausted(self) -> str | None:
-        """Why the budget is spent, or None."""
-        b = self.budget
-        if b.max_calls is not None and self.calls >= b.max_calls:
-            return f"call budget of {b.max_calls} spent"
-        if b.max_tokens is not None and self.prompt_tokens + self.completion_tokens >= b.max_tokens:
-            return f"token budget of {b.max_tokens} spent"
-        if b.max_cost_usd is not None and self.cost_usd >= b.max_cost_usd:
-            return f"cost budget of ${b.max_cost_usd:g} spent"
-        return None
+    def add_usage(self, usage: Mapping[str, Any], model: str) -> None:
+        """Count a stored episode's usage (a resume: a budget covers the whole run, not just this process).
+
+        A record does not split its usage by role, so all of it is priced at `model` (the record's agent model)."""
+        prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        self.calls += int(usage.get("calls", 0))
+        self.retries += int(usage.get("retries", 0))
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        self.cost_usd += price_of(self.prices, model, prompt, completion)
+
+    def _spent(self) -> None:
+        for watcher in self.watchers:
+            watcher()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,24 +110,60 @@ class UsageMeter:
         }
 
 
+class UsageTotal:
+    """The live sum of several meters (a world: each backend and embedder it uses, plus what earlier processes spent).
+
+    `on_spend` is called after every call counted by any of them."""
+
+    def __init__(self, *meters: UsageMeter) -> None:
+        self.meters: list[UsageMeter] = []
+        self.on_spend: Callable[[], None] | None = None
+        for meter in meters:
+            self.add(meter)
+
+    def add(self, meter: UsageMeter) -> None:
+        """Count `meter` in the total (once, however often it is added: backends are shared)."""
+        if all(m is not meter for m in self.meters):
+            self.meters.append(meter)
+            meter.watchers.append(self._spent)
+
+    def _spent(self) -> None:
+        if self.on_spend is not None:
+            self.on_spend()
+
+    def _sum(self, name: str) -> Any:
+        return sum(getattr(meter, name) for meter in self.meters)
+
+    calls = property(lambda self: self._sum("calls"))
+    retries = property(lambda self: self._sum("retries"))
+    tokens = property(lambda self: self._sum("tokens"))
+    cost_usd = property(lambda self: self._sum("cost_usd"))
+    in_flight = property(lambda self: self._sum("in_flight"))
+
+    def summary(self) -> dict[str, Any]:
+        """The run's calls, tokens, retries and cost (USD) as metrics.json reports them."""
+        return {"calls": self.calls, "tokens": self.tokens, "retries": self.retries, "cost": round(self.cost_usd, 6)}
+
+
 class UsageAccounting(Wrapper):
-    """Outermost layer: refuses new calls once the budget is spent, records every finished or failed call."""
+    """Outermost layer: counts calls in flight and records every finished or failed call in the backend's meter."""
 
     def __init__(self, inner: ChatBackend, meter: UsageMeter) -> None:
         super().__init__(inner)
         self.meter = meter
 
     async def around(self, call: Call, tokens: int) -> Completion:
-        reason = self.meter.exhausted()
-        if reason:
-            raise BudgetExhausted(f"{self.model}: {reason}; raise backend.budget or start a new run to resume")
+        meter = self.meter
         start = time.perf_counter()
+        meter.in_flight += 1
         try:
             completion = await call()
         except CallFailed as error:
-            self.meter.record_failure(error, time.perf_counter() - start)
+            meter.record_failure(error, time.perf_counter() - start)
             log.warning("%s", error)
             raise
+        finally:
+            meter.in_flight -= 1
         completion.seconds = time.perf_counter() - start
-        self.meter.record(completion)
+        meter.record(completion)
         return completion
