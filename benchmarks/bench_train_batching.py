@@ -30,7 +30,6 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from agents.backends.devices import cpu_has_native_bf16
 from benchmarks.bench_train_common import (
     emit,
     environment,
@@ -43,6 +42,7 @@ from benchmarks.bench_train_common import (
     tokenize,
     train_defaults,
 )
+from conf.devices import cpu_has_native_bf16
 from training.logprobs import response_stats
 from training.losses import stable_alignment_loss
 

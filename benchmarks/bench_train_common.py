@@ -28,7 +28,7 @@ WORDS = TEXT.split(" ")
 
 def model_path(name: str) -> str:
     """`embedded:smollm2` (the real SmolLM2-135M-Instruct, converted offline) or any local HF folder."""
-    from agents.backends.embedded import resolve_model_path
+    from conf.paths import resolve_model_path
 
     return str(resolve_model_path(name))
 

@@ -124,7 +124,7 @@ def start_llama_server(folder: Path) -> RunningServer:
     One thread: on 2 shared cores, llama.cpp's spinning worker threads made calls 10-20x slower with 2 threads.
     The server's output goes to `folder`/server.log (in `extra["log"]`).
     """
-    from agents.backends.embedded import smollm2_gguf
+    from conf.paths import smollm2_gguf
 
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The real SmolLM2-135M-Instruct checkpoint (converted from the packaged GGUF on first use, then cached)."""
-    from agents.backends.embedded import embedded_chat_model_dir
+    from conf.paths import embedded_chat_model_dir
 
     return embedded_chat_model_dir()
 

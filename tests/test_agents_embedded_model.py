@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.backends.embedded import EMBEDDED_CHAT_MODEL, resolve_model_path, smollm2_gguf
+from conf.paths import EMBEDDED_CHAT_MODEL, resolve_model_path, smollm2_gguf
 from training.modeling import load_model_and_tokenizer, pick_device, pick_dtype
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from agents.backends.base import Sampling
-from agents.backends.devices import pick_dtype, pick_inference_dtype
 from agents.backends.hf_local import HFLocalBackend, _PerRowSampling
+from conf.devices import pick_dtype, pick_inference_dtype
 from conf.errors import UserError
 
 MESSAGES = [{"role": "user", "content": "Tell me about the weather in Paris in spring."}]

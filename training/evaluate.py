@@ -158,7 +158,7 @@ def score_model(model: str, label: str, questions: dict[str, list[mc.Question]],
     import torch
     from safetensors import SafetensorError
 
-    from agents.backends.embedded import cache_dir, resolve_model_path
+    from conf.paths import cache_dir, resolve_model_path
     from training.eval.scoring import ChoiceScorer, ScoreCache, model_fingerprint
     from training.modeling import load_model_and_tokenizer
 

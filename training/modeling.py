@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from agents.backends.devices import pick_device, pick_dtype
-from agents.backends.embedded import resolve_model_path
+from conf.devices import pick_device, pick_dtype
+from conf.paths import resolve_model_path
 
 __all__ = ["load_model_and_tokenizer", "load_tokenizer", "mixed_precision", "pick_device", "pick_dtype"]
 

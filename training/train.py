@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, get_scheduler
 
-from agents.backends.embedded import resolve_model_path
 from conf.cli import hydra_command, save_hydra_config
 from conf.errors import UserError, require
+from conf.paths import resolve_model_path
 from environment.signal import group_signal, noise_warning
 from memory.atomic import fsync_tree
 from training import checkpoints

@@ -24,10 +24,10 @@ from typing import Any
 
 from agents.backends.base import ChatBackend, Completion, Message, Sampling
 from agents.backends.chat_template import completion_ids, render
-from agents.backends.devices import pick_device, pick_inference_dtype
-from agents.backends.embedded import resolve_model_path
 from agents.backends.wrapper import PerLoop
+from conf.devices import pick_device, pick_inference_dtype
 from conf.errors import UserError
+from conf.paths import resolve_model_path
 
 _MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 _MODELS_LOCK = threading.Lock()

@@ -44,7 +44,7 @@ class MCItem:
 
 def default_cache() -> Path:
     """`<cache_dir()>/bigbench`: where the extracted task JSONs live."""
-    from agents.backends.embedded import cache_dir
+    from conf.paths import cache_dir
 
     return cache_dir() / "bigbench"
 

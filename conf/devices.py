@@ -1,24 +1,26 @@
-"""Device and precision selection shared by the hf_local backend and training (no hard-coded `.cuda()` anywhere)."""
+"""Device and precision choice shared by the hf_local backend and training (no hard-coded `.cuda()` anywhere).
+
+Importing this module loads no torch; each function imports it when called (its callers have it loaded already).
+"""
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
+# The precision names accepted (`dtype=`) → the torch dtype's attribute name.
+DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16",
+          "float16": "float16"}  # fmt: skip
 
 
 def pick_device(device: str = "auto") -> torch.device:
     """`auto` → cuda if available, else mps, else cpu; any explicit torch device string is honoured."""
+    import torch
+
     if device != "auto":
         return torch.device(device)
     if torch.cuda.is_available():
@@ -30,6 +32,8 @@ def pick_device(device: str = "auto") -> torch.device:
 
 def pick_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
     """`auto` → bf16 on a GPU that supports it, fp32 elsewhere (training numerics); otherwise the named precision."""
+    import torch
+
     device = torch.device(device)
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -37,7 +41,7 @@ def pick_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
         return torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(sorted(DTYPES))}")
-    return DTYPES[dtype]
+    return getattr(torch, DTYPES[dtype])
 
 
 @functools.cache
@@ -52,6 +56,8 @@ def cpu_has_native_bf16() -> bool:
 
 def pick_inference_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
     """Like `pick_dtype`, but `auto` on a CPU with native bf16 picks bf16 (generation only; training stays fp32)."""
+    import torch
+
     device = torch.device(device)
     if dtype == "auto" and device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
