@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 
 EXIT_INTERRUPTED = 130  # as conf.cli (not imported here: Hydra's import is part of what may be interrupted)
 
@@ -31,25 +32,18 @@ def run(prog: str) -> None:
     main()
 
 
-def simulate() -> None:
-    run("sa-simulate")
+def _command(prog: str) -> Callable[[], None]:
+    """The console-script function of `prog` (pyproject's [project.scripts] names these)."""
+
+    def main() -> None:
+        run(prog)
+
+    return main
 
 
-def build_data() -> None:
-    run("sa-build-data")
-
-
-def train() -> None:
-    run("sa-train")
-
-
-def evaluate() -> None:
-    run("sa-eval")
-
-
-def experiment() -> None:
-    run("sa-experiment")
-
-
-def browse() -> None:
-    run("sa-browse")
+simulate = _command("sa-simulate")
+build_data = _command("sa-build-data")
+train = _command("sa-train")
+evaluate = _command("sa-eval")
+experiment = _command("sa-experiment")
+browse = _command("sa-browse")
