@@ -49,7 +49,6 @@ def backend_node(base_url: str, api: str, inflight: int, http_client: str) -> di
         "limits": {"concurrency": inflight, "rpm": None, "tpm": None, "timeout_s": 30, "max_retries": 6,
                    "backoff_base_s": 1.0, "backoff_max_s": 60.0, "retry_after_max_s": 120.0},
         "prices": {"stub-model": {"prompt": 0.15, "completion": 0.6}},
-        "budget": {"max_calls": None, "max_tokens": None, "max_cost_usd": None},
     }  # fmt: skip
 
 
