@@ -11,9 +11,16 @@ fixtures live in the installed package `loopback/` (the plugin registered below)
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+# A suite started in the background by a non-interactive shell (`make test &`, nohup) inherits SIGINT *ignored*, and
+# every command a test starts would ignore Ctrl-C too (the Ctrl-C tests would see their runs complete). Give the test
+# processes Python's own handler, which their children reset to the default at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

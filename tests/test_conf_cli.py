@@ -114,7 +114,10 @@ def test_ctrl_c_during_the_start_up_imports_is_one_line(command: str, tmp_path: 
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    try:
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()  # never leave a command running when the interrupt did not end it
     assert process.returncode == 130, err[-2000:]
     # the last line is ours and there is no traceback (a progress bar may come before it when the machine is fast)
     assert err.strip().splitlines()[-1] == f"{command}: interrupted; re-run the same command to resume"
