@@ -20,13 +20,13 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from conf.errors import UserError, one_line
 from environment.records import EpisodeFormatError, read_episodes, valid_rating
+from memory.atomic import atomic_write_bytes
 
 PROG = "sa-browse"
 PAGE, INDEX = "episodes.html", "index.html"
@@ -146,14 +146,6 @@ def load_run(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None
     return records, _read_json(run_dir / WORLD), _read_json(run_dir / METRICS)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                     delete=False) as handle:  # fmt: skip
-        handle.write(text)
-    os.chmod(handle.name, 0o644)  # mkstemp makes it 0600; a page is for sharing
-    os.replace(handle.name, path)
-
-
 def write_page(run_dir: str | os.PathLike[str]) -> Path:
     """Write `episodes.html` for one run dir (atomically: a reader never sees half a page); return its path."""
     run_dir = Path(run_dir)
@@ -162,7 +154,7 @@ def write_page(run_dir: str | os.PathLike[str]) -> Path:
     title = ", ".join(worlds) or run_dir.name
     path = run_dir / PAGE
     try:
-        _write_atomic(path, render(page_data(records, world, metrics, title)))
+        atomic_write_bytes(path, render(page_data(records, world, metrics, title)).encode("utf-8"))
     except OSError as error:
         raise UserError(f"{path}: cannot write ({error.strerror}); make {run_dir} writable") from None
     return path
@@ -207,7 +199,7 @@ def write_index(root: Path, pages: list[Path]) -> Path:
     body = (f"<!doctype html><meta charset=utf-8><title>worlds</title><h1>{len(pages)} worlds</h1>"
             f"<ul>\n{items}\n</ul>\n")  # fmt: skip
     path = root / INDEX
-    _write_atomic(path, body)
+    atomic_write_bytes(path, body.encode("utf-8"))
     return path
 
 
