@@ -334,19 +334,28 @@ def stop_all(servers: list, process: subprocess.Popen | None) -> None:
 SIZE, ROUNDS = 3, 4
 
 
+def pooled(servers: list) -> str:
+    """The servers' URLs as one Hydra list override value."""
+    return "[" + ",".join(s.base_url for s in servers) + "]"
+
+
+def pooled_world(urls: str, run_dir: Path, *overrides: str) -> list[str]:
+    """sa-simulate with the chat backend on the pool `urls` and the stub embedder (its URL among `overrides`)."""
+    return [str(Path(sys.executable).parent / "sa-simulate"), "backend=openai", f"backend.base_url={urls}",
+            "backend.model=stub-model", "embedder=openai", "embedder.model=stub-embed", "embedder.dim=384",
+            "run.progress=false", "run.plots=false", *overrides, f"hydra.run.dir={run_dir}"]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_world_on_three_endpoints_survives_one_killed_mid_run(tmp_path):
     servers = [start_openai_stub(tmp_path / "stubs", latency=0.05, log=True) for _ in range(3)]
-    urls = "[" + ",".join(s.base_url for s in servers) + "]"
+    urls = pooled(servers)
     run_dir = tmp_path / "run"
-    command = [
-        str(Path(sys.executable).parent / "sa-simulate"), "backend=openai", f"backend.base_url={urls}",
-        "backend.model=stub-model", "backend.limits.concurrency=4", "backend.limits.scope=per_endpoint",
-        "backend.limits.cooldown_s=0.5", "backend.limits.backoff_base_s=0.05", "backend.limits.timeout_s=10",
-        "embedder=openai", f"embedder.base_url={urls}", "embedder.model=stub-embed", "embedder.dim=384",
-        f"world.size={SIZE}", f"world.rounds={ROUNDS}", "run.progress=false", "run.plots=false",
-        f"hydra.run.dir={run_dir}",
-    ]  # fmt: skip
+    command = pooled_world(urls, run_dir,
+        "backend.limits.concurrency=4", "backend.limits.scope=per_endpoint", "backend.limits.cooldown_s=0.5",
+        "backend.limits.backoff_base_s=0.05", "backend.limits.timeout_s=10", f"embedder.base_url={urls}",
+        f"world.size={SIZE}", f"world.rounds={ROUNDS}",
+    )  # fmt: skip
     victim, process = servers[2], None
     try:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -381,16 +390,13 @@ def test_a_world_whose_every_endpoint_dies_stops_in_one_line_and_keeps_its_turns
     """Both endpoints killed mid-run: calls wait for a cool-down, probe, fail after their retries; the run exits 2 in
     one line naming the endpoints, and the finished turns are kept for a resume (no hang)."""
     servers = [start_openai_stub(tmp_path / "stubs", latency=0.05, log=True) for _ in range(2)]
-    urls = "[" + ",".join(s.base_url for s in servers) + "]"
     run_dir = tmp_path / "run"
-    command = [
-        str(Path(sys.executable).parent / "sa-simulate"), "backend=openai", f"backend.base_url={urls}",
-        "backend.model=stub-model", "backend.limits.cooldown_s=0.2", "backend.limits.max_retries=3",
-        "backend.limits.backoff_base_s=0.05", "backend.limits.backoff_max_s=0.1", "embedder=openai",
-        f"embedder.base_url={servers[0].base_url}", "embedder.model=stub-embed", "embedder.dim=384",
+    command = pooled_world(pooled(servers), run_dir,
+        "backend.limits.cooldown_s=0.2", "backend.limits.max_retries=3", "backend.limits.backoff_base_s=0.05",
+        "backend.limits.backoff_max_s=0.1", f"embedder.base_url={servers[0].base_url}",
         "embedder.limits.max_retries=2", "embedder.limits.backoff_base_s=0.05",  # its own retries: 63 s by default
-        "world.size=3", "world.rounds=6", "run.progress=false", "run.plots=false", f"hydra.run.dir={run_dir}",
-    ]  # fmt: skip
+        "world.size=3", "world.rounds=6",
+    )  # fmt: skip
     process = None
     try:
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
