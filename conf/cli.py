@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from conf import CONFIG_DIR
 from conf.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, one_line, require
+from conf.schema import register_schemas
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -64,6 +65,7 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
     """Turn `task(cfg)` into a console-script `main()` backed by `conf/<config_name>.yaml`."""
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], None]:
+        register_schemas()
         hydra_main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(task)
 
         @functools.wraps(task)
