@@ -11,9 +11,10 @@ calls `checked(cfg)`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from conf.errors import UserError
@@ -38,8 +39,26 @@ def register_schemas() -> None:
 
 def checked(cfg: DictConfig) -> Any:
     """The typed object of a composed config: builds every dataclass, so each `__post_init__` check runs; a failed
-    check is one `UserError` naming the key."""
+    check, or a key its schema lacks (added with `+key=...`, which Hydra lets through), is one `UserError` naming
+    the key."""
+    refuse_unknown_keys(cfg)
     try:
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as error:
         raise UserError(str(error).splitlines()[0]) from None
+
+
+def refuse_unknown_keys(node: Any, path: str = "") -> None:
+    """One `UserError` for the first key of a typed node that its dataclass does not declare."""
+    if not isinstance(node, DictConfig):
+        if isinstance(node, ListConfig):
+            for i in range(len(node)):
+                refuse_unknown_keys(node._get_node(i), f"{path}[{i}]")
+        return
+    schema = OmegaConf.get_type(node)
+    names = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    for key in node:
+        where = f"{path}.{key}" if path else str(key)
+        if names is not None and key not in names:
+            raise UserError(f"{where} is not a key of {path or 'the config'}; use one of {', '.join(sorted(names))}")
+        refuse_unknown_keys(node._get_node(key), where)
