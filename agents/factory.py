@@ -10,12 +10,14 @@ its own timeout: with `limits.scope: global` the cap and throttle sit above the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+import conf.schema.world as schema
 from agents.backends.base import ChatBackend, Sampling
 from agents.backends.concurrency import ConcurrencyCap
 from agents.backends.endpoint_pool import EndpointPool
@@ -25,14 +27,9 @@ from agents.backends.timeout import Timeout
 from agents.backends.usage import UsageAccounting, UsageMeter
 from conf.errors import UserError
 
-BACKENDS = ("hf_local", "openai", "langchain")
 _CACHE: dict[str, ChatBackend] = {}
 _EMBEDDERS: dict[str, Any] = {}
-_LIMIT_KEYS = {
-    "concurrency", "rpm", "tpm", "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s", "retry_after_max_s",
-    "scope", "cooldown_s", "bench_after",  # endpoint pools (a list of base_url); ignored for one endpoint
-}  # fmt: skip
-SCOPES = {"global": {"timeout_s"}, "per_endpoint": {"timeout_s", "concurrency", "rpm", "tpm"}}  # limits per endpoint
+PER_ENDPOINT = {"global": ("timeout_s",), "per_endpoint": ("timeout_s", "concurrency", "rpm", "tpm")}  # by scope
 
 
 def _plain(node: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -56,115 +53,71 @@ def sampling_from(node: DictConfig | Mapping[str, Any] | None) -> Sampling:
     if "stop" in cfg:
         cfg["stop"] = tuple(cfg["stop"] or ())
     sampling = Sampling(**cfg)
-    if sampling.temperature < 0 or sampling.max_tokens < 1:
-        raise UserError(f"sampling {sampling} is invalid; temperature must be >= 0 and max_tokens >= 1")
+    schema.Sampling(sampling.temperature, sampling.max_tokens, sampling.top_p).check("sampling")
     return sampling
 
 
-def _positive(limits: dict[str, Any], name: str) -> float | None:
-    value = limits.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, int | float) or value <= 0:
-        raise UserError(f"backend.limits.{name}={value!r} must be a positive number (or null for no limit)")
-    return value
+def full_limits(limits: Any) -> schema.PoolLimits:
+    """Any `limits` node (a mapping or a schema instance) with every layer's setting: missing = the layer off."""
+    data = dataclasses.asdict(limits) if dataclasses.is_dataclass(limits) else dict(limits or {})
+    typed = schema.typed(schema.PoolLimits, data, "backend.limits")
+    typed.check("backend.limits")
+    return typed
 
 
-def _near(backend: ChatBackend, limits: dict[str, Any]) -> ChatBackend:
+def _near(backend: ChatBackend, limits: schema.PoolLimits) -> ChatBackend:
     """The innermost layers: timeout, then the RPM/TPM throttle (each only when configured)."""
-    if (timeout := _positive(limits, "timeout_s")) is not None:
-        backend = Timeout(backend, float(timeout))
-    rpm, tpm = _positive(limits, "rpm"), _positive(limits, "tpm")
-    if rpm or tpm:
-        backend = Throttle(backend, int(rpm) if rpm else None, int(tpm) if tpm else None)
+    if limits.timeout_s is not None:
+        backend = Timeout(backend, float(limits.timeout_s))
+    if limits.rpm or limits.tpm:
+        backend = Throttle(backend, int(limits.rpm) if limits.rpm else None, int(limits.tpm) if limits.tpm else None)
     return backend
 
 
-def stack(raw: ChatBackend, limits: dict[str, Any], meter: UsageMeter) -> UsageAccounting:
+def stack(raw: ChatBackend, limits: Any, meter: UsageMeter) -> UsageAccounting:
     """Wrap `raw` in the standard layers configured by `limits` (missing or null = layer off)."""
-    unknown = sorted(set(limits) - _LIMIT_KEYS)
-    if unknown:
-        raise UserError(f"unknown backend.limits key(s) {unknown}; use {sorted(_LIMIT_KEYS)}")
+    limits = full_limits(limits)
     backend = _near(raw, limits)
-    if (concurrency := _positive(limits, "concurrency")) is not None:
-        backend = ConcurrencyCap(backend, int(concurrency))
-    retries = limits.get("max_retries", 0) or 0
-    if not isinstance(retries, int) or retries < 0:
-        raise UserError(f"backend.limits.max_retries={retries!r} must be an integer >= 0")
-    backend = Retry(
-        backend,
-        max_retries=retries,
-        backoff_base_s=float(_positive(limits, "backoff_base_s") or 1.0),
-        backoff_max_s=float(_positive(limits, "backoff_max_s") or 60.0),
-        retry_after_max_s=float(_positive(limits, "retry_after_max_s") or 120.0),
-    )
+    if limits.concurrency is not None:
+        backend = ConcurrencyCap(backend, int(limits.concurrency))
+    backend = Retry(backend, max_retries=limits.max_retries, backoff_base_s=float(limits.backoff_base_s),
+                    backoff_max_s=float(limits.backoff_max_s), retry_after_max_s=float(limits.retry_after_max_s))  # fmt: skip
     return UsageAccounting(backend, meter)
 
 
-def _openai(cfg: dict[str, Any], connections: int, **options: Any) -> tuple[ChatBackend, dict[str, Any]]:
+def _openai(node: Any, connections: int, **options: Any) -> tuple[ChatBackend, schema.PoolLimits]:
     """An OpenAIBackend, or an EndpointPool of them for a list of `base_url`; with the limits left for `stack`."""
     from agents.backends.openai_compat import OpenAIBackend
 
-    _require_model(cfg)
-    limits = dict(cfg.get("limits") or {})
-    urls = cfg.get("base_url")
-    common = dict(model=cfg["model"], api_key_env=cfg.get("api_key_env", "OPENAI_API_KEY"),
-                  timeout_s=float(limits.get("timeout_s") or 600.0) + 5.0,
-                  connections=int(limits.get("concurrency") or connections),
-                  http_client=cfg.get("http_client", "aiohttp"), **options)  # fmt: skip
+    limits, urls = full_limits(node.limits), node.base_url
+    common = dict(model=node.model, api_key_env=node.api_key_env, timeout_s=float(limits.timeout_s or 600.0) + 5.0,
+                  connections=int(limits.concurrency or connections), http_client=node.http_client, **options)  # fmt: skip
     if not isinstance(urls, list) or len(urls) == 1:
         return OpenAIBackend(base_url=urls[0] if isinstance(urls, list) else urls, **common), limits
-    scope = limits.get("scope") or "global"
-    if scope not in SCOPES:
-        raise UserError(f"backend.limits.scope={scope!r} is not one of {sorted(SCOPES)}; use global or per_endpoint")
-    near = {k: v for k, v in limits.items() if k in SCOPES[scope]}
-    endpoints = [_near(OpenAIBackend(base_url=url, pooled=True, **common), near) for url in _urls(urls)]
-    bench_after = 2 if limits.get("bench_after") is None else limits["bench_after"]
-    if not isinstance(bench_after, int) or bench_after < 1:
-        raise UserError(f"backend.limits.bench_after={bench_after!r} must be an integer >= 1")
-    capacity = int(near["concurrency"]) if near.get("concurrency") else None
-    pool = EndpointPool(endpoints, urls, capacity, float(_positive(limits, "cooldown_s") or 10.0), bench_after)
-    return pool, {k: v for k, v in limits.items() if k not in near}
+    near = {k: getattr(limits, k) for k in PER_ENDPOINT[limits.scope]}
+    each = schema.PoolLimits(**near)
+    endpoints = [_near(OpenAIBackend(base_url=url, pooled=True, **common), each) for url in urls]
+    pool = EndpointPool(endpoints, urls, each.concurrency, float(limits.cooldown_s), limits.bench_after)
+    return pool, dataclasses.replace(limits, **dict.fromkeys(near))
 
 
-def _urls(urls: list[Any]) -> list[str]:
-    """A base_url list checked: non-empty strings, each once."""
-    if not urls or not all(isinstance(u, str) and u for u in urls):
-        raise UserError(
-            f"base_url={urls!r} must be one URL or a list of URLs (e.g. [http://h1:8000/v1,http://h2:8000/v1])"
-        )
-    twice = sorted({u for u in urls if urls.count(u) > 1})
-    if twice:
-        raise UserError(f"base_url lists {twice[0]} more than once; list each endpoint once")
-    return urls
-
-
-def _raw_backend(cfg: dict[str, Any]) -> tuple[ChatBackend, dict[str, Any]]:
-    """The unwrapped backend of a node, and the limits `stack` applies around it."""
-    name = cfg["name"]
-    if name == "hf_local":
+def _raw_backend(node: Any) -> tuple[ChatBackend, Any]:
+    """The unwrapped backend of a typed node, and the limits `stack` applies around it."""
+    if node.name == "hf_local":
         from agents.backends.hf_local import HFLocalBackend
 
-        hf = HFLocalBackend(
-            model=cfg.get("model", "embedded:smollm2"),
-            device=cfg.get("device", "auto"),
-            dtype=cfg.get("dtype", "auto"),
-            max_batch_size=int(cfg.get("max_batch_size", 16)),
-            max_wait_ms=float(cfg.get("max_wait_ms", 10)),
-        )
-        return hf, dict(cfg.get("limits") or {})
-    if name == "openai":
-        return _openai(cfg, 256, api=cfg.get("api", "chat"), extra_body=cfg.get("extra_body"),
-                       max_tokens_param=cfg.get("max_tokens_param", "max_tokens"))  # fmt: skip
+        hf = HFLocalBackend(model=node.model, device=node.device, dtype=node.dtype,
+                            max_batch_size=node.max_batch_size, max_wait_ms=float(node.max_wait_ms))  # fmt: skip
+        return hf, node.limits
+    if node.name == "openai":
+        return _openai(node, 256, api=node.api, max_tokens_param=node.max_tokens_param)
     from agents.backends.langchain import LangChainBackend
     from agents.backends.openai_compat import _PLACEHOLDER_KEY, api_key_from_env
 
-    chat_model = dict(cfg.get("chat_model") or {})
-    if "_target_" not in chat_model:
-        raise UserError("backend.chat_model._target_ is missing; set it to e.g. langchain_openai.ChatOpenAI")
+    chat_model = dict(node.chat_model)
     secret = None
-    if cfg.get("api_key_env"):
-        secret = api_key_from_env(cfg["api_key_env"], cfg.get("base_url") or chat_model.get("base_url"))
+    if node.api_key_env:
+        secret = api_key_from_env(node.api_key_env, node.base_url or chat_model.get("base_url"))
         chat_model.setdefault("api_key", secret)
         secret = None if secret == _PLACEHOLDER_KEY else secret
     from hydra.utils import instantiate
@@ -176,45 +129,30 @@ def _raw_backend(cfg: dict[str, Any]) -> tuple[ChatBackend, dict[str, Any]]:
         if secret:
             message = message.replace(secret, "***")
         raise UserError(f"cannot build backend.chat_model ({message}); check backend.chat_model") from None
-    chain = LangChainBackend(
-        built,
-        model=cfg.get("model", ""),
-        pass_sampling=cfg.get("pass_sampling", True),
-        secret=secret,
-        max_tokens_param=cfg.get("max_tokens_param", "max_tokens"),
-    )
-    return chain, dict(cfg.get("limits") or {})
+    chain = LangChainBackend(built, model=node.model, pass_sampling=node.pass_sampling, secret=secret,
+                             max_tokens_param=node.max_tokens_param)  # fmt: skip
+    return chain, node.limits
 
 
-def _require_model(cfg: dict[str, Any]) -> None:
-    if not cfg.get("model"):
-        raise UserError(f"backend.model is not set for backend {cfg['name']}; pass backend.model=NAME")
-
-
-def _refuse_budget(cfg: dict[str, Any], group: str) -> None:
+def _without_budget(cfg: dict[str, Any], group: str) -> dict[str, Any]:
     """`budget` in a backend or embedder node was removed (a backend no longer refuses calls): it may only be left
     empty, as in a config saved by an earlier version; a value fails naming the run's one budget."""
-    budget = cfg.get("budget")
+    budget = cfg.pop("budget", None)
     if budget is not None and (not isinstance(budget, dict) or any(v is not None for v in budget.values())):
         raise UserError(f"{group}.budget was removed; use sa-simulate's stopping.budget.max_calls, max_tokens or "
                         "max_cost (USD): one budget for all of a world's backends together")  # fmt: skip
-
-
-def _meter(cfg: dict[str, Any], model: str) -> UsageMeter:
-    return UsageMeter(model=model, prices=cfg.get("prices") or {})
+    return cfg
 
 
 def build_backend(node: DictConfig | Mapping[str, Any]) -> ChatBackend:
-    """The backend (wrapped) for one `conf/backend/*.yaml` node; the same node content gives the same object."""
+    """The backend (wrapped) for one `conf/backend/*.yaml` node (typed by conf.schema.world, so a partial mapping
+    gets the schema's defaults); the same node content gives the same object."""
     cfg = _plain(node)
-    name = cfg.get("name")
-    if name not in BACKENDS:
-        raise UserError(f"backend.name={name!r} is not one of {', '.join(BACKENDS)}; choose with backend=openai etc.")
-    _refuse_budget(cfg, "backend")
     key = _key(cfg)
     if key not in _CACHE:
-        raw, limits = _raw_backend(cfg)
-        _CACHE[key] = stack(raw, limits, _meter(cfg, raw.model))
+        typed = schema.backend_node(_without_budget(cfg, "backend"), "backend")
+        raw, limits = _raw_backend(typed)
+        _CACHE[key] = stack(raw, limits, UsageMeter(model=raw.model, prices=typed.prices))
     return _CACHE[key]
 
 
@@ -223,14 +161,14 @@ def build_embedder(node: DictConfig | Mapping[str, Any]) -> Any:
     cfg = _plain(node)
     if cfg.get("name") != "openai":
         raise UserError(f"embedder.name={cfg.get('name')!r} is not built here; agents builds name=openai only")
-    _refuse_budget(cfg, "embedder")
     key = _key(cfg)
     if key not in _EMBEDDERS:
         from agents.backends.openai_embed import OpenAIEmbedder
 
-        raw, limits = _openai(cfg, 64)
-        wrapped = stack(raw, limits, _meter(cfg, raw.model))
-        _EMBEDDERS[key] = OpenAIEmbedder(wrapped, dim=cfg.get("dim"), batch_size=int(cfg.get("batch_size", 64)))
+        typed = schema.embedder_node(_without_budget(cfg, "embedder"), "embedder")
+        raw, limits = _openai(typed, 64)
+        wrapped = stack(raw, limits, UsageMeter(model=raw.model, prices=typed.prices))
+        _EMBEDDERS[key] = OpenAIEmbedder(wrapped, dim=typed.dim, batch_size=typed.batch_size)
     return _EMBEDDERS[key]
 
 

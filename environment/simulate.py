@@ -25,26 +25,20 @@ from agents.backends.usage import UsageMeter, UsageTotal
 from agents.factory import close_all, usage_report
 from conf.cli import hydra_command, save_hydra_config
 from conf.errors import UserError, one_line, require
+from conf.schema import checked
+from environment.assemble import build_world, check_world_memory, grid_from
 from environment.browser import write_after_run
-from environment.build import (
-    build_world,
-    check_settings,
-    check_world_memory,
-    config_fingerprint,
-    fingerprint_changes,
-    grid_from,
-    number,
-)
 from environment.metrics import plot_all, summarize, write_json
 from environment.progress import Progress
 from environment.questions import load_questions
+from environment.resume import WORLD, check_fingerprint, config_fingerprint
 from environment.scheduler import run_world
 from environment.stopping import Budget, Stopper
 from environment.store import EpisodeStore
 
 PROG = "sa-simulate"
 NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "openai")
-EPISODES, METRICS, WORLD, MEMORY = "episodes.jsonl", "metrics.json", "world.json", "memory"
+EPISODES, METRICS, MEMORY = "episodes.jsonl", "metrics.json", "memory"
 
 
 def model_tag(model: Any) -> str:
@@ -55,37 +49,6 @@ def model_tag(model: Any) -> str:
 
 
 OmegaConf.register_new_resolver("model_tag", model_tag, replace=True)  # conf/simulate.yaml's hydra.run.dir
-
-
-def _shown(value: Any, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def check_fingerprint(run_dir: Path, cfg: DictConfig, questions: list[Any] | None = None) -> None:
-    """Refuse to resume a run dir made with settings that shape a turn differently (nothing is written).
-
-    A world.json written before a key was recorded stands for that key's value then (`environment.build.LEGACY`).
-    """
-    path = run_dir / WORLD
-    if not path.exists():
-        return
-    try:
-        theirs = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: unreadable world settings ({one_line(error)}); restore it or choose a new "
-                        "hydra.run.dir") from None  # fmt: skip
-    require(isinstance(theirs, dict), f"{path}: not a world settings object; restore it or choose a new hydra.run.dir")
-    changes = fingerprint_changes(theirs, config_fingerprint(cfg, questions))
-    if changes:
-        shown = ", ".join(f"{key} {_shown(before)} → {_shown(after)}" for key, before, after, _ in changes[:4])
-        if len(changes) > 4:
-            shown += f", and {len(changes) - 4} more ({', '.join(c[0] for c in changes[4:10])})"
-        legacy = [key for key, *_, old in changes[:4] if old]
-        if legacy:
-            shown += f" ({WORLD} predates {', '.join(legacy)}: the old value is the default then)"
-        raise UserError(f"{run_dir} holds a world made with other settings: {shown}; use the same settings to resume "
-                        "or choose a new hydra.run.dir")  # fmt: skip
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -124,33 +87,18 @@ def earlier_usage(cfg: DictConfig, records: list[dict[str, Any]]) -> UsageMeter:
 
 
 def make_stopper(cfg: DictConfig, n_agents: int) -> Stopper:
-    """The stopping rules from `stopping.*` (one-line errors for bad values)."""
-    s = cfg.stopping
-    window = number(s.plateau.window or 0, "stopping.plateau.window", int, 0)
-    epsilon = number(s.plateau.epsilon or 0.0, "stopping.plateau.epsilon", float, 0)
-    budget = {key: None if s.budget[key] is None else number(s.budget[key], f"stopping.budget.{key}", kind, 0)
-              for key, kind in (("max_calls", int), ("max_tokens", int), ("max_cost", float))}  # fmt: skip
-    score = s.plateau.get("score", "product_of_means")  # validated by Stopper
-    return Stopper(n_agents, int(cfg.world.rounds), window, epsilon, plateau_score=score, budget=Budget(**budget))
-
-
-def check_run_settings(cfg: DictConfig) -> None:
-    """Validate `run.*` and `questions.limit` before any file is touched."""
-    number(cfg.run.max_inflight, "run.max_inflight", int, 0)
-    number(cfg.run.fsync_every, "run.fsync_every", int, 1)
-    number(cfg.run.snapshot_every_s, "run.snapshot_every_s", float, 0)
-    number(cfg.run.progress_log_every_s, "run.progress_log_every_s", float, 1)
-    if cfg.questions.limit is not None:
-        number(cfg.questions.limit, "questions.limit", int, 1)
+    """The stopping rules from `stopping.*`."""
+    plateau, budget = cfg.stopping.plateau, cfg.stopping.budget
+    cost = None if budget.max_cost is None else float(budget.max_cost)
+    return Stopper(n_agents, cfg.world.rounds, plateau.window, float(plateau.epsilon), plateau_score=plateau.score,
+                   budget=Budget(budget.max_calls, budget.max_tokens, cost))  # fmt: skip
 
 
 async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run or resume the world; return the metrics."""
+    checked(cfg)  # every key's type and range (conf/schema/world.py), before any file is touched
     check_world_memory(cfg)  # before the grid's circles are allocated
-    grid, _k = grid_from(cfg)  # validate before touching any file
-    check_run_settings(cfg)
-    check_settings(cfg)
-    make_stopper(cfg, grid.cells)
+    grid, _k = grid_from(cfg)
     questions = load_questions(cfg.questions.source, cfg.questions.limit)
     check_run_dir(run_dir)
     check_fingerprint(run_dir, cfg, questions)
@@ -215,7 +163,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "backends": backends,
     })  # fmt: skip
     write_json(run_dir / METRICS, metrics)
-    write_after_run(run_dir, bool(cfg.run.get("browser", True)))  # episodes.html; a failure only warns
+    write_after_run(run_dir, cfg.run.browser)  # episodes.html; a failure only warns
     if cfg.run.plots and store.records:
         plot_all(store.records, grid.size, run_dir / "plots")
     if error is not None:

@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.backends.usage import UsageMeter, UsageTotal
-from conf.errors import require
-from environment.analysis import SOCIETY_SCORES, society_score
+from environment.analysis import society_score
 
-__all__ = ["PLATEAU_SCORES", "Budget", "Stopper", "society_score"]
-PLATEAU_SCORES = SOCIETY_SCORES  # the choices of `stopping.plateau.score` (environment.analysis.society_score)
+__all__ = ["Budget", "Stopper", "society_score"]
 
 
 @dataclass(frozen=True)
@@ -50,18 +48,12 @@ class Stopper:
     rounds: int
     plateau_window: int = 0  # 0: plateau rule off
     plateau_epsilon: float = 0.0
-    plateau_score: str = "product_of_means"  # or "mean_of_products" (see environment.analysis.society_score)
+    plateau_score: str = "product_of_means"  # or "mean_of_products" (checked by conf/schema/world.py)
     budget: Budget = field(default_factory=Budget)
     reason: str | None = None
     stopped_after_round: int | None = None
     scores: dict[int, float | None] = field(default_factory=dict)
     _by_round: dict[int, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
-
-    def __post_init__(self) -> None:
-        require(
-            self.plateau_score in PLATEAU_SCORES,
-            f"stopping.plateau.score={self.plateau_score!r} must be one of {', '.join(PLATEAU_SCORES)}",
-        )
 
     def observe(self, record: dict[str, Any]) -> None:
         """Count a committed record; fire the plateau rule when its round completes."""

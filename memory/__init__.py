@@ -9,5 +9,5 @@
 - `memory.seeding.fill_stores`: add priors to stores with one batched embedding call.
 - `memory.atomic`: crash-safe writes (a file, a JSON file, a folder, a versioned folder) for the whole project.
 
-The `embedder` / `memory` config nodes are turned into these objects by `environment.build`.
+The `embedder` / `memory` config nodes are turned into these objects by `environment.assemble`.
 """

@@ -364,13 +364,12 @@ def base_configs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def validate_app(name: str, cfg: Any) -> None:
     """What each command checks before it reads, loads or writes anything."""
     if name == "simulate":
-        from environment.build import check_settings, check_world_memory, grid_from
-        from environment.simulate import check_run_settings
+        from conf.schema import checked
+        from environment.assemble import check_world_memory, grid_from
 
+        checked(cfg)
         check_world_memory(cfg)
         grid_from(cfg)
-        check_run_settings(cfg)
-        check_settings(cfg)
     elif name == "train":
         from training.train import validate
 

@@ -16,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from conf import CONFIG_DIR
 from conf.errors import UserError
-from environment.build import LEGACY, config_fingerprint, flatten, recorded_settings
-from environment.simulate import WORLD, check_fingerprint
+from environment.resume import LEGACY, check_fingerprint, config_fingerprint, flatten, recorded_settings
+from environment.simulate import WORLD
 
 # world.json as sa-simulate wrote it for the default settings before rater settings were recorded (v0) and at
 # efb7e2d (v1), the last version before models, sampling, memory and priors were recorded.

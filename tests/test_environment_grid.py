@@ -7,9 +7,9 @@ import random
 import pytest
 from omegaconf import OmegaConf
 
-from conf import CONFIG_DIR
 from conf.errors import UserError
-from environment.build import grid_from
+from conf.schema.world import World
+from environment.assemble import grid_from
 from environment.grid import Grid, Layout, pick_raters
 
 # 3x3 grid, cells numbered row by row:
@@ -97,9 +97,11 @@ def test_a_short_circle_gives_fewer_raters_not_strangers() -> None:
 
 
 def _grid_k(**world: object) -> int:
-    cfg = OmegaConf.create({"world": OmegaConf.load(CONFIG_DIR / "world" / "default.yaml")})
-    cfg.world.update(world)
-    return grid_from(cfg)[1]
+    """k for the default world (its schema's defaults are conf/world/default.yaml's values) with `world` changed,
+    checked by the schema first, as sa-simulate does."""
+    node = OmegaConf.merge(OmegaConf.structured(World), world)
+    OmegaConf.to_object(node).check("world")
+    return grid_from(OmegaConf.create({"world": node}))[1]
 
 
 def test_default_k_is_four_per_agent_not_capped_at_the_smallest_circle() -> None:

@@ -10,6 +10,7 @@ import pytest
 from agents.backends.base import ChatBackend, Completion
 from agents.backends.usage import UsageAccounting, UsageMeter, UsageTotal
 from conf.errors import UserError
+from conf.schema.world import Plateau, Stopping
 from environment.stopping import Budget, Stopper, society_score
 from tests.test_environment_store import make_record
 
@@ -45,8 +46,8 @@ def test_plateau_default_is_the_product_of_means_and_the_old_rule_stays_availabl
 
 
 def test_unknown_plateau_score_is_a_one_line_user_error() -> None:
-    with pytest.raises(UserError, match="stopping.plateau.score='median'"):
-        Stopper(n_agents=1, rounds=1, plateau_score="median")
+    with pytest.raises(UserError, match="stopping.plateau.score='median' must be one of product_of_means"):
+        Stopping(plateau=Plateau(score="median")).check("stopping")
 
 
 def test_plateau_fires_when_the_last_window_gains_no_more_than_epsilon() -> None:
