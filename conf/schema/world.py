@@ -37,10 +37,12 @@ def at_least(key: str, value: Any, low: float, kind: type = float, high: float |
 
 
 def one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    """`value` is one of `choices`, or one line naming `key`."""
     require(value in choices, f"{key}={value!r} must be one of {', '.join(choices)}")
 
 
 def positive(key: str, value: Any) -> None:
+    """A limit: null (no limit) or > 0."""
     require(value is None or value > 0, f"{key}={value!r} must be a positive number (or null for no limit)")
 
 
@@ -299,6 +301,7 @@ class Rater:
     reasons: bool = True
 
     def check(self, key: str) -> None:
+        """RaterSettings' own checks (their messages name `rater.*`, where sa-simulate and sa-eval keep it)."""
         from agents.raters import RaterSettings
 
         RaterSettings(**dataclasses.asdict(self))
@@ -306,6 +309,8 @@ class Rater:
 
 @dataclass
 class Plateau:
+    """Stop once mean alignment x engagement gained <= epsilon over `window` rounds (0: off)."""
+
     window: int = 0
     epsilon: Number = 0.0
     score: str = "product_of_means"
@@ -367,6 +372,8 @@ class World:
 
 @dataclass
 class Agent:
+    """The peers' re-asks and the sampling of their drafts/revisions and of their ratings."""
+
     max_reasks: int = 2
     sampling: Sampling = field(default_factory=Sampling)
     rating_sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=64))
@@ -379,6 +386,8 @@ class Agent:
 
 @dataclass
 class Observer:
+    """The observer: its own backend and rater mode (null: the agents'), sampling and re-asks."""
+
     backend: Any = None  # null: the agents' backend; or a full backend node
     rater_mode: str | None = None
     sampling: Sampling = field(default_factory=Sampling)
@@ -395,6 +404,8 @@ class Observer:
 
 @dataclass
 class Society:
+    """A mixed society (empty: every agent on `backend`, neutral persona)."""
+
     groups: list[Any] = field(default_factory=list)  # [{name, fraction|count, backend, persona}]
 
     def check(self, key: str) -> None:
@@ -415,6 +426,8 @@ class Society:
 
 @dataclass
 class Questions:
+    """Where the questions come from and how many are used (null: all)."""
+
     source: str = "builtin"
     limit: int | None = None
 
@@ -425,6 +438,8 @@ class Questions:
 
 @dataclass
 class Run:
+    """How the run is driven and recorded (nothing here shapes a turn)."""
+
     max_inflight: int = 0
     progress: bool = True
     progress_log_every_s: Number = 30
