@@ -134,23 +134,13 @@ def _raw_backend(node: Any) -> tuple[ChatBackend, Any]:
     return chain, node.limits
 
 
-def _without_budget(cfg: dict[str, Any], group: str) -> dict[str, Any]:
-    """`budget` in a backend or embedder node was removed (a backend no longer refuses calls): it may only be left
-    empty, as in a config saved by an earlier version; a value fails naming the run's one budget."""
-    budget = cfg.pop("budget", None)
-    if budget is not None and (not isinstance(budget, dict) or any(v is not None for v in budget.values())):
-        raise UserError(f"{group}.budget was removed; use sa-simulate's stopping.budget.max_calls, max_tokens or "
-                        "max_cost (USD): one budget for all of a world's backends together")  # fmt: skip
-    return cfg
-
-
 def build_backend(node: DictConfig | Mapping[str, Any]) -> ChatBackend:
     """The backend (wrapped) for one `conf/backend/*.yaml` node (typed by conf.schema.world, so a partial mapping
     gets the schema's defaults); the same node content gives the same object."""
     cfg = _plain(node)
     key = _key(cfg)
     if key not in _CACHE:
-        typed = schema.backend_node(_without_budget(cfg, "backend"), "backend")
+        typed = schema.backend_node(cfg, "backend")
         raw, limits = _raw_backend(typed)
         _CACHE[key] = stack(raw, limits, UsageMeter(model=raw.model, prices=typed.prices))
     return _CACHE[key]
@@ -165,7 +155,7 @@ def build_embedder(node: DictConfig | Mapping[str, Any]) -> Any:
     if key not in _EMBEDDERS:
         from agents.backends.openai_embed import OpenAIEmbedder
 
-        typed = schema.embedder_node(_without_budget(cfg, "embedder"), "embedder")
+        typed = schema.embedder_node(cfg, "embedder")
         raw, limits = _openai(typed, 64)
         wrapped = stack(raw, limits, UsageMeter(model=raw.model, prices=typed.prices))
         _EMBEDDERS[key] = OpenAIEmbedder(wrapped, dim=typed.dim, batch_size=typed.batch_size)

@@ -140,12 +140,17 @@ def test_a_value_out_of_range_is_one_line_naming_the_key(
         ({"name": "openai", "model": "m", "limits": {"rpm": "fast"}}, "observer.backend.limits.rpm: Value 'fast'"),
         ({"name": "vllm"}, "observer.backend.name='vllm' is not one of hf_local, openai, langchain"),
         ({"name": "openai"}, "observer.backend.model is not set"),
+        (
+            {"name": "openai", "model": "m", "budget": {"max_calls": 3}},
+            "observer.backend.budget was removed; use sa-simulate's stopping.budget",
+        ),
     ],
 )
 def test_a_backend_given_as_a_mapping_is_typed_and_checked_naming_its_place(node: dict, message: str) -> None:
     with pytest.raises(UserError, match=re.escape(message)):
         schema.backend_node(node, "observer.backend")
     assert schema.backend_node({"name": "openai", "model": "m"}).limits.max_retries == 0  # defaults: layers off
+    assert schema.backend_node({"name": "hf_local", "budget": {"max_calls": None}}).model == "embedded:smollm2"
 
 
 @pytest.mark.parametrize(

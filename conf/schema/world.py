@@ -248,16 +248,32 @@ def _choice(kinds: dict[str, type], node: Any, key: str, fix: str) -> type:
     return kinds[name]
 
 
+def _without_budget(node: Any, key: str) -> Any:
+    """`budget` in a backend or embedder node was removed (a backend no longer refuses calls): it may only be left
+    empty, as in a config saved by an earlier version; a value fails naming the run's one budget."""
+    data = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if not isinstance(data, Mapping) or "budget" not in data:
+        return data
+    data = dict(data)
+    budget = data.pop("budget")
+    require(budget is None or (isinstance(budget, Mapping) and all(v is None for v in budget.values())),
+            f"{key}.budget was removed; use sa-simulate's stopping.budget.max_calls, max_tokens or max_cost (USD): "
+            "one budget for all of a world's backends together")  # fmt: skip
+    return data
+
+
 def backend_node(node: Any, key: str = "backend") -> Any:
     """A backend node (mapping, config node or schema instance) typed by its `name` and checked."""
-    typed_node = typed(_choice(BACKENDS, node, key, "choose with backend=openai etc."), node, key)
+    data = _without_budget(node, key)
+    typed_node = typed(_choice(BACKENDS, data, key, "choose with backend=openai etc."), data, key)
     typed_node.check(key)
     return typed_node
 
 
 def embedder_node(node: Any, key: str = "embedder") -> Any:
     """An embedder node typed by its `name` and checked."""
-    typed_node = typed(_choice(EMBEDDERS, node, key, "choose with embedder=openai"), node, key)
+    data = _without_budget(node, key)
+    typed_node = typed(_choice(EMBEDDERS, data, key, "choose with embedder=openai"), data, key)
     typed_node.check(key)
     return typed_node
 
