@@ -21,7 +21,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from conf.cli import hydra_command
-from conf.errors import require
+from conf.schema import checked
+from conf.schema.training import ExperimentApp, as_app
 from experiment.analysis import BASE, item_scores, label_of, table, verdicts
 from experiment.report import write_report
 from experiment.stages import Stage
@@ -29,34 +30,15 @@ from experiment.stages import Stage
 PROG = "sa-experiment"
 
 
-def _strings(node: Any, key: str) -> list[str]:
-    value = OmegaConf.to_container(node, resolve=True) if node is not None else []
-    require(isinstance(value, list) and all(isinstance(v, str) for v in value),
-            f"experiment.{key} must be a list of override strings (e.g. [world.rounds=2])")  # fmt: skip
-    return list(value)
-
-
 def check(cfg: DictConfig) -> None:
-    """One-line errors for the experiment's own keys (the stages check theirs)."""
-    e = cfg.experiment
-    require(isinstance(e.worlds, int) and e.worlds >= 1, f"experiment.worlds={e.worlds!r} must be an integer >= 1")
-    seeds = OmegaConf.to_container(e.train_seeds)
-    require(isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds),
-            f"experiment.train_seeds={seeds!r} must be a non-empty list of integers")  # fmt: skip
-    require(
-        isinstance(e.arms, DictConfig) and len(e.arms) > 0, "experiment.arms must map arm names to sa-train overrides"
-    )
-    require(BASE not in e.arms, f"experiment.arms may not be named {BASE!r} (the untrained model)")
-    for arm in e.arms:
-        _strings(e.arms[arm], f"arms.{arm}")
-    require(0 < float(cfg.alpha) < 1, f"alpha={cfg.alpha!r} must be in (0, 1)")
-    require(float(cfg.min_effect) >= 0, f"min_effect={cfg.min_effect!r} must be >= 0")
+    """One-line errors for the experiment's own keys (conf/schema/training.py; the stages check theirs)."""
+    checked(as_app(cfg, ExperimentApp))
 
 
 def plan(cfg: DictConfig) -> tuple[list[Stage], Stage, dict[str, Stage], Stage]:
     """Every stage with its folder and inputs: worlds, data, one training run per arm and seed, the evaluation."""
     e, root = cfg.experiment, Path(str(cfg.root))
-    simulate = _strings(e.simulate, "simulate")
+    simulate = list(e.simulate)
     worlds = []
     for seed in range(int(e.worlds)):
         overrides = [*simulate, f"world.seed={seed}"]
@@ -64,13 +46,13 @@ def plan(cfg: DictConfig) -> tuple[list[Stage], Stage, dict[str, Stage], Stage]:
         stage.folder = root / "worlds" / f"seed{seed}-{stage.key}"
         worlds.append(stage)
     data = Stage("data", "sa-build-data", [], root / "data", [w.key for w in worlds])
-    data.overrides = [f"inputs=[{','.join(str(w.folder) for w in worlds)}]", *_strings(e.build_data, "build_data")]
+    data.overrides = [f"inputs=[{','.join(str(w.folder) for w in worlds)}]", *(e.build_data)]
     data.folder = root / "data" / data.key
     runs: dict[str, Stage] = {}
     for arm in e.arms:
         for seed in e.train_seeds:
-            overrides = [f"data={data.folder}", f"model.name={e.base_model}", *_strings(e.train, "train"),
-                         *_strings(e.arms[arm], f"arms.{arm}"), f"train.seed={seed}"]  # fmt: skip
+            overrides = [f"data={data.folder}", f"model.name={e.base_model}", *(e.train),
+                         *(e.arms[arm]), f"train.seed={seed}"]  # fmt: skip
             stage = Stage(f"train {label_of(arm, seed)}", "sa-train", overrides, root, [data.key])
             stage.folder = root / "train" / f"{label_of(arm, seed)}-{stage.key}"
             runs[label_of(arm, seed)] = stage
@@ -78,7 +60,7 @@ def plan(cfg: DictConfig) -> tuple[list[Stage], Stage, dict[str, Stage], Stage]:
     models = [str(e.base_model), *(str(s.folder) for s in runs.values())]
     evaluation = Stage("evaluate", "sa-eval", [], root, [s.key for s in runs.values()])
     evaluation.overrides = [f"models=[{','.join(models)}]", f"labels=[{','.join(labels)}]",
-                            f"headline={e.headline}", *_strings(e.eval, "eval")]  # fmt: skip
+                            f"headline={e.headline}", *(e.eval)]  # fmt: skip
     evaluation.folder = root / "eval" / evaluation.key
     return worlds, data, runs, evaluation
 

@@ -228,16 +228,17 @@ def test_bad_inputs_give_one_line_errors_and_overwrite_nothing(tmp_path):
         ("mix.ratio", {"imitation": "auto"}, "mix.ratio.imitation='auto' must be a number >= 0"),
         ("mix.ratio", "5:1:1", "mix.ratio='5:1:1' must map kinds to weights"),
         ("mix.ratio", {"imitation": None}, "mix.ratio.imitation=None must be a number"),
-        ("seed", "abc", "seed='abc' must be an integer"),
-        ("realignment.min_score", "high", "realignment.min_score='high' must be a number"),
-        ("inputs", True, "inputs=True must be a non-empty list"),
-        ("mix.staged", "yes", "mix.staged='yes': use true|false"),
+        ("seed", "abc", "Value 'abc' of type 'str' could not be converted to Integer; full_key: seed"),
+        ("realignment.min_score", "high", "Value 'high' of type 'str' could not be converted to Float; "
+                                          "full_key: realignment.min_score"),  # fmt: skip
+        ("inputs", True, "Invalid value assigned: AnyNode is not a ListConfig, list or tuple.; full_key: inputs"),
+        ("mix.staged", "often", "Value 'often' is not a valid bool (type str); full_key: mix.staged"),
     ]:
         cfg = config(tmp_path, [FIXTURE])
         OmegaConf.update(cfg, key, value, merge=False)
         with pytest.raises(UserError) as caught:
             build(cfg)
-        assert str(caught.value).startswith(message)
+        assert str(caught.value).startswith(message), str(caught.value)
     assert (out / "train.jsonl").read_text() == "keep me\n"
 
 

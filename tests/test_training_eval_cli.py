@@ -138,13 +138,12 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         (("tasks=[hhh,nope]",), "tasks ['nope'] unknown"),
         (("headline=median",), "headline='median' must be sum or mean"),
         (("limit=0",), "limit=0 must be a positive number"),
+        (("labels=x",), "labels='x' must be a list or null"),
+        (("scoring.max_batch=0",), "scoring.max_batch=0 must be a positive integer"),
+        (("judge.max_reasks=-1",), "judge.max_reasks=-1 must be an integer >= 0"),  # a wrong type: test_conf_schema_training
         (("labels=[a,a]", "models=[x,y]"), "repeat"),
         (("world_dir=/nonexistent/run",), "no episodes file"),
         (("tasks=[judge]", "judge.mode=pairwise"), "pairwise judging needs at least two models"),
-        (("tasks=1",), "tasks=1 must be a list"),
-        (("labels=x",), "labels='x' must be a list or null"),
-        (("scoring.max_batch=true",), "scoring.max_batch=True must be a positive integer"),
-        (("judge.max_reasks=abc",), "judge.max_reasks='abc' must be an integer >= 0"),
         (("models=[/nonexistent/ckpt]", f"bigbench_dir={DATA / 'bigbench'}", "tasks=[hhh]"), "not a checkpoint folder"),
     ]:
         with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):

@@ -214,7 +214,7 @@ def test_bad_settings_are_one_line(tmp_path: Path) -> None:
         (("rater_check.max_reasks=-1",), "rater_check.max_reasks=-1 must be an integer >= 0"),
         (("rater.mode=nope",), "rater.mode='nope' must be one of generate, logprob, likelihood"),
         (("rater_check.sampling.max_tokens=0",), "rater_check.sampling over backend.sampling: sampling"),
-        (("+rater.bogus=1",), "unknown rater key(s) ['bogus']"),
+        (("+rater.bogus=1",), "rater.bogus is not a key of rater"),
     ]:
         with pytest.raises(UserError, match=re.escape(message)):
             evaluate(config("tasks=[rater]", *overrides, f"output_dir={tmp_path / 'x'}", "progress=false"))

@@ -147,8 +147,8 @@ def test_bad_config_and_data_are_one_line_user_errors(tmp_path, data_dir):
         validate(compose(f"data={data_dir}", "train.group_size=0", "output_dir=x"))
     with pytest.raises(UserError, match=r"^loss\.ties=maybe: use include\|exclude \(loss=stable_alignment\)$"):
         validate(compose(f"data={data_dir}", "loss.ties=maybe", "output_dir=x"))
-    assert validate(compose(f"data={data_dir}", "output_dir=x"))["ties"] == "exclude"  # the default
-    assert validate(compose(f"data={data_dir}", "loss.ties=include", "output_dir=x"))["ties"] == "include"
+    assert validate(compose(f"data={data_dir}", "output_dir=x")).ties == "exclude"  # the default
+    assert validate(compose(f"data={data_dir}", "loss.ties=include", "output_dir=x")).ties == "include"
     row = json.loads((data_dir / "train.jsonl").read_text().splitlines()[0])
     row["responses"][0]["rating"] = None
     bad = tmp_path / "train.jsonl"

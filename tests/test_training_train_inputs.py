@@ -101,13 +101,10 @@ def test_every_group_wrong_a_cut_off_line_and_parquet(tmp_path, data_dir):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.lr=abc", "train.lr='abc' must be a number > 0"),
         ("train.lr=0", "train.lr=0 must be a number > 0"),
-        ("train.group_size=abc", "train.group_size='abc' must be an integer"),
-        ("train.max_steps=abc", "train.max_steps='abc' must be an integer"),
         ("train.log_every=0", "train.log_every=0 must be an integer >= 1"),
-        ("train.save_every=1.5", "train.save_every=1.5 must be an integer >= 0"),
-        ("loss.lam=abc", "loss.lam='abc' must be a number (loss=stable_alignment)"),
+        ("train.save_every=-1", "train.save_every=-1 must be an integer >= 0"),
+        ("loss.lam=-1", "loss.lam=-1 is out of range for loss=stable_alignment"),
         ("model.name=/nonexistent", "model.name=/nonexistent: no such folder; pass a Hugging Face model folder"),
     ],
 )
@@ -139,8 +136,12 @@ def sa_train(monkeypatch, capsys, *args: str) -> str:
 
 def test_the_command_fails_in_one_line_before_any_work(tmp_path, data_dir, monkeypatch, capsys):
     run_dir = f"hydra.run.dir={tmp_path / 'run'}"
-    line = sa_train(monkeypatch, capsys, f"data={data_dir}", "train.lr=abc", run_dir)
-    assert line == "sa-train: error: train.lr='abc' must be a number > 0"
+    line = sa_train(monkeypatch, capsys, f"data={data_dir}", "train.lr=0", run_dir)
+    assert line == "sa-train: error: train.lr=0 must be a number > 0"
+    for override in ("train.lr=abc", "train.group_size=abc", "train.max_steps=abc", "train.save_every=1.5",
+                     "loss.lam=abc"):  # a wrong type: the schema, while Hydra composes  # fmt: skip
+        line = sa_train(monkeypatch, capsys, f"data={data_dir}", override, run_dir)
+        assert f"full_key: {override.split('=')[0]}" in line and "could not be converted" in line, line
     line = sa_train(monkeypatch, capsys, f"data={data_dir}", "model.name=/nonexistent", run_dir)
     assert line.startswith("sa-train: error: model.name=/nonexistent: no such folder")
     blocker = tmp_path / "a-file"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import random
 import sys
 from collections import Counter, defaultdict
@@ -34,10 +33,11 @@ from tqdm import tqdm
 
 from conf.cli import hydra_command
 from conf.errors import UserError, require
+from conf.schema import checked
+from conf.schema.training import KINDS, BuildDataApp, as_app
 from environment.records import EpisodeFormatError, read_episodes, record_key, valid_rating
 from environment.signal import episode_signal, group_signal, histogram, noise_warning
 
-KINDS = ("imitation", "self_critic", "realignment")
 SELF_CRITIC_INSTRUCTION = (
     "Comment on how well the response below is aligned with shared social values "
     "(harmless, unbiased, honest and helpful)."
@@ -450,31 +450,9 @@ def card_markdown(card: dict[str, Any]) -> str:
     return head + "\n".join([*sections, signal])
 
 
-def _is_number(value: Any) -> bool:
-    """An int or a finite float, not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def validate(cfg: DictConfig) -> None:
-    """Reject bad values before reading anything, each in one line naming the key."""
-    inputs = cfg.inputs
-    require(
-        OmegaConf.is_list(inputs) and len(inputs) > 0 and all(isinstance(i, str) and i for i in inputs),
-        f"inputs={inputs!r} must be a non-empty list of episodes files or run folders; pass inputs=[RUN_DIR]",
-    )
-    require(cfg.format in ("jsonl", "parquet", "both"), f"format={cfg.format!r} is not jsonl, parquet or both")
-    require(isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool), f"seed={cfg.seed!r} must be an integer")
-    min_score = cfg.realignment.min_score
-    require(_is_number(min_score), f"realignment.min_score={min_score!r} must be a number on the 1..7 scale")
-    require(isinstance(cfg.mix.staged, bool), f"mix.staged={cfg.mix.staged!r}: use true|false")
-    ratio = cfg.mix.ratio
-    if ratio is not None:
-        require(OmegaConf.is_dict(ratio), f"mix.ratio={ratio!r} must map kinds to weights, e.g. {{imitation: 5}}")
-        unknown = set(ratio) - set(KINDS)
-        require(not unknown, f"mix.ratio has unknown kind(s) {sorted(unknown)}; use {', '.join(KINDS)}")
-        for kind, weight in ratio.items():
-            require(_is_number(weight) and weight >= 0, f"mix.ratio.{kind}={weight!r} must be a number >= 0")
-        require(any(v > 0 for v in ratio.values()), "mix.ratio is all zero; give a kind weight > 0")
+    """Reject bad values before reading anything (conf/schema/training.py), each in one line naming the key."""
+    checked(as_app(cfg, BuildDataApp))
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:

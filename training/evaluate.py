@@ -15,10 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from conf.cli import hydra_command
 from conf.errors import UserError, require
+from conf.schema import checked
+from conf.schema.training import EVAL_TASKS, MC_TASKS, EvalApp, as_app
 from training.eval import judge as judging
 from training.eval import rater_check
 from training.eval import tasks as mc
@@ -27,8 +29,8 @@ from training.eval.report import write_report
 from training.eval.sandbox import world_curves
 
 PROG = "sa-eval"
-TASKS = (*mc.MC_TASKS, "judge", "rater")
-MODEL_TASKS = (*mc.MC_TASKS, "judge")  # the tasks that evaluate `models`; `rater` checks the `backend` alone
+TASKS = EVAL_TASKS
+MODEL_TASKS = (*MC_TASKS, "judge")  # the tasks that evaluate `models`; `rater` checks the `backend` alone
 BACKEND_MODEL = "backend"
 
 
@@ -76,55 +78,22 @@ def check_writable(folder: Path) -> None:
                         "(or hydra.run.dir=...)") from None  # fmt: skip
 
 
-def _count(value: Any, low: int | None) -> bool:
-    """An int (not a bool) of at least `low`."""
-    return isinstance(value, int) and not isinstance(value, bool) and (low is None or value >= low)
-
-
 def check_config(cfg: DictConfig) -> tuple[list[str], list[str]]:
-    """Validate the user-facing keys; return (models, labels), both empty when no task evaluates the models."""
-    require(
-        OmegaConf.is_list(cfg.tasks), f"tasks={cfg.tasks!r} must be a list, e.g. tasks=[hhh]; choose from {list(TASKS)}"
-    )
-    tasks = [str(t) for t in cfg.tasks]
-    unknown = sorted(set(tasks) - set(TASKS))
-    require(bool(tasks) and not unknown, f"tasks {unknown or tasks} unknown or empty; choose from {list(TASKS)}")
-    if "rater" in tasks:
+    """Validate the user-facing keys (conf/schema/training.py) and the local checkpoints; return (models, labels),
+    both empty when no task evaluates the models."""
+    app = checked(as_app(cfg, EvalApp))
+    if "rater" in app.tasks:
         rater_check.check_settings(cfg)
-    if not set(tasks) & set(MODEL_TASKS):
+    if not set(app.tasks) & set(MODEL_TASKS):
         return [], []
-    models = cfg.models
-    require(isinstance(models, ListConfig) and len(models) > 0, "models must be a non-empty list, e.g. models=[CKPT]")
-    models = [str(m) for m in models]
-    require(cfg.labels is None or OmegaConf.is_list(cfg.labels), f"labels={cfg.labels!r} must be a list or null")
-    labels = [str(x) for x in cfg.labels] if cfg.labels is not None else [_label(m) for m in models]
-    require(len(labels) == len(models), f"labels has {len(labels)} entries for {len(models)} models; give one each")
-    require(len(set(labels)) == len(labels), f"labels {labels} repeat; give each model its own label")
-    require(cfg.headline in ("sum", "mean"), f"headline={cfg.headline!r} must be sum or mean")
-    require(
-        cfg.limit is None or _count(cfg.limit, 1),
-        f"limit={cfg.limit!r} must be a positive number of items or null for all",
-    )
-    require(_count(cfg.seed, None), f"seed={cfg.seed!r} must be an integer")
-    require(
-        cfg.judge.limit is None or _count(cfg.judge.limit, 1),
-        f"judge.limit={cfg.judge.limit!r}: a positive integer or null",
-    )
-    require(_count(cfg.judge.max_reasks, 0), f"judge.max_reasks={cfg.judge.max_reasks!r} must be an integer >= 0")
-    require(cfg.judge.mode in ("score", "pairwise", "both"), f"judge.mode={cfg.judge.mode!r}: use score|pairwise|both")
-    if "judge" in tasks and cfg.judge.mode != "score":
-        require(len(models) >= 2, "pairwise judging needs at least two models (the first is the reference)")
-    for key in ("batch_tokens", "max_batch", "max_length"):
-        value = cfg.scoring[key]
-        require(_count(value, 1), f"scoring.{key}={value!r} must be a positive integer")
-    for model in models:
+    for model in app.models:
         check_checkpoint(model)
-    return models, labels
+    return list(app.models), list(app.labels) if app.labels is not None else [_label(m) for m in app.models]
 
 
 def build_questions(cfg: DictConfig) -> dict[str, list[mc.Question]]:
     """The questions of each requested multiple-choice task (subsampled with `limit`, same for every model)."""
-    wanted = [t for t in cfg.tasks if t in mc.MC_TASKS]
+    wanted = [t for t in cfg.tasks if t in MC_TASKS]
     if not wanted:
         return {}
     folder = bigbench_folder(cfg.bigbench_dir, download=bool(cfg.download))

@@ -1,5 +1,9 @@
 """The loss family, one config switch apart (`loss=stable_alignment|sft|dpo|simpo`, see conf/loss/*.yaml).
 
+Each loss is registered once, in conf.schema.training.LOSSES: a dataclass whose fields are its parameters (defaults
+and checks; conf/loss/<name>.yaml says the same) and whose class variables say which responses it trains on and
+whether it needs a reference model. `LOSSES` here adds the function that computes it.
+
 Every loss is a pure function of per-response statistics laid out as a `[G, K]` grid (G groups = queries, K rated
 responses each, `mask` marks the slots that hold a response with at least one trained token):
 
@@ -40,9 +44,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Which responses of a sampled group each loss needs in the forward pass.
-SELECT_ALL, SELECT_BEST, SELECT_PAIR = "all", "best", "pair"
-TIES = ("include", "exclude")  # stable_alignment: do responses tied with the best count among the j of D?
+from conf.schema.training import LOSSES as LOSS_CONFIGS
+from conf.schema.training import (
+    SELECT_ALL,
+    SELECT_BEST,
+    SELECT_PAIR,
+    DpoLoss,
+    Loss,
+    SftLoss,
+    SimpoLoss,
+    StableAlignmentLoss,
+)
+
+__all__ = ["LOSSES", "SELECT_ALL", "SELECT_BEST", "SELECT_PAIR", "LossOutput", "LossSpec", "ResponseStats", "TIES",
+           "dpo_loss", "sft_loss", "simpo_loss", "stable_alignment_loss"]  # fmt: skip
+
+TIES = StableAlignmentLoss.TIES  # stable_alignment: do responses tied with the best count among the j of D?
 
 
 @dataclass
@@ -89,11 +106,11 @@ def stable_alignment_loss(
     ratings: Tensor,
     mask: Tensor | None = None,
     *,
-    margin: float = 1.0,
-    lam: float = 0.2,
-    rating_scale: float = 7.0,
-    max_flow: bool = False,
-    ties: str = "exclude",
+    margin: float = StableAlignmentLoss.margin,
+    lam: float = StableAlignmentLoss.lam,
+    rating_scale: float = StableAlignmentLoss.rating_scale,
+    max_flow: bool = StableAlignmentLoss.max_flow,
+    ties: str = StableAlignmentLoss.ties,
 ) -> LossOutput:
     """SPEC §4: L = ℓ_b + λ·max(0, mean_j [ℓ_b − ℓ_j + M·(r_b − r_j)/R]) per group, averaged over groups.
 
@@ -152,7 +169,7 @@ def _pair(stats: ResponseStats) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return w, lo, groups, preferred
 
 
-def dpo_loss(stats: ResponseStats, *, beta: float = 0.1, sft_weight: float = 0.0) -> LossOutput:
+def dpo_loss(stats: ResponseStats, *, beta: float = DpoLoss.beta, sft_weight: float = DpoLoss.sft_weight) -> LossOutput:
     """L = −log σ(β[(s_w − s_w^ref) − (s_l − s_l^ref)]) + α·ℓ_w on the best-vs-worst pair of each group."""
     if stats.ref_logp_sum is None:
         raise ValueError("dpo needs reference log-probabilities (ref_logp_sum)")
@@ -172,7 +189,13 @@ def dpo_loss(stats: ResponseStats, *, beta: float = 0.1, sft_weight: float = 0.0
     return LossOutput(loss, parts)
 
 
-def simpo_loss(stats: ResponseStats, *, beta: float = 2.0, gamma: float = 0.5, nll_weight: float = 1.0) -> LossOutput:
+def simpo_loss(
+    stats: ResponseStats,
+    *,
+    beta: float = SimpoLoss.beta,
+    gamma: float = SimpoLoss.gamma,
+    nll_weight: float = SimpoLoss.nll_weight,
+) -> LossOutput:
     """L = −log σ(β(ℓ_l − ℓ_w) − γ) + α·ℓ_w: reference-free, length-normalised margin plus NLL (CPO-SimPO)."""
     w, lo, groups, preferred = _pair(stats)
     nll = torch.where(stats.mask, stats.nll, torch.zeros_like(stats.nll))
@@ -191,46 +214,26 @@ def simpo_loss(stats: ResponseStats, *, beta: float = 2.0, gamma: float = 0.5, n
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A loss as the trainer sees it: which responses to forward, whether it needs a reference model, and how."""
+    """A loss as the trainer sees it: its config class (the parameters, what it selects, whether it needs a reference
+    model: conf.schema.training.LOSSES) and the function that computes it from the statistics and that config."""
 
-    select: str
-    needs_reference: bool
-    compute: Callable[[ResponseStats, dict], LossOutput]
+    config: type[Loss]
+    compute: Callable[[ResponseStats, Any], LossOutput]
+
+    @property
+    def select(self) -> str:
+        return self.config.select
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.config.needs_reference
 
 
-LOSSES: dict[str, LossSpec] = {
-    "stable_alignment": LossSpec(
-        SELECT_ALL,
-        False,
-        lambda s, p: stable_alignment_loss(
-            s.nll,
-            s.ratings,
-            s.mask,
-            margin=p["margin"],
-            lam=p["lam"],
-            rating_scale=p["rating_scale"],
-            max_flow=p["max_flow"],
-            ties=p["ties"],
-        ),
-    ),  # fmt: skip
-    "sft": LossSpec(SELECT_BEST, False, lambda s, p: sft_loss(s.nll, s.ratings, s.mask)),
-    "dpo": LossSpec(SELECT_PAIR, True, lambda s, p: dpo_loss(s, beta=p["beta"], sft_weight=p["sft_weight"])),
-    "simpo": LossSpec(
-        SELECT_PAIR, False, lambda s, p: simpo_loss(s, beta=p["beta"], gamma=p["gamma"], nll_weight=p["nll_weight"])
-    ),
+_COMPUTE: dict[type[Loss], Callable[[ResponseStats, Any], LossOutput]] = {
+    StableAlignmentLoss: lambda s, p: stable_alignment_loss(s.nll, s.ratings, s.mask, **p.params()),
+    SftLoss: lambda s, p: sft_loss(s.nll, s.ratings, s.mask),
+    DpoLoss: lambda s, p: dpo_loss(s, **p.params()),
+    SimpoLoss: lambda s, p: simpo_loss(s, **p.params()),
 }
-
-# Keys each loss config must carry, with the check each value must pass (validated before any model is loaded): a
-# predicate, or a tuple of the allowed values.
-LOSS_PARAMS: dict[str, dict[str, Callable[[Any], bool] | tuple[str, ...]]] = {
-    "stable_alignment": {
-        "margin": lambda v: v >= 0,
-        "lam": lambda v: v >= 0,
-        "rating_scale": lambda v: v > 0,
-        "max_flow": lambda v: isinstance(v, bool),
-        "ties": TIES,
-    },  # fmt: skip
-    "sft": {},
-    "dpo": {"beta": lambda v: v > 0, "sft_weight": lambda v: v >= 0},
-    "simpo": {"beta": lambda v: v > 0, "gamma": lambda v: v >= 0, "nll_weight": lambda v: v >= 0},
-}
+# Every registered loss with its function (a loss registered without one fails here, at import).
+LOSSES: dict[str, LossSpec] = {name: LossSpec(config, _COMPUTE[config]) for name, config in LOSS_CONFIGS.items()}

@@ -27,13 +27,15 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, get_scheduler
 from conf.cli import hydra_command, save_hydra_config
 from conf.errors import UserError, require
 from conf.paths import resolve_model_path
+from conf.schema import checked
+from conf.schema.training import Loss, TrainApp, as_app
 from environment.signal import group_signal, noise_warning
 from memory.atomic import fsync_tree
 from training import checkpoints
 from training.collator import CUT_KEYS, GroupCollator
 from training.data import GroupDataset, epoch_plan, load_groups, tokenize_groups
 from training.logprobs import attention_implementation, response_stats, supports_shared_prompt
-from training.losses import LOSS_PARAMS, LOSSES, SELECT_ALL
+from training.losses import LOSSES, SELECT_ALL
 from training.modeling import load_tokenizer, mixed_precision, pick_device
 from training.throughput import Throughput, peak_tflops
 
@@ -54,17 +56,6 @@ class TrainState:
         self.step, self.epoch, self.batches = int(state["step"]), int(state["epoch"]), int(state["batches"])
 
 
-def _number(value: Any, key: str, kind: type = float, low: float | None = None, above: bool = False) -> Any:
-    """`value` as `kind` (int or float), at least `low` (above it when `above`), else a one-line error naming `key`."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
-    if ok and low is not None:
-        ok = value > low if above else value >= low
-    what = "an integer" if kind is int else "a number"
-    bound = "" if low is None else f" {'>' if above else '>='} {low:g}"
-    require(ok, f"{key}={value!r} must be {what}{bound}")
-    return kind(value)
-
-
 def check_model_name(name: Any) -> None:
     """`model.name` is the embedded alias, a model folder or a hub id (`org/name`); a missing path is an error."""
     text = str(name)
@@ -79,68 +70,13 @@ def check_model_name(name: Any) -> None:
     require(not looks_like_path, f"model.name={text}: no such folder; {fix}")
 
 
-def validate(cfg: DictConfig) -> dict[str, Any]:
-    """Check every value before loading anything (numbers, the model name, a writable output folder); return the
-    loss parameters. Each problem is a one-line `UserError` naming the key."""
-    name = cfg.loss.name
-    require(isinstance(name, str) and name in LOSSES, f"loss={name} is unknown; use one of {', '.join(LOSSES)}")
-    params = {k: v for k, v in OmegaConf.to_container(cfg.loss).items() if k != "name"}
-    for key, check in LOSS_PARAMS[name].items():
-        require(key in params, f"loss.{key} is missing for loss={name}; see conf/loss/{name}.yaml")
-        value = params[key]
-        if isinstance(check, tuple):
-            require(value in check, f"loss.{key}={value}: use {'|'.join(check)} (loss={name})")
-            continue
-        try:
-            ok = bool(check(value))
-        except TypeError:  # a string or null where a number belongs
-            raise UserError(f"loss.{key}={value!r} must be a number (loss={name})") from None
-        require(ok, f"loss.{key}={value} is out of range for loss={name}")
-    t = cfg.train
-    group_size = _number(t.group_size, "train.group_size", int)
-    require(group_size >= 1, f"train.group_size={group_size}: K must be >= 1")
-    _number(t.groups_per_batch, "train.groups_per_batch", int, 1)
-    for key in ("batch_size", "grad_accum"):  # whichever of the two this version of sa-train has
-        if key in t:
-            _number(t[key], f"train.{key}", int, 1)
-    max_steps, epochs = _number(t.max_steps, "train.max_steps", int), _number(t.epochs, "train.epochs", int)
-    require(max_steps > 0 or epochs >= 1, "set train.max_steps > 0 or train.epochs >= 1")
-    _number(t.lr, "train.lr", float, 0, above=True)
-    warmup = _number(t.warmup_ratio, "train.warmup_ratio", float, 0)
-    require(warmup < 1, f"train.warmup_ratio={t.warmup_ratio} must be in [0, 1)")
-    _number(t.weight_decay, "train.weight_decay", float, 0)
-    _number(t.max_grad_norm, "train.max_grad_norm", float, 0)
-    max_length = _number(t.max_length, "train.max_length", int, 2)
-    max_prompt = _number(t.max_prompt_length, "train.max_prompt_length", int)
-    require(
-        0 < max_prompt < max_length,
-        f"train.max_prompt_length={t.max_prompt_length} must be in (0, train.max_length={t.max_length})",
-    )
-    require(isinstance(t.share_prompt, bool), f"train.share_prompt={t.share_prompt}: use true|false")
-    _number(t.max_tokens_per_forward, "train.max_tokens_per_forward", int, 0)
-    _number(t.save_every, "train.save_every", int, 0)
-    _number(t.log_every, "train.log_every", int, 1)
-    _number(t.seed, "train.seed", int)
-    _number(t.num_workers, "train.num_workers", int, 0)
-    if t.peak_tflops is not None:
-        _number(t.peak_tflops, "train.peak_tflops", float, 0, above=True)
-    if "trace" in t:
-        require(isinstance(t.trace, bool), f"train.trace={t.trace}: use true|false")
-    require(
-        cfg.model.device in ("auto", "cpu", "cuda", "mps"), f"model.device={cfg.model.device}: use auto|cpu|cuda|mps"
-    )
-    require(
-        cfg.model.precision in ("auto", "bf16", "fp16", "fp32"),
-        f"model.precision={cfg.model.precision}: use auto|bf16|fp32",
-    )
-    if cfg.model.lora.enabled:
-        _number(cfg.model.lora.r, "model.lora.r", int, 1)
-        _number(cfg.model.lora.alpha, "model.lora.alpha", float, 0, above=True)
-        dropout = _number(cfg.model.lora.dropout, "model.lora.dropout", float, 0)
-        require(dropout < 1, f"model.lora.dropout={dropout} must be in [0, 1)")
-    check_model_name(cfg.model.name)
-    checkpoints.check_writable(Path(cfg.output_dir), "output_dir")
-    return params
+def validate(cfg: DictConfig) -> Loss:
+    """Check every value before loading anything (the schema's types and checks, the model name, a writable output
+    folder); return the loss config. Each problem is a one-line `UserError` naming the key."""
+    app = checked(as_app(cfg, TrainApp))
+    check_model_name(app.model.name)
+    checkpoints.check_writable(Path(app.output_dir), "output_dir")
+    return app.loss
 
 
 def build_accelerator(cfg: DictConfig, output_dir: Path) -> Accelerator:
@@ -248,8 +184,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
-    params = validate(cfg)
-    spec = LOSSES[cfg.loss.name]
+    loss = validate(cfg)
+    spec = LOSSES[loss.name]
     output_dir = Path(cfg.output_dir)
     t = cfg.train
     torch.autograd.set_detect_anomaly(False)
@@ -294,7 +230,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     state = TrainState()
     accelerator.register_for_checkpointing(state)
     start_step = 0
-    run = checkpoints.fingerprint(cfg, params, total_steps)
+    run = checkpoints.fingerprint(cfg, loss.params(), total_steps)
     resume = _resume_path(cfg, output_dir, run, accelerator)
     if resume is not None:
         _load_state(accelerator, resume)
@@ -334,7 +270,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             lr = scheduler.get_last_lr()[0]  # the LR this optimizer step applies
             with accelerator.accumulate(model):
                 stats = response_stats(model, batch, reference, int(t.max_tokens_per_forward))
-                out = spec.compute(stats, params)
+                out = spec.compute(stats, loss)
                 accelerator.backward(out.loss * weight)
                 if accelerator.sync_gradients and float(t.max_grad_norm) > 0:
                     accelerator.clip_grad_norm_(model.parameters(), float(t.max_grad_norm))

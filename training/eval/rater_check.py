@@ -325,13 +325,8 @@ def rater_settings(cfg: DictConfig) -> Any:
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """Validate `rater_check` and `rater` before anything is loaded (one-line errors)."""
-    limit = cfg.rater_check.limit
-    require(limit is None or (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0),
-            f"rater_check.limit={limit!r} must be a positive number of pairs or null for all")  # fmt: skip
-    require(
-        isinstance(cfg.rater_check.pairwise, bool), f"rater_check.pairwise={cfg.rater_check.pairwise!r}: true|false"
-    )
+    """Validate `rater` and the rating sampling before anything is loaded (one-line errors; `rater_check`'s own keys:
+    conf/schema/training.py)."""
     rater_settings(cfg)
     rating_sampling(cfg)
 

@@ -24,7 +24,6 @@ from conf.errors import UserError
 from training.eval import bigbench
 from training.eval.scoring import ChoiceScore, Conversation, conversation, correct_prob_mass, mc_grade, pick
 
-MC_TASKS = ("hhh", "hhh_adversarial", "truthful_qa", "moral_permissibility")
 ADVERSARIAL_FILE = Path(__file__).with_name("data") / "adversarial.jsonl"
 
 
