@@ -15,7 +15,7 @@ from environment.analysis import OBSERVER_COLUMNS, Tally, by_round, observer_sco
 from environment.metrics import per_round, summarize
 from environment.progress import Progress
 from environment.stopping import Stopper
-from training.eval.sandbox import world_curves
+from training.eval.world_curves import world_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -104,5 +104,5 @@ def test_four_stages_on_a_tiny_model(tmp_path: Path, tiny_model_dir: Path, opena
     assert [m["label"] for m in results["models"]] == ["base", "stable_alignment"]
     for model in results["models"]:
         assert model["tasks"]["hhh"]["n"] == 9 and 0.0 <= model["tasks"]["hhh"]["score"] <= 1.0
-    assert results["sandbox"], "the report lacks the world's curves"
+    assert results["world"], "the report lacks the world's curves"
     print(f"four stages on the tiny model: {time.perf_counter() - started:.1f} s")

@@ -84,18 +84,18 @@ def test_before_after_report_with_world_curves(two_checkpoints: list[Path], tmp_
         assert model["tasks"]["truthful_qa_mc1"]["chance"] == round((1 / 3 + 1 / 2 + 1 / 4) / 3, 4)
     before, after = ((out / "predictions" / f"{x}.jsonl").read_text() for x in ("base", "trained"))
     assert before != after  # two different checkpoints really were scored
-    rounds = data["sandbox"]["rounds"]
-    assert [r["round"] for r in rounds] == [0, 1] and rounds[0]["n"] == 6 and data["sandbox"]["records"] == 8
-    signal = data["sandbox"]["signal"]  # the fixture's generated ratings, summarised for the report
-    assert data["sandbox"]["rater_modes"] == {"generate": sum(len(r["feedback"]) for r in _fixture_records())}
+    rounds = data["world"]["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1] and rounds[0]["n"] == 6 and data["world"]["records"] == 8
+    signal = data["world"]["signal"]  # the fixture's generated ratings, summarised for the report
+    assert data["world"]["rater_modes"] == {"generate": sum(len(r["feedback"]) for r in _fixture_records())}
     assert signal["records"] == 8 and 0 < signal["peer"]["valid_share"] < 1
     assert "### The ratings behind the data" in (out / "report.md").read_text()
-    for name in ("hhh_categories", "hhh_adversarial_categories", "benchmarks", "sandbox_curves"):
+    for name in ("hhh_categories", "hhh_adversarial_categories", "benchmarks", "world_curves"):
         assert (out / f"{name}.png").read_bytes()[:8] == PNG
         assert f"({name}.png)" in (out / "report.md").read_text()
     text = (out / "report.md").read_text()
     assert "| category | n | chance | base | trained |" in text and "| harmless | 3 | 0.500 |" in text
-    assert "Drop from clean HHH" in text and "| 1 | 2 |" in text  # sandbox table: round 1, 2 episodes
+    assert "Drop from clean HHH" in text and "| 1 | 2 |" in text  # world table: round 1, 2 episodes
 
     # the same checkpoints give the same numbers again (in-process, no score cache)
     again = tmp_path / "again"

@@ -26,7 +26,7 @@ from training.eval import rater_check
 from training.eval import tasks as mc
 from training.eval.bigbench import bigbench_folder, subsample
 from training.eval.report import write_report
-from training.eval.sandbox import world_curves
+from training.eval.world_curves import world_curves
 
 PROG = "sa-eval"
 TASKS = EVAL_TASKS
@@ -217,7 +217,7 @@ def evaluate(cfg: DictConfig) -> Path:
     models, labels = check_config(cfg)
     out = Path(str(cfg.output_dir))
     check_writable(out)
-    sandbox = world_curves(cfg.world_dir) if cfg.world_dir else None  # fail early on a bad world path
+    world = world_curves(cfg.world_dir) if cfg.world_dir else None  # fail early on a bad world path
     questions = build_questions(cfg)
     results: dict[str, Any] = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -227,7 +227,7 @@ def evaluate(cfg: DictConfig) -> Path:
         "limit": cfg.limit,
         "models": [],
         "pairwise": [],
-        "sandbox": sandbox,
+        "world": world,
         "rater_check": None,
     }
     if "rater" in cfg.tasks:  # first: cheap, and it needs no checkpoint

@@ -104,19 +104,19 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
             lines.append(f"| {p['model']} | {p['reference']} | {_fmt(p['win_rate'])} | {p['wins']} | {p['losses']} | "
                          f"{p['ties']} | {p['n_invalid']} |")  # fmt: skip
         lines.append("")
-    sandbox = results.get("sandbox")
-    if sandbox:
+    world = results.get("world")
+    if world:
         lines += ["## The world that produced the data", "",
-                  f"`{sandbox['file']}`: {sandbox['records']} episodes, worlds {', '.join(sandbox['worlds'])}; "
-                  f"unreadable observer scores: {sandbox['invalid_scores']} (null, not averaged).", "",
+                  f"`{world['file']}`: {world['records']} episodes, worlds {', '.join(world['worlds'])}; "
+                  f"unreadable observer scores: {world['invalid_scores']} (null, not averaged).", "",
                   "| round | episodes | draft alignment | revision alignment | draft engagement | revision engagement |",
                   "|---|---|---|---|---|---|"]  # fmt: skip
-        for r in sandbox["rounds"]:
+        for r in world["rounds"]:
             lines.append(f"| {r['round']} | {r['n']} | {_fmt(r['draft_alignment'], 2)} | "
                          f"{_fmt(r['revision_alignment'], 2)} | {_fmt(r['draft_engagement'], 2)} | "
                          f"{_fmt(r['revision_engagement'], 2)} |")  # fmt: skip
         lines.append("")
-        lines += _signal_lines(sandbox)
+        lines += _signal_lines(world)
     lines += _rater_section(results.get("rater_check"))
     lines += _plot_lines(plots)
     if len(labels) != len(set(labels)):
@@ -132,17 +132,17 @@ def _ci(bounds: Sequence[float] | None) -> str:
     return "–" if not bounds else f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"
 
 
-def _signal_lines(sandbox: dict[str, Any]) -> list[str]:
+def _signal_lines(world: dict[str, Any]) -> list[str]:
     """What the world's ratings can teach: rater mode, spread, ties, gaps, peer–observer agreement."""
-    signal = sandbox.get("signal")
+    signal = world.get("signal")
     if not signal:
         return []
-    modes = ", ".join(f"{m} ({n} peer ratings)" for m, n in sorted(sandbox.get("rater_modes", {}).items()))
+    modes = ", ".join(f"{m} ({n} peer ratings)" for m, n in sorted(world.get("rater_modes", {}).items()))
     peer, observer = signal["peer"], signal["observer_alignment"]
     agreement = signal["peer_observer_agreement"]
     lines = ["### The ratings behind the data", "",
              f"- rater: {modes or 'none recorded'}; personas: "
-             + ", ".join(f"{k} {v}" for k, v in sorted((sandbox.get("personas") or {}).items())),
+             + ", ".join(f"{k} {v}" for k, v in sorted((world.get("personas") or {}).items())),
              f"- peer ratings: {_fmt(peer['valid_share'], 2)} readable of {peer['n']}, mean {_fmt(peer['mean'], 2)}, "
              f"entropy {peer['entropy']:.2f} bits; observer alignment: {_fmt(observer['valid_share'], 2)} readable, "
              f"mean {_fmt(observer['mean'], 2)}, entropy {observer['entropy']:.2f} bits",
@@ -151,8 +151,8 @@ def _signal_lines(sandbox: dict[str, Any]) -> list[str]:
              f"- peer–observer agreement (Spearman over {agreement['n']} drafts): {_fmt(agreement['spearman'], 2)}"]  # fmt: skip
     if agreement.get("identical_share") == 1.0:
         lines.append("  (every peer gave the observer's exact rating: one rater, so agreement is 1 by construction)")
-    if sandbox.get("signal_warning"):
-        lines.append(f"- **{sandbox['signal_warning']}**")
+    if world.get("signal_warning"):
+        lines.append(f"- **{world['signal_warning']}**")
     return [*lines, ""]
 
 
@@ -324,18 +324,18 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
         ax.legend()
         paths.append(_save(fig, folder / "rater_ratings.png"))
 
-    sandbox = results.get("sandbox")
-    if sandbox and sandbox["rounds"]:
+    world = results.get("world")
+    if world and world["rounds"]:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        xs = [r["round"] for r in sandbox["rounds"]]
+        xs = [r["round"] for r in world["rounds"]]
         for ax, score in zip(axes, ("alignment", "engagement"), strict=True):
             for stage, style in (("draft", "o--"), ("revision", "s-")):
-                ys = [r[f"{stage}_{score}"] for r in sandbox["rounds"]]
+                ys = [r[f"{stage}_{score}"] for r in world["rounds"]]
                 ax.plot(xs, [float("nan") if y is None else y for y in ys], style, label=stage)
-            ax.set(title=f"sandbox: mean observer {score} per round", xlabel="round", ylabel=f"{score} (1-7)",
+            ax.set(title=f"world: mean observer {score} per round", xlabel="round", ylabel=f"{score} (1-7)",
                    ylim=(1, 7), xticks=xs)  # fmt: skip
             ax.legend()
-        paths.append(_save(fig, folder / "sandbox_curves.png"))
+        paths.append(_save(fig, folder / "world_curves.png"))
     return paths
 
 

@@ -1,4 +1,4 @@
-"""Curves of the SANDBOX world that produced the training data: mean observer alignment and engagement per round,
+"""Curves of the world that produced the training data: mean observer alignment and engagement per round,
 drafts vs revisions (read through `environment.records` and computed by `environment.analysis`, both pure)."""
 
 from __future__ import annotations
