@@ -112,7 +112,8 @@ def test_a_resume_with_other_data_or_loss_refuses_and_writes_nothing(
     assert "train.resume=null or a new hydra.run.dir" in errors[0]
     # summary.json, the weights and the folder's .hydra record of its run are untouched
     assert {p.name: p.read_bytes() for p in [*ck.iterdir(), *(ck / ".hydra").iterdir()] if p.is_file()} == before
-    with pytest.raises(UserError, match=r"belongs to another run: loss\.margin \(1\.0 → 2\); resume"):
+    # loss.margin is a float field: the override 2 is 2.0 (a saved 2 still equals it, so old states resume)
+    with pytest.raises(UserError, match=r"belongs to another run: loss\.margin \(1\.0 → 2\.0\); resume"):
         run(ck, data_dir, tiny_model_dir, "loss.margin=2", "train.max_steps=1")
     with pytest.raises(UserError, match=r"another run: data \(\w{12}… → \w{12}…\); resume"):
         run(ck, d2, tiny_model_dir, "train.max_steps=1")
