@@ -229,8 +229,7 @@ def test_bad_inputs_give_one_line_errors_and_overwrite_nothing(tmp_path):
         ("mix.ratio", "5:1:1", "mix.ratio='5:1:1' must map kinds to weights"),
         ("mix.ratio", {"imitation": None}, "mix.ratio.imitation=None must be a number"),
         ("seed", "abc", "Value 'abc' of type 'str' could not be converted to Integer; full_key: seed"),
-        ("realignment.min_score", "high", "Value 'high' of type 'str' could not be converted to Float; "
-                                          "full_key: realignment.min_score"),  # fmt: skip
+        ("realignment.min_score", "high", "Value 'high' of type 'str' could not be converted to Float"),
         ("inputs", True, "Invalid value assigned: AnyNode is not a ListConfig, list or tuple.; full_key: inputs"),
         ("mix.staged", "often", "Value 'often' is not a valid bool (type str); full_key: mix.staged"),
     ]:

@@ -140,7 +140,7 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         (("limit=0",), "limit=0 must be a positive number"),
         (("labels=x",), "labels='x' must be a list or null"),
         (("scoring.max_batch=0",), "scoring.max_batch=0 must be a positive integer"),
-        (("judge.max_reasks=-1",), "judge.max_reasks=-1 must be an integer >= 0"),  # a wrong type: test_conf_schema_training
+        (("judge.max_reasks=-1",), "judge.max_reasks=-1 must be an integer >= 0"),  # wrong types: test_conf_schema_*
         (("labels=[a,a]", "models=[x,y]"), "repeat"),
         (("world_dir=/nonexistent/run",), "no episodes file"),
         (("tasks=[judge]", "judge.mode=pairwise"), "pairwise judging needs at least two models"),
