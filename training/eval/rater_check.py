@@ -318,10 +318,7 @@ def rater_settings(cfg: DictConfig) -> Any:
     )
     unknown = sorted(set(node) - set(RATER_KEYS))
     require(not unknown, f"unknown rater key(s) {unknown}; use {sorted(RATER_KEYS)}")
-    reasks = cfg.rater_check.max_reasks
-    require(isinstance(reasks, int) and not isinstance(reasks, bool) and reasks >= 0,
-            f"rater_check.max_reasks={reasks!r} must be an integer >= 0")  # fmt: skip
-    return RaterSettings(max_reasks=int(reasks), **node)
+    return RaterSettings(max_reasks=int(cfg.rater_check.max_reasks), **node)  # >= 0: conf/schema/training.py
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -336,10 +333,7 @@ def rating_sampling(cfg: DictConfig) -> Any:
     agent.rating_sampling and observer.sampling over the backend's)."""
     from agents.factory import sampling_from
 
-    override = cfg.rater_check.get("sampling") or {}
-    if OmegaConf.is_config(override):
-        override = OmegaConf.to_container(override, resolve=True)
-    require(isinstance(override, dict), f"rater_check.sampling={override!r} must be a mapping like {{max_tokens: 16}}")
+    override = OmegaConf.to_container(cfg.rater_check.sampling, resolve=True)  # typed: conf/schema/training.py
     merged = OmegaConf.merge(OmegaConf.create(cfg.backend.get("sampling") or {}),
                              {k: v for k, v in override.items() if v is not None})  # fmt: skip
     try:
