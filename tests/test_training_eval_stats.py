@@ -88,6 +88,11 @@ def test_a_small_noisy_difference_is_inconclusive_unless_the_interval_rules_out_
     assert verdict(wide, min_effect=0.01) == INCONCLUSIVE  # an interval far wider than 0.01 decides nothing
     tight = paired_difference(np.full(500, 0.5) + rng.normal(0, 0.001, 500), np.full(500, 0.5))
     assert verdict(tight, min_effect=0.02) == NOT_SUPPORTED  # no difference of 0.02 or more
+    # cpu_small's SA > SFT on TruthfulQA MC2: +0.001 on 80 items, p ~ 1e-4: significant, but below min_effect
+    shifted = rng.uniform(0.2, 0.6, 80)
+    tiny = paired_difference(shifted + rng.uniform(0.0005, 0.0015, 80), shifted)
+    assert tiny.p_value < 0.05 and tiny.interval[0] > 0
+    assert verdict(tiny, min_effect=0.02) == NOT_SUPPORTED and verdict(tiny, min_effect=0.0) == SUPPORTED
 
 
 def test_paired_difference_refuses_unpaired_inputs():

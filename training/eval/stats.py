@@ -12,9 +12,9 @@ seeds (the seed spread enters the table through `seed_interval`).
     detectable difference δ = (z_{1−α/2} + z_{power}) · s_d/√n   (normal approximation, s_d = sd of the d_i)
     items needed          n = ⌈((z_{1−α/2} + z_{power}) · s_d / δ)²⌉   to detect a true difference δ
 
-A claim "A > B" is *supported* when p < α and the interval lies above 0, *not supported* when the interval lies
-at or below 0 or inside (−min_effect, +min_effect) (A is not better by a meaningful amount), and *inconclusive at this size*
-otherwise. Checked against scipy.stats in tests/test_training_eval_stats.py.
+A claim "A > B" is *not supported* when the interval lies at or below 0 or inside (−min_effect, +min_effect) (A is
+not better by a meaningful amount, however small p is), else *supported* when p < α and the interval lies above 0,
+and *inconclusive at this size* otherwise. Checked against scipy.stats in tests/test_training_eval_stats.py.
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ def items_needed(sd: float, effect: float, alpha: float = 0.05, power: float = 0
 def verdict(comparison: PairedDifference, alpha: float = 0.05, min_effect: float = 0.0) -> str:
     """supported / not supported / inconclusive at this size, for the claim "A > B" (see the module docstring)."""
     low, high = comparison.interval
+    if high <= 0 or (min_effect > 0 and -min_effect < low and high < min_effect):
+        return NOT_SUPPORTED  # checked first: a significant difference smaller than min_effect does not count
     if comparison.p_value < alpha and low > 0:
         return SUPPORTED
-    if high <= 0 or (min_effect > 0 and -min_effect < low and high < min_effect):
-        return NOT_SUPPORTED
     return INCONCLUSIVE
