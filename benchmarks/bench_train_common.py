@@ -76,7 +76,7 @@ def synthetic_groups(n_groups: int, k: int, seed: int = 0) -> list[dict[str, Any
 
 def tokenize(tokenizer, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The GroupDataset item format (prompt_ids, response_ids, ratings), via sa-train's own rendering."""
-    from training.data import completion_ids, render
+    from training.dataset import completion_ids, render
 
     items = []
     for group in groups:

@@ -1,1 +1,1 @@
-"""The SANDBOX: grid world, Back-Scatter protocol, async scheduler, episode store, stopping rules, metrics."""
+"""Worlds: the grid, Back-Scatter protocol, async scheduler, episode store, stopping rules, metrics."""

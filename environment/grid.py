@@ -1,4 +1,4 @@
-"""The SANDBOX grid: one agent per cell, social circles by Euclidean distance, optional random-walk movement.
+"""The world's grid: one agent per cell, social circles by Euclidean distance, optional random-walk movement.
 
 Circles are precomputed per cell (a tuple of cell indices), so a lookup is O(k). Agents move only between rounds;
 positions of round r are a deterministic function of (seed, r), so any turn can ask for any round's layout.

@@ -45,7 +45,7 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=done, unit="turn", dynamic_ncols=True, file=stream,
-                            mininterval=tty_interval, desc="sandbox")  # fmt: skip
+                            mininterval=tty_interval, desc="world")  # fmt: skip
 
     def update(self, record: dict[str, Any]) -> None:
         """Count one committed record."""
@@ -72,7 +72,7 @@ class Progress:
     def line(self) -> str:
         """The plain-text progress line used when stderr is not a terminal."""
         figures = " ".join(f"{k}={v}" for k, v in self.figures().items())
-        return f"sandbox {self.done}/{self.total} turns {figures}"
+        return f"world {self.done}/{self.total} turns {figures}"
 
     def refresh(self) -> None:
         """Redraw the bar (terminal) or log a line if `log_every_s` has passed (no terminal)."""

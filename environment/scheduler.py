@@ -16,9 +16,9 @@ from typing import Any
 
 from agents.backends.usage import UsageTotal
 from environment.backscatter import back_scatter
+from environment.episodes import EpisodeStore
 from environment.progress import Progress
 from environment.stopping import Stopper
-from environment.store import EpisodeStore
 from environment.world import World
 
 Hook = Callable[[dict[str, Any]], None]

@@ -1,4 +1,4 @@
-"""`sa-simulate`: run (or resume) one SANDBOX world into the Hydra run dir.
+"""`sa-simulate`: run (or resume) one world into the Hydra run dir.
 
 Writes `episodes.jsonl` (append-only), `memory/` (atomic world snapshot whose meta names the episode count it
 reflects), `metrics.json` (with the stop reason) and PNG plots. Re-running into the same run dir resumes: stored
@@ -28,13 +28,13 @@ from conf.errors import UserError, one_line, require
 from conf.schema import checked
 from environment.assemble import build_world, check_world_memory, grid_from
 from environment.browser import write_after_run
+from environment.episodes import EpisodeStore
 from environment.metrics import plot_all, summarize, write_json
 from environment.progress import Progress
 from environment.questions import load_questions
 from environment.resume import WORLD, check_fingerprint, config_fingerprint
 from environment.scheduler import run_world
 from environment.stopping import Budget, Stopper
-from environment.store import EpisodeStore
 
 PROG = "sa-simulate"
 NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "openai")

@@ -1,5 +1,5 @@
 """Property-based fuzzing of what users and models feed the pipeline: rating replies (`agents.ratings.parse_rating`),
-episode lines (`environment.records.read_episodes`, sa-build-data's reader), training-data lines (`training.data`) and
+episode lines (`environment.records.read_episodes`, sa-build-data's reader), training-data lines (`training.dataset`) and
 config overrides (the validators of sa-simulate, sa-build-data, sa-train and sa-eval).
 
 Every property is derandomized with a modest example count, so CI runs the same examples every time in a few
@@ -251,7 +251,7 @@ def test_an_episode_line_is_built_or_refused_in_one_line_and_what_is_built_train
 ) -> None:
     from conf.errors import UserError
     from training.build_data import build
-    from training.data import load_groups, tokenize_groups
+    from training.dataset import load_groups, tokenize_groups
 
     folder = tmp_path_factory.mktemp("episode")
     path = episodes_file(folder, line)
@@ -292,7 +292,7 @@ def test_training_data_lines_load_or_fail_in_one_line_and_what_loads_tokenizes(
     tmp_path_factory: pytest.TempPathFactory, private_datasets_cache: None, tokenizer: Any, train_row: dict, data: Any
 ) -> None:
     from conf.errors import UserError
-    from training.data import load_groups, tokenize_groups
+    from training.dataset import load_groups, tokenize_groups
 
     line = data.draw(mutated_line(train_row, ROW_PATHS))
     path = tmp_path_factory.mktemp("rows") / "train.jsonl"

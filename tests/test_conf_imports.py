@@ -111,7 +111,7 @@ def test_importing_a_backend_or_the_world_loads_no_hydra() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, agents.factory, agents.backends.openai_compat, environment.assemble, environment.resume, environment.store, "
+    code = ("import sys, agents.factory, agents.backends.openai_compat, environment.assemble, environment.resume, environment.episodes, "
             "memory.snapshot; print('hydra' in sys.modules)")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

@@ -36,7 +36,7 @@ from environment.headless import BrowserMissing, chromium
 from environment.records import read_episodes
 from loopback.servers import RunningServer
 from tests.test_environment_cli import sa_simulate, stub_overrides
-from tests.test_environment_store import make_record
+from tests.test_environment_episodes import make_record
 
 SA_BROWSE = str(Path(sys.executable).with_name("sa-browse"))
 HOSTILE = '</script><script>window.pwned = 1</script><!-- <img src=x onerror="window.pwned = 2"> & \u2028 "quoted"'

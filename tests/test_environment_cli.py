@@ -12,7 +12,7 @@ import pytest
 from environment.records import read_episodes
 from loopback.fixtures import openai_stub  # noqa: F401 - fixture
 from loopback.servers import RunningServer
-from tests.test_environment_store import make_record, write_lines
+from tests.test_environment_episodes import make_record, write_lines
 
 SA_SIMULATE = str(Path(sys.executable).with_name("sa-simulate"))
 

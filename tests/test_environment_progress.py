@@ -9,7 +9,7 @@ import pytest
 
 from agents.backends.usage import UsageMeter
 from environment.progress import Progress
-from tests.test_environment_store import make_record
+from tests.test_environment_episodes import make_record
 
 
 class Terminal(io.StringIO):
@@ -33,7 +33,7 @@ def test_without_a_terminal_it_logs_one_line_per_interval(caplog: pytest.LogCapt
     assert stream.getvalue() == ""  # nothing drawn on the stream
     assert len(caplog.records) == 2
     line = caplog.records[0].getMessage()
-    assert line.startswith("sandbox 7/10 turns") and "in_flight=3" in line and "tokens=120" in line
+    assert line.startswith("world 7/10 turns") and "in_flight=3" in line and "tokens=120" in line
     assert "retries=2" in line and "peer=6.0" in line and "rev=6.0" in line
 
 

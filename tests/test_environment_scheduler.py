@@ -15,16 +15,16 @@ from agents.backends.base import Usage
 from agents.backends.usage import UsageMeter, UsageTotal
 from agents.ratings import Rating
 from environment.backscatter import back_scatter
+from environment.episodes import EpisodeStore
 from environment.grid import Grid, Layout
 from environment.questions import QuestionSchedule, load_questions
 from environment.records import validate_record
 from environment.scheduler import run_world
 from environment.stopping import Budget, Stopper
-from environment.store import EpisodeStore
 from environment.world import World
 from memory.cache import EmbeddingCache
 from memory.store import MemoryStore
-from tests.test_environment_store import make_record
+from tests.test_environment_episodes import make_record
 
 DIM = 8
 

@@ -22,8 +22,8 @@ from environment.records import EpisodeFormatError, read_episodes, record_key
 from environment.simulate import EPISODES, WORLD, simulate
 from loopback.fixtures import openai_stub  # noqa: F401 - fixture
 from tests.test_environment_cli import SA_SIMULATE, sa_simulate, stub_overrides
+from tests.test_environment_episodes import make_record, write_lines
 from tests.test_environment_fingerprint import config
-from tests.test_environment_store import make_record, write_lines
 
 INTERRUPTED = "sa-simulate: interrupted; re-run the same command to resume"
 

@@ -12,7 +12,7 @@ from agents.backends.usage import UsageAccounting, UsageMeter, UsageTotal
 from conf.errors import UserError
 from conf.schema.world import Plateau, Stopping
 from environment.stopping import Budget, Stopper, society_score
-from tests.test_environment_store import make_record
+from tests.test_environment_episodes import make_record
 
 
 def scored(round_: int, agent: int, alignment: int | None, engagement: int | None) -> dict:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from training.collator import CUT_KEYS, GroupCollator, select_responses
-from training.data import completion_ids, render
+from training.dataset import completion_ids, render
 from training.logprobs import response_stats
 from training.losses import SELECT_ALL, SELECT_BEST, SELECT_PAIR, stable_alignment_loss
 
@@ -170,7 +170,7 @@ def realignment_group(tokenizer) -> dict:
     from datasets import Dataset
 
     from training.build_data import realignment_output
-    from training.data import tokenize_groups
+    from training.dataset import tokenize_groups
 
     feedback = [(6.0, "Clear and kind. " * 12), (2.0, "Too vague about the accent question. " * 8)]
     text = realignment_output(feedback, "No: an accent says nothing about ability.")
@@ -184,7 +184,7 @@ def realignment_group(tokenizer) -> dict:
 
 def test_the_builder_writes_the_revision_header_the_trainer_protects():
     from training.build_data import realignment_output
-    from training.data import REVISION_HEADER
+    from training.dataset import REVISION_HEADER
 
     text = realignment_output([(5.0, "Fine."), (2.0, "Rude.")], "  A kinder answer.  ")
     assert text.startswith("Feedback:\n") and text.endswith(REVISION_HEADER + "A kinder answer.")

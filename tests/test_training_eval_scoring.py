@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from training.data import completion_ids, render
+from training.dataset import completion_ids, render
 from training.eval import bigbench
 from training.eval import tasks as mc
 from training.eval.scoring import (

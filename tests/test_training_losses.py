@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from training.collator import GroupCollator
-from training.data import completion_ids, render
+from training.dataset import completion_ids, render
 from training.logprobs import response_stats
 from training.losses import ResponseStats, dpo_loss, sft_loss, simpo_loss, stable_alignment_loss
 

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from conf import CONFIG_DIR
 from conf.errors import UserError
 from tests.conftest import build_fixture_data
-from training.data import load_groups
+from training.dataset import load_groups
 from training.train import train, validate
 
 TRAINING = Path(__file__).resolve().parent.parent / "training"
@@ -162,7 +162,7 @@ def test_bad_config_and_data_are_one_line_user_errors(tmp_path, data_dir):
 def test_out_of_scale_and_non_finite_ratings_are_one_line_errors(tmp_path, data_dir):
     from datasets import Dataset
 
-    from training.data import check_ratings
+    from training.dataset import check_ratings
 
     rows = [json.loads(line) for line in (data_dir / "train.jsonl").read_text().splitlines()[:3]]
     for value in (8, -1, 0.5, 7.01):  # the reference's placeholders (8, −1) and values just off the scale
@@ -321,7 +321,7 @@ def test_the_default_batch_is_the_reference_64_groups_on_any_hardware():
     processes=st.integers(1, 4), losses=st.lists(st.floats(0, 10), min_size=40, max_size=40),
 )  # fmt: skip
 def test_every_group_once_per_epoch_with_equal_weight(groups, batch_size, per_forward, processes, losses):
-    from training.data import epoch_plan
+    from training.dataset import epoch_plan
     from training.train import Schedule
 
     t = OmegaConf.create({"batch_size": batch_size, "groups_per_batch": per_forward, "max_steps": -1, "epochs": 1})

@@ -15,7 +15,7 @@ import pytest
 from conf import CONFIG_DIR
 from conf.errors import EXIT_USER_ERROR, UserError
 from tests.conftest import build_fixture_data
-from training.data import load_groups
+from training.dataset import load_groups
 from training.train import main, validate
 
 

@@ -69,7 +69,7 @@ def data_digest(path: Path) -> str:
 
 def fingerprint(cfg: DictConfig, loss_params: dict[str, Any], total_steps: int) -> dict[str, Any]:
     """What defines the run (see the module docstring), as flat `key: value` pairs named after the config keys."""
-    from training.data import resolve_data_file
+    from training.dataset import resolve_data_file
 
     t, lora = cfg.train, cfg.model.lora
     run: dict[str, Any] = {

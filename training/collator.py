@@ -16,7 +16,7 @@ the loss ignores it (no 0/0, no NaN).
 
 Truncation: a prompt keeps its last `max_prompt_length` tokens; each response gets the rest of `max_length`. A
 response that does not fit loses its end (and its end-of-turn token), except that a realignment target ("Feedback: …"
-then the revision, see `training.data.REVISION_HEADER`) loses the end of its feedback first and keeps its revision
+then the revision, see `training.dataset.REVISION_HEADER`) loses the end of its feedback first and keeps its revision
 and end-of-turn token whole when they fit. Every batch counts what was cut (`cut`: see `CUT_KEYS`); sa-train logs
 the counts and puts them in its summary.
 """

@@ -33,7 +33,7 @@ from environment.signal import group_signal, noise_warning
 from memory.atomic import fsync_tree
 from training import checkpoints
 from training.collator import CUT_KEYS, GroupCollator
-from training.data import GroupDataset, epoch_plan, load_groups, tokenize_groups
+from training.dataset import GroupDataset, epoch_plan, load_groups, tokenize_groups
 from training.logprobs import attention_implementation, response_stats, supports_shared_prompt
 from training.losses import LOSSES, SELECT_ALL
 from training.modeling import load_tokenizer, mixed_precision, pick_device

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from conf.errors import UserError
+from environment.episodes import EpisodeStore
 from environment.records import SCHEMA_VERSION
-from environment.store import EpisodeStore
 
 
 def make_record(round_: int, agent: int, world: str = "w", rating: int | None = 5) -> dict[str, Any]:
