@@ -171,7 +171,8 @@ def score_model(model: str, label: str, questions: dict[str, list[mc.Question]],
 
 
 async def run_judge(cfg: DictConfig, models: list[str], labels: list[str]) -> dict[str, Any]:
-    """Answers from every model, judged 1-10 and/or pairwise against the first model."""
+    """Answers from every model, judged 1-10 (or rated 1-7 in `judge.rater_mode`) and/or pairwise against the first
+    model."""
     from agents.factory import build_backend, close_all, sampling_from
 
     questions = judging.load_questions(cfg.judge.questions, cfg.judge.limit)
@@ -186,30 +187,45 @@ async def run_judge(cfg: DictConfig, models: list[str], labels: list[str]) -> di
             t0 = time.perf_counter()
             answers[label] = await judging.answer_all(build_backend(node), questions, answer_sampling)
             print(f"{PROG}: {label}: answered {len(questions)} judge questions ({time.perf_counter() - t0:.1f} s)")
-        per_model: dict[str, Any] = {}
-        for label in labels:
-            entry: dict[str, Any] = {"judge_model": judge.model, "n_questions": len(questions), "scores": None}
-            if cfg.judge.mode in ("score", "both"):
-                records = await judging.score_answers(judge, questions, answers[label], judge_sampling,
-                                                      int(cfg.judge.max_reasks))  # fmt: skip
-                entry["scores"] = judging.summarize_scores(records)
-                entry["records"] = [{**r, "question": q["question"], "answer": a}
-                                    for r, q, a in zip(records, questions, answers[label], strict=True)]  # fmt: skip
-            else:
-                entry["records"] = [{"id": q["id"], "question": q["question"], "answer": a}
-                                    for q, a in zip(questions, answers[label], strict=True)]  # fmt: skip
-            per_model[label] = entry
+        per_model = {label: await _judge_model(cfg, judge, questions, answers[label], judge_sampling)
+                     for label in labels}  # fmt: skip
         pairwise = []
         if cfg.judge.mode in ("pairwise", "both"):
             reference = labels[0]
             for label in labels[1:]:
-                records = await judging.compare_answers(judge, questions, answers[label], answers[reference],
-                                                        judge_sampling, int(cfg.judge.max_reasks))  # fmt: skip
-                pairwise.append({"model": label, "reference": reference, **judging.summarize_pairs(records),
-                                 "records": records})  # fmt: skip
+                if cfg.judge.rater_mode:
+                    records = judging.compare_by_score(per_model[label]["records"], per_model[reference]["records"])
+                else:
+                    records = await judging.compare_answers(judge, questions, answers[label], answers[reference],
+                                                            judge_sampling, int(cfg.judge.max_reasks))  # fmt: skip
+                pairwise.append({"model": label, "reference": reference, "by": "score" if cfg.judge.rater_mode
+                                 else "judge", **judging.summarize_pairs(records), "records": records})  # fmt: skip
         return {"per_model": per_model, "pairwise": pairwise}
     finally:
         await close_all()
+
+
+async def _judge_model(
+    cfg: DictConfig, judge: Any, questions: list[dict[str, str]], answers: list[str], sampling: Any
+) -> dict[str, Any]:
+    """One model's judge entry: its scores (judge prompt 1-10, or the observer's 1-7 rating in `judge.rater_mode`,
+    which pairwise by score also needs) and per-question records."""
+    from agents.raters import Rater, RaterSettings
+
+    mode = cfg.judge.rater_mode
+    entry: dict[str, Any] = {"judge_model": judge.model, "n_questions": len(questions), "scores": None,
+                             "rater_mode": mode}  # fmt: skip
+    records: list[dict[str, Any]] = [{"id": q["id"]} for q in questions]
+    if mode:
+        rater = Rater(judge, RaterSettings(mode=mode, max_reasks=int(cfg.judge.max_reasks)), sampling)
+        records = await judging.rate_answers(rater, questions, answers)
+    elif cfg.judge.mode in ("score", "both"):
+        records = await judging.score_answers(judge, questions, answers, sampling, int(cfg.judge.max_reasks))
+    if mode or cfg.judge.mode in ("score", "both"):
+        entry["scores"] = judging.summarize_scores(records, mode)
+    entry["records"] = [{**r, "question": q["question"], "answer": a}
+                        for r, q, a in zip(records, questions, answers, strict=True)]  # fmt: skip
+    return entry
 
 
 def evaluate(cfg: DictConfig) -> Path:
@@ -279,11 +295,13 @@ def headline_lines(report_json: Path) -> list[str]:
             parts.append(f"adversarial drop {m['adversarial_drop'][key]:+.3f}")
         judge = (m.get("judge") or {}).get("scores") or {}
         if judge.get("mean_score") is not None:
-            parts.append(f"judge {judge['mean_score']:.2f}/10")
+            mode = f" ({judge['rater_mode']})" if judge.get("rater_mode") else ""
+            parts.append(f"judge{mode} {judge['mean_score']:.2f}/{judge.get('scale', [1, 10])[1]}")
         lines.append(f"{PROG}: {m['label']}: " + (", ".join(parts) or "no scores"))
     for p in data.get("pairwise", []):
         rate = "–" if p["win_rate"] is None else f"{p['win_rate']:.3f}"
-        lines.append(f"{PROG}: {p['model']} vs {p['reference']}: win rate {rate}")
+        by = " (by score)" if p.get("by") == "score" else ""
+        lines.append(f"{PROG}: {p['model']} vs {p['reference']}: win rate{by} {rate}")
     check = data.get("rater_check")
     if check:
         lines.append(f"{PROG}: rater ({check['mode']}): {check['verdict']}")

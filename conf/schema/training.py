@@ -328,9 +328,13 @@ class Judge(Checked):
     answer_sampling: Any = MISSING  # a sampling node (agents.factory.sampling_from checks it)
     judge_sampling: Any = MISSING
     max_reasks: int = MISSING
+    rater_mode: str | None = MISSING  # null = the 1-10 judge prompt; else the observer's 1-7 rating in that mode
 
     def check(self) -> None:
         _one_of("judge.mode", self.mode, ("score", "pairwise", "both"))
+        if self.rater_mode is not None:
+            modes = ("generate", "logprob", "likelihood")
+            require(self.rater_mode in modes, f"judge.rater_mode={self.rater_mode!r}: use null|{'|'.join(modes)}")
         _number(self.limit is None or self.limit >= 1, "judge.limit", self.limit, "a positive integer or null")
         _number(self.max_reasks >= 0, "judge.max_reasks", self.max_reasks, "an integer >= 0")
 

@@ -360,16 +360,24 @@ def _progress(enabled: bool, total: int, desc: str, unit: str) -> Any:
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, leave=False)
 
 
+async def rate_alignment(
+    rater: Any, answers: Sequence[tuple[str, str]], tick: Callable[[int], Any] | None = None
+) -> list[tuple[Any, Any]]:
+    """The observer's alignment rating (sa-simulate's observer prompt, on its 1-7 scale) of each (question, answer),
+    all concurrently: one (Rating, Usage) each. Shared by the rater check and the judge's rater modes."""
+    from agents.raters import RatingRequest
+
+    return await gather_with_progress([rater.rate(RatingRequest(q, a, "alignment", observer=True)) for q, a in answers],
+                                      tick)  # fmt: skip
+
+
 async def rate_pairs(rater: Any, pairs: Sequence[Pair], progress: bool = False) -> tuple[list[dict[str, Any]], Any]:
     """Rate each distinct (question, answer) once, all concurrently; one record per pair, and the summed usage."""
     from agents.backends.base import Usage
-    from agents.raters import RatingRequest
 
     answers = list(dict.fromkeys((p.question, a) for p in pairs for a in (p.better, p.worse)))
     with _progress(progress, len(answers), f"rater ({rater.mode})", "rating") as bar:
-        rated = await gather_with_progress(
-            [rater.rate(RatingRequest(q, a, "alignment", observer=True)) for q, a in answers], bar.update
-        )
+        rated = await rate_alignment(rater, answers, bar.update)
     ratings = dict(zip(answers, rated, strict=True))
     usage = sum((u for _, u in rated), Usage())
     records = []

@@ -89,16 +89,22 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
     judged = [m for m in models if m.get("judge")]
     if judged:
         first = judged[0]["judge"]
+        mode = first.get("rater_mode")
+        how = (f"alignment rated 1–7 by the observer's rating in `{mode}` rater mode (judge.rater_mode)" if mode
+               else "alignment scored 1–10 by the judge prompt")  # fmt: skip
         lines += ["## LLM judge", "", f"Judge: `{first['judge_model']}`, {first['n_questions']} held-out questions, "
-                  "alignment scored 1–10 (unreadable verdicts are null and left out of the mean).", "",
-                  "| model | mean score | valid | null |", "|---|---|---|---|"]  # fmt: skip
+                  f"{how} (unreadable ratings are null and left out of the mean).", "",
+                  "| model | mean score | min | max | valid | null |", "|---|---|---|---|---|---|"]  # fmt: skip
         for m in judged:
             j = m["judge"]["scores"] or {}
-            lines.append(f"| {m['label']} | {_fmt(j.get('mean_score'), 2)} | {j.get('n_valid', '–')} | "
-                         f"{j.get('n_invalid', '–')} |")  # fmt: skip
+            lines.append(f"| {m['label']} | {_fmt(j.get('mean_score'), 2)} | {_fmt(j.get('min'), 2)} | "
+                         f"{_fmt(j.get('max'), 2)} | {j.get('n_valid', '–')} | {j.get('n_invalid', '–')} |")  # fmt: skip
         lines.append("")
     if results.get("pairwise"):
-        lines += ["Pairwise (both orders per question; win rate = (wins + ties/2) / decided):", "",
+        by_score = results["pairwise"][0].get("by") == "score"
+        how = ("by score: the higher rating wins, equal ratings tie" if by_score
+               else "judge prompt, both orders per question")  # fmt: skip
+        lines += [f"Pairwise ({how}; win rate = (wins + ties/2) / decided):", "",
                   "| model | vs | win rate | wins | losses | ties | undecided |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for p in results["pairwise"]:
             lines.append(f"| {p['model']} | {p['reference']} | {_fmt(p['win_rate'])} | {p['wins']} | {p['losses']} | "
@@ -307,7 +313,10 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
         values = [m["judge"]["scores"]["mean_score"] for m in judged]
         drawn = ax.bar([m["label"] for m in judged], [float("nan") if v is None else v for v in values])
         ax.bar_label(drawn, labels=[_fmt(v, 2) for v in values], fontsize=8)
-        ax.set(title="LLM judge: mean alignment score", ylabel="score (1-10)", ylim=(0, 10.5))
+        low, high = judged[0]["judge"]["scores"].get("scale", [1, 10])
+        mode = judged[0]["judge"]["scores"].get("rater_mode")
+        title = f"LLM judge ({mode} rater): mean alignment rating" if mode else "LLM judge: mean alignment score"
+        ax.set(title=title, ylabel=f"score ({low}-{high})", ylim=(0, high + 0.5))
         paths.append(_save(fig, folder / "judge.png"))
 
     check = results.get("rater_check")
