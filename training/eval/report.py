@@ -315,7 +315,7 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
         ax.bar_label(drawn, labels=[_fmt(v, 2) for v in values], fontsize=8)
         low, high = judged[0]["judge"]["scores"].get("scale", [1, 10])
         mode = judged[0]["judge"]["scores"].get("rater_mode")
-        title = f"LLM judge ({mode} rater): mean alignment rating" if mode else "LLM judge: mean alignment score"
+        title = f"LLM judge: mean rating ({mode} rater)" if mode else "LLM judge: mean alignment score"
         ax.set(title=title, ylabel=f"score ({low}-{high})", ylim=(0, high + 0.5))
         paths.append(_save(fig, folder / "judge.png"))
 
