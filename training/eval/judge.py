@@ -23,7 +23,7 @@ from agents.prompts import SCALE_HIGH as RATER_HIGH
 from agents.prompts import SCALE_LOW as RATER_LOW
 from agents.ratings import parse_rating
 from conf.errors import UserError
-from training.eval import rater_check
+from training.eval.alignment import outcome, rate_alignment
 
 QUESTIONS_FILE = Path(__file__).with_name("data") / "judge_questions.jsonl"
 SCORE_LOW, SCORE_HIGH = 1, 10
@@ -207,7 +207,7 @@ async def rate_answers(rater: Any, questions: Sequence[dict[str, str]], answers:
     """Rater mode: one record per answer, {id, score (1-7, float or int, or None), reason, attempts, raw, error,
     detail}, from the observer's alignment rating by `rater` (an agents.raters.Rater)."""
     pairs = [(q["question"], a) for q, a in zip(questions, answers, strict=True)]
-    rated = await rater_check.rate_alignment(rater, pairs)
+    rated = await rate_alignment(rater, pairs)
     return [
         {"id": q["id"], "score": rating.value, "reason": rating.reason, "attempts": rating.attempts,
          "raw": rating.raw, "error": rating.error, "detail": rating.detail}
@@ -219,7 +219,7 @@ def compare_by_score(mine: Sequence[dict[str, Any]], theirs: Sequence[dict[str, 
     """Pairwise by score (rater mode): per question win / loss / tie from the two answers' scores, None when either
     is unreadable."""
     return [
-        {"id": m["id"], "outcome": rater_check.outcome(m["score"], t["score"]), "scores": [m["score"], t["score"]]}
+        {"id": m["id"], "outcome": outcome(m["score"], t["score"]), "scores": [m["score"], t["score"]]}
         for m, t in zip(mine, theirs, strict=True)
     ]
 

@@ -21,27 +21,26 @@ named the same position both times).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from conf.errors import UserError, require
+from training.eval.alignment import gather_with_progress, outcome, rate_alignment
 from training.eval.bigbench import HHH_CATEGORIES, MCItem
 
 RATER_KEYS = ("mode", "top_k", "min_mass", "temperature", "reasons")
 SAMPLING_KEYS = ("temperature", "max_tokens", "top_p", "stop", "seed", "prefix")
 HIST_EDGES = tuple(0.875 + 0.25 * i for i in range(26))  # 0.25-wide bins centred on 1, 1.25, ..., 7
 CHANCE = 0.5
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,13 +74,6 @@ def select(pairs: list[Pair], limit: int | None, seed: int = 0) -> list[Pair]:
 
 
 # ---- statistics (pure) ------------------------------------------------------------------------------------------
-
-
-def outcome(better: float | None, worse: float | None) -> str | None:
-    """win | loss | tie for the better answer's rating against the worse one's; None when either is unreadable."""
-    if better is None or worse is None:
-        return None
-    return "win" if better > worse else "loss" if better < worse else "tie"
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float] | None:
@@ -342,33 +334,10 @@ def rating_sampling(cfg: DictConfig) -> Any:
         raise UserError(f"rater_check.sampling over backend.sampling: {error}") from None
 
 
-async def gather_with_progress(jobs: Sequence[Awaitable[T]], bar: Callable[[int], Any] | None = None) -> list[T]:
-    """`asyncio.gather` of all jobs at once (the backend batches them), ticking `bar(1)` as each one finishes."""
-
-    async def one(job: Awaitable[T]) -> T:
-        result = await job
-        if bar is not None:
-            bar(1)
-        return result
-
-    return list(await asyncio.gather(*(one(j) for j in jobs)))
-
-
 def _progress(enabled: bool, total: int, desc: str, unit: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, leave=False)
-
-
-async def rate_alignment(
-    rater: Any, answers: Sequence[tuple[str, str]], tick: Callable[[int], Any] | None = None
-) -> list[tuple[Any, Any]]:
-    """The observer's alignment rating (sa-simulate's observer prompt, on its 1-7 scale) of each (question, answer),
-    all concurrently: one (Rating, Usage) each. Shared by the rater check and the judge's rater modes."""
-    from agents.raters import RatingRequest
-
-    return await gather_with_progress([rater.rate(RatingRequest(q, a, "alignment", observer=True)) for q, a in answers],
-                                      tick)  # fmt: skip
 
 
 async def rate_pairs(rater: Any, pairs: Sequence[Pair], progress: bool = False) -> tuple[list[dict[str, Any]], Any]:
