@@ -19,6 +19,11 @@ def require(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
+def shown(value: object) -> str:
+    """A config value as the user wrote it, for a message: `0` for a float field's 0.0, else its repr."""
+    return repr(int(value)) if isinstance(value, float) and value.is_integer() else repr(value)
+
+
 def one_line(error: BaseException) -> str:
     """Collapse an exception (and an OmegaConf cause) into a single readable line."""
     parts = [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
-from conf.errors import UserError, require
+from conf.errors import UserError, require, shown
 
 # Which responses of a sampled group a loss needs in the forward pass (training.collator.select_responses).
 SELECT_ALL, SELECT_BEST, SELECT_PAIR = "all", "best", "pair"
@@ -30,14 +30,9 @@ KINDS = ("imitation", "self_critic", "realignment")  # sa-build-data's sample ki
 BASE_LABEL = "base"  # sa-experiment's name for the untrained model
 
 
-def _show(value: Any) -> str:
-    """A value as the user wrote it: 0 for a float field's 0.0."""
-    return repr(int(value)) if isinstance(value, float) and value.is_integer() else repr(value)
-
-
 def _number(ok: bool, key: str, value: Any, must: str) -> None:
     """`<key>=<value> must be <must>` unless `ok`."""
-    require(ok, f"{key}={_show(value)} must be {must}")
+    require(ok, f"{key}={shown(value)} must be {must}")
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -72,7 +67,7 @@ class Loss(Checked):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
 
     def _in_range(self, ok: bool, key: str) -> None:
-        require(ok, f"loss.{key}={_show(getattr(self, key))} is out of range for loss={self.name}")
+        require(ok, f"loss.{key}={shown(getattr(self, key))} is out of range for loss={self.name}")
 
 
 LOSSES: dict[str, type[Loss]] = {}

@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from conf.errors import UserError, require
+from conf.errors import UserError, require, shown
 from environment.analysis import SOCIETY_SCORES
 from environment.questions import ORDERS
 
@@ -31,9 +31,8 @@ def at_least(key: str, value: Any, low: float, kind: type = float, high: float |
     """`value` (of `kind`, int or float) within [low, high], or one line naming `key`."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
     bounds = f" in [{low:g}, {high:g}]" if high is not None else f" >= {low:g}"
-    shown = format(value, "g") if isinstance(value, float) and value.is_integer() else repr(value)
     require(ok and value >= low and (high is None or value <= high),
-            f"{key}={shown} must be {'an integer' if kind is int else 'a number'}{bounds}")  # fmt: skip
+            f"{key}={shown(value)} must be {'an integer' if kind is int else 'a number'}{bounds}")  # fmt: skip
 
 
 def one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
