@@ -14,9 +14,6 @@ STAGES = ("draft", "revision")
 SCORES = ("alignment", "engagement")
 OBSERVER_COLUMNS = tuple(f"{stage}_{key}" for stage in STAGES for key in SCORES)  # draft_alignment, ...
 PEER_RATING = "peer_rating"
-# `product_of_means` (the paper): mean alignment x mean engagement; `mean_of_products` (the rule before 2026-12): the
-# mean over agents of alignment x engagement. Both from the observer's revision scores.
-SOCIETY_SCORES = ("product_of_means", "mean_of_products")
 
 
 def observer_scores(record: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +77,8 @@ def by_round(records: Iterable[dict[str, Any]]) -> dict[int, Tally]:
 
 
 def society_score(records: Iterable[dict[str, Any]], score: str = "product_of_means") -> float | None:
-    """The society's alignment x engagement from the observer's revision scores (see `SOCIETY_SCORES`)."""
+    """The society's alignment x engagement from the observer's revision scores; `score` is one of
+    conf.schema.world.SOCIETY_SCORES (`product_of_means`, the paper's, or `mean_of_products`, the rule before 2026-12)."""
     if score == "mean_of_products":
         products = []
         for record in records:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conf.errors import UserError
+from conf.schema.checks import one_of
+from conf.schema.world import ORDERS
 
 SHIPPED = Path(__file__).resolve().parent / "data" / "questions.jsonl"
 _TEXT_KEYS = ("question", "prompt", "text", "query", "instruction")
@@ -125,15 +127,11 @@ def _dedupe(questions: list[Question]) -> list[Question]:
     return out
 
 
-ORDERS = ("walk", "shuffle")
-
-
 class QuestionSchedule:
     """Which question agent a gets in round r (`order`: walk | shuffle, see the module docstring)."""
 
     def __init__(self, questions: list[Question], n_agents: int, seed: int, world_id: str, order: str = "walk") -> None:
-        if order not in ORDERS:
-            raise UserError(f"world.question_order={order!r} must be one of {', '.join(ORDERS)}")
+        one_of("world.question_order", order, ORDERS)
         self.questions, self.n_agents, self.seed, self.world_id = questions, n_agents, seed, world_id
         self.order = order
         self._rounds: dict[int, list[int]] = {}

@@ -17,13 +17,15 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module → the project modules it imports anywhere in its body (`from a import b` counts `a` and `a.b`)."""
+def import_graph(module_level: bool = False) -> dict[str, set[str]]:
+    """Module → the project modules it imports anywhere in its body (`from a import b` counts `a` and `a.b`);
+    `module_level`: only the imports run when the module is imported (not those inside functions)."""
     modules = {module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
     graph = {}
     for name, path in modules.items():
         imported: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body if module_level else ast.walk(tree):
             if isinstance(node, ast.Import):
                 imported |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -69,6 +71,18 @@ def test_no_import_circle_in_the_packages() -> None:
     graph = import_graph()
     assert "memory.store_files" in graph and "memory.store" in graph["memory.snapshot"]
     assert circles(graph) == []
+
+
+def test_conf_imports_no_package_above_it_at_module_level() -> None:
+    """conf/ is the bottom layer: a key's choices live in its schema (conf.schema.world.ORDERS...) and the code that
+    acts on them imports them from there; conf reaches the packages above only inside functions."""
+    graph = import_graph(module_level=True)
+    above = ("agents", "environment", "experiment", "memory", "training")
+    upward = {
+        m: sorted(i for i in deps if i.split(".")[0] in above) for m, deps in graph.items() if m.startswith("conf")
+    }
+    assert "conf.schema.world" in graph and "conf.schema.checks" in graph["conf.schema.world"]
+    assert {m: deps for m, deps in upward.items() if deps} == {}
 
 
 # The command entry points of agents/, memory/ and environment/: the only modules there that may reach Hydra.

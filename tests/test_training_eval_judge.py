@@ -234,4 +234,4 @@ def test_a_bad_rater_mode_is_refused_in_one_line(tmp_path: Path) -> None:
     done = subprocess.run([SA_EVAL, "tasks=[judge]", "judge.rater_mode=foo", f"hydra.run.dir={tmp_path}"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode != 0
-    assert done.stderr.strip() == "sa-eval: error: judge.rater_mode='foo': use null|generate|logprob|likelihood"
+    assert done.stderr.strip() == "sa-eval: error: judge.rater_mode='foo' must be one of generate, logprob, likelihood"

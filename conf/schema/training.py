@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from omegaconf import MISSING
 
 from conf.errors import UserError, require, shown
+from conf.schema.checks import at_least, must, one_of
 
 # Which responses of a sampled group a loss needs in the forward pass (training.collator.select_responses).
 SELECT_ALL, SELECT_BEST, SELECT_PAIR = "all", "best", "pair"
@@ -28,15 +29,6 @@ MC_TASKS = ("hhh", "hhh_adversarial", "truthful_qa", "moral_permissibility")
 EVAL_TASKS = (*MC_TASKS, "judge", "rater")
 KINDS = ("imitation", "self_critic", "realignment")  # sa-build-data's sample kinds, in curriculum order
 BASE_LABEL = "base"  # sa-experiment's name for the untrained model
-
-
-def _number(ok: bool, key: str, value: Any, must: str) -> None:
-    """`<key>=<value> must be <must>` unless `ok`."""
-    require(ok, f"{key}={shown(value)} must be {must}")
-
-
-def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    require(value in allowed, f"{key}={value!r}: use {'|'.join(allowed)}")
 
 
 class Checked:
@@ -96,7 +88,7 @@ class StableAlignmentLoss(Loss):
         self._in_range(self.margin >= 0, "margin")
         self._in_range(self.lam >= 0, "lam")
         self._in_range(self.rating_scale > 0, "rating_scale")
-        require(self.ties in self.TIES, f"loss.ties={self.ties}: use {'|'.join(self.TIES)} (loss={self.name})")
+        one_of("loss.ties", self.ties, self.TIES)
 
 
 @register_loss
@@ -172,9 +164,9 @@ class Lora(Checked):
 
     def check(self) -> None:
         if self.enabled:
-            _number(self.r >= 1, "model.lora.r", self.r, "an integer >= 1")
-            _number(self.alpha > 0, "model.lora.alpha", self.alpha, "a number > 0")
-            _number(0 <= self.dropout < 1, "model.lora.dropout", self.dropout, "in [0, 1)")
+            at_least("model.lora.r", self.r, 1, int)
+            must(self.alpha > 0, "model.lora.alpha", self.alpha, "a number > 0")
+            must(0 <= self.dropout < 1, "model.lora.dropout", self.dropout, "in [0, 1)")
 
 
 @dataclass
@@ -186,8 +178,8 @@ class Model(Checked):
     lora: Lora = field(default_factory=Lora)
 
     def check(self) -> None:
-        require(self.device in ("auto", "cpu", "cuda", "mps"), f"model.device={self.device}: use auto|cpu|cuda|mps")
-        require(self.precision in ("auto", "bf16", "fp16", "fp32"), f"model.precision={self.precision}: use auto|bf16|fp32")  # fmt: skip
+        one_of("model.device", self.device, ("auto", "cpu", "cuda", "mps"))
+        one_of("model.precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
 
 
 @dataclass
@@ -216,20 +208,19 @@ class TrainSettings(Checked):
 
     def check(self) -> None:
         require(self.group_size >= 1, f"train.group_size={self.group_size}: K must be >= 1")
-        for key in ("batch_size", "groups_per_batch", "log_every"):
-            _number(getattr(self, key) >= 1, f"train.{key}", getattr(self, key), "an integer >= 1")
-        for key in ("max_tokens_per_forward", "save_every", "num_workers"):
-            _number(getattr(self, key) >= 0, f"train.{key}", getattr(self, key), "an integer >= 0")
+        for key, low in (("batch_size", 1), ("groups_per_batch", 1), ("log_every", 1), ("max_tokens_per_forward", 0),
+                         ("save_every", 0), ("num_workers", 0)):  # fmt: skip
+            at_least(f"train.{key}", getattr(self, key), low, int)
         require(self.max_steps > 0 or self.epochs >= 1, "set train.max_steps > 0 or train.epochs >= 1")
-        _number(self.lr > 0, "train.lr", self.lr, "a number > 0")
-        _number(0 <= self.warmup_ratio < 1, "train.warmup_ratio", self.warmup_ratio, "in [0, 1)")
-        _number(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
-        _number(self.max_grad_norm >= 0, "train.max_grad_norm", self.max_grad_norm, "a number >= 0")
-        _number(self.max_length >= 2, "train.max_length", self.max_length, "an integer >= 2")
+        must(self.lr > 0, "train.lr", self.lr, "a number > 0")
+        must(0 <= self.warmup_ratio < 1, "train.warmup_ratio", self.warmup_ratio, "in [0, 1)")
+        at_least("train.weight_decay", self.weight_decay, 0)
+        at_least("train.max_grad_norm", self.max_grad_norm, 0)
+        at_least("train.max_length", self.max_length, 2, int)
         require(0 < self.max_prompt_length < self.max_length,
                 f"train.max_prompt_length={self.max_prompt_length} must be in (0, train.max_length={self.max_length})")  # fmt: skip
         if self.peak_tflops is not None:
-            _number(self.peak_tflops > 0, "train.peak_tflops", self.peak_tflops, "a number > 0")
+            must(self.peak_tflops > 0, "train.peak_tflops", self.peak_tflops, "a number > 0")
 
 
 @dataclass
@@ -268,8 +259,7 @@ class Mix(Checked):
         unknown = sorted(set(self.ratio) - set(KINDS))
         require(not unknown, f"mix.ratio has unknown kind(s) {unknown}; use {', '.join(KINDS)}")
         for kind, weight in self.ratio.items():
-            ok = isinstance(weight, int | float) and not isinstance(weight, bool) and weight >= 0
-            _number(ok, f"mix.ratio.{kind}", weight, "a number >= 0")
+            at_least(f"mix.ratio.{kind}", weight, 0)
         require(any(v > 0 for v in self.ratio.values()), "mix.ratio is all zero; give a kind weight > 0")
 
 
@@ -287,7 +277,7 @@ class BuildDataApp(Checked):
     def check(self) -> None:
         require(len(self.inputs) > 0 and all(self.inputs),
                 f"inputs={self.inputs!r} must be a non-empty list of episodes files or run folders; pass inputs=[RUN_DIR]")  # fmt: skip
-        require(self.format in ("jsonl", "parquet", "both"), f"format={self.format!r} is not jsonl, parquet or both")
+        one_of("format", self.format, ("jsonl", "parquet", "both"))
 
 
 # --------------------------------------------------------------------------------------------------------- sa-eval
@@ -306,7 +296,7 @@ class Scoring(Checked):
 
     def check(self) -> None:
         for key in ("batch_tokens", "max_batch", "max_length"):
-            _number(getattr(self, key) >= 1, f"scoring.{key}", getattr(self, key), "a positive integer")
+            at_least(f"scoring.{key}", getattr(self, key), 1, int)
 
 
 @dataclass
@@ -326,12 +316,11 @@ class Judge(Checked):
     rater_mode: str | None = MISSING  # null = the 1-10 judge prompt; else the observer's 1-7 rating in that mode
 
     def check(self) -> None:
-        _one_of("judge.mode", self.mode, ("score", "pairwise", "both"))
+        one_of("judge.mode", self.mode, ("score", "pairwise", "both"))
         if self.rater_mode is not None:
-            modes = ("generate", "logprob", "likelihood")
-            require(self.rater_mode in modes, f"judge.rater_mode={self.rater_mode!r}: use null|{'|'.join(modes)}")
-        _number(self.limit is None or self.limit >= 1, "judge.limit", self.limit, "a positive integer or null")
-        _number(self.max_reasks >= 0, "judge.max_reasks", self.max_reasks, "an integer >= 0")
+            one_of("judge.rater_mode", self.rater_mode, ("generate", "logprob", "likelihood"))
+        must(self.limit is None or self.limit >= 1, "judge.limit", self.limit, "a positive integer or null")
+        at_least("judge.max_reasks", self.max_reasks, 0, int)
 
 
 @dataclass
@@ -350,8 +339,8 @@ class RaterCheck(Checked):
     sampling: RatingSampling = field(default_factory=RatingSampling)
 
     def check(self) -> None:
-        _number(self.max_reasks >= 0, "rater_check.max_reasks", self.max_reasks, "an integer >= 0")
-        _number(self.limit is None or self.limit >= 1, "rater_check.limit", self.limit,
+        at_least("rater_check.max_reasks", self.max_reasks, 0, int)
+        must(self.limit is None or self.limit >= 1, "rater_check.limit", self.limit,
                 "a positive number of pairs or null for all")  # fmt: skip
 
 
@@ -383,10 +372,8 @@ class EvalApp(Checked):
         unknown = sorted(set(self.tasks) - set(EVAL_TASKS))
         require(bool(self.tasks) and not unknown,
                 f"tasks {unknown or self.tasks} unknown or empty; choose from {list(EVAL_TASKS)}")  # fmt: skip
-        _number(self.headline in ("sum", "mean"), "headline", self.headline, "sum or mean")
-        _number(
-            self.limit is None or self.limit >= 1, "limit", self.limit, "a positive number of items or null for all"
-        )
+        one_of("headline", self.headline, ("sum", "mean"))
+        must(self.limit is None or self.limit >= 1, "limit", self.limit, "a positive number of items or null for all")
         if set(self.tasks) & {*MC_TASKS, "judge"}:  # the tasks that evaluate `models`
             self._check_models()
 
@@ -421,8 +408,8 @@ class Experiment(Checked):
     primary: str = MISSING
 
     def check(self) -> None:
-        _number(self.worlds >= 1, "experiment.worlds", self.worlds, "an integer >= 1")
-        _number(len(self.train_seeds) > 0, "experiment.train_seeds", self.train_seeds, "a non-empty list of integers")
+        at_least("experiment.worlds", self.worlds, 1, int)
+        must(len(self.train_seeds) > 0, "experiment.train_seeds", self.train_seeds, "a non-empty list of integers")
         require(len(self.arms) > 0, "experiment.arms must map arm names to sa-train overrides")
         require(BASE_LABEL not in self.arms, f"experiment.arms may not be named {BASE_LABEL!r} (the untrained model)")
 
@@ -439,8 +426,8 @@ class ExperimentApp(Checked):
     resamples: int = MISSING
 
     def check(self) -> None:
-        _number(0 < self.alpha < 1, "alpha", self.alpha, "in (0, 1)")
-        _number(self.min_effect >= 0, "min_effect", self.min_effect, ">= 0")
+        must(0 < self.alpha < 1, "alpha", self.alpha, "in (0, 1)")
+        must(self.min_effect >= 0, "min_effect", self.min_effect, ">= 0")
 
 
 def as_app(cfg: Any, app: type) -> Any:

@@ -17,32 +17,18 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from conf.errors import UserError, require, shown
-from environment.analysis import SOCIETY_SCORES
-from environment.questions import ORDERS
+from conf.errors import UserError, require
+from conf.schema.checks import at_least, one_of, positive
 
 Number = int | float
 MOVEMENTS = ("none", "random_walk")
 SCOPES = ("global", "per_endpoint")
 GROUP_KEYS = ("name", "fraction", "count", "backend", "persona")
-
-
-def at_least(key: str, value: Any, low: float, kind: type = float, high: float | None = None) -> None:
-    """`value` (of `kind`, int or float) within [low, high], or one line naming `key`."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
-    bounds = f" in [{low:g}, {high:g}]" if high is not None else f" >= {low:g}"
-    require(ok and value >= low and (high is None or value <= high),
-            f"{key}={shown(value)} must be {'an integer' if kind is int else 'a number'}{bounds}")  # fmt: skip
-
-
-def one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    """`value` is one of `choices`, or one line naming `key`."""
-    require(value in choices, f"{key}={value!r} must be one of {', '.join(choices)}")
-
-
-def positive(key: str, value: Any) -> None:
-    """A limit: null (no limit) or > 0."""
-    require(value is None or value > 0, f"{key}={value!r} must be a positive number (or null for no limit)")
+ORDERS = ("walk", "shuffle")  # world.question_order (environment.questions.QuestionSchedule)
+# stopping.plateau.score (environment.analysis.society_score). `product_of_means` (the paper): mean alignment x mean
+# engagement; `mean_of_products` (the rule before 2026-12): the mean over agents of alignment x engagement. Both from
+# the observer's revision scores.
+SOCIETY_SCORES = ("product_of_means", "mean_of_products")
 
 
 @dataclass
@@ -105,8 +91,7 @@ class PoolLimits(HTTPLimits):
 
     def check(self, key: str) -> None:
         super().check(key)
-        require(self.scope in SCOPES, f"{key}.scope={self.scope!r} is not one of {list(SCOPES)}; use global or "
-                                      "per_endpoint")  # fmt: skip
+        one_of(f"{key}.scope", self.scope, SCOPES)
         at_least(f"{key}.bench_after", self.bench_after, 1, int)
 
 
