@@ -119,10 +119,6 @@ class EmbeddingCache:
                     future.set_exception(error)
                     future.exception()  # mark retrieved: every waiting caller re-raises it
 
-    async def embed_one(self, text: str) -> np.ndarray:
-        """The (dim,) vector of one text."""
-        return (await self.embed([text]))[0]
-
     def __contains__(self, text: object) -> bool:
         with self._lock:
             return text in self._vectors

@@ -157,4 +157,3 @@ def seed(
     return [[(it.question, it.answer(label), label) for it in rng.sample(items, take)] for label in labels]
 
 
-seed_priors = seed

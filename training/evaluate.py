@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from conf.cli import hydra_command
 from conf.errors import UserError, require
 from conf.schema import checked
-from conf.schema.training import EVAL_TASKS, MC_TASKS, EvalApp, as_app
+from conf.schema.training import MC_TASKS, EvalApp, as_app
 from training.eval import judge as judging
 from training.eval import rater_check
 from training.eval import tasks as mc
@@ -29,7 +29,6 @@ from training.eval.report import write_report
 from training.eval.world_curves import world_curves
 
 PROG = "sa-eval"
-TASKS = EVAL_TASKS
 MODEL_TASKS = (*MC_TASKS, "judge")  # the tasks that evaluate `models`; `rater` checks the `backend` alone
 BACKEND_MODEL = "backend"
 

@@ -132,12 +132,6 @@ def load_reference(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
     return reference.eval()
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The highest complete `checkpoints/step-N` in output_dir, if any (see training/checkpoints.py)."""
-    complete, _skipped = checkpoints.scan(output_dir)
-    return complete[-1].path if complete else None
-
-
 @dataclass(frozen=True)
 class Schedule:
     """How a run walks its data. `train.batch_size` groups make one optimizer step, whatever the hardware: they are

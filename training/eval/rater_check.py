@@ -38,7 +38,6 @@ from training.eval.alignment import gather_with_progress, outcome, rate_alignmen
 from training.eval.bigbench import HHH_CATEGORIES, MCItem
 
 RATER_KEYS = ("mode", "top_k", "min_mass", "temperature", "reasons")
-SAMPLING_KEYS = ("temperature", "max_tokens", "top_p", "stop", "seed", "prefix")
 HIST_EDGES = tuple(0.875 + 0.25 * i for i in range(26))  # 0.25-wide bins centred on 1, 1.25, ..., 7
 CHANCE = 0.5
 
