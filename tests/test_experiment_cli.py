@@ -63,8 +63,15 @@ def tiny_experiment(folder: Path, url: str, model: Path) -> Path:
     return folder
 
 
-def sa_experiment(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "sa-experiment"), *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+def run_experiment(tmp_path: Path, configs: Path, name: str, report: str = "report") -> dict:
+    """`sa-experiment --config-dir configs experiment=name` (stages under tmp_path/root, the report in
+    tmp_path/report): it succeeds; its experiment.json."""
+    args = ["--config-dir", str(configs), f"experiment={name}", f"root={tmp_path / 'root'}",
+            f"hydra.run.dir={tmp_path / report}"]  # fmt: skip
+    done = subprocess.run([str(BIN / "sa-experiment"), *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp_path / report / "experiment.json").read_text())
 
 
 @pytest.mark.parametrize("preset", ["cpu_small", "gpu"])
@@ -92,10 +99,7 @@ def test_presets_give_every_stage_overrides_its_command_accepts(preset):
 def test_tiny_experiment_runs_every_stage_reports_verdicts_and_reuses_its_cache(tmp_path, tiny_model_dir, openai_stub):
     server = openai_stub()
     configs = tiny_experiment(tmp_path / "conf", server.base_url, tiny_model_dir)
-    args = ["--config-dir", str(configs), "experiment=tiny", f"root={tmp_path / 'root'}"]
-    first = sa_experiment(*args, f"hydra.run.dir={tmp_path / 'report'}", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    result = json.loads((tmp_path / "report" / "experiment.json").read_text())
+    result = run_experiment(tmp_path, configs, "tiny")
     assert len(result["stages"]) == 2 + 1 + 4 + 1  # worlds, data, 2 arms × 2 seeds, evaluation
     assert all(stage["seconds"] > 0 for stage in result["stages"].values())
     row = result["table"]["hhh"]
@@ -114,9 +118,7 @@ def test_tiny_experiment_runs_every_stage_reports_verdicts_and_reuses_its_cache(
                for label, stage in result["stages"].items() if label.startswith("train ")}  # fmt: skip
     assert weights["train sft-s0"] != weights["train sft-s1"]  # the training seed changes the run
 
-    again = sa_experiment(*args, f"hydra.run.dir={tmp_path / 'report2'}", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
-    rerun = json.loads((tmp_path / "report2" / "experiment.json").read_text())
+    rerun = run_experiment(tmp_path, configs, "tiny", "report2")
     assert all(stage["seconds"] == 0 for stage in rerun["stages"].values())  # every stage reused
     assert [s["ran_s"] for s in rerun["stages"].values()] == [s["ran_s"] for s in result["stages"].values()]
     assert rerun["comparisons"] == result["comparisons"]

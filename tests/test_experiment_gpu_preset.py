@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conf import CONFIG_DIR
-from tests.test_experiment_cli import sa_experiment
+from tests.test_experiment_cli import run_experiment
 
 
 def gpu_preset_on_tiny_model(folder: Path, url: str, model: Path) -> Path:
@@ -68,10 +68,7 @@ def test_gpu_preset_runs_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir, op
     bf16, every arm, every eval task) run through every stage; only the endpoint, the model and the sizes differ."""
     server = openai_stub()
     configs = gpu_preset_on_tiny_model(tmp_path / "conf", server.base_url, tiny_model_dir)
-    args = ["--config-dir", str(configs), "experiment=gpu_tiny", f"root={tmp_path / 'root'}"]
-    done = sa_experiment(*args, f"hydra.run.dir={tmp_path / 'report'}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads((tmp_path / "report" / "experiment.json").read_text())
+    result = run_experiment(tmp_path, configs, "gpu_tiny")
     assert len(result["stages"]) == 1 + 1 + 4 + 1  # a world, the data, four arms, the evaluation
     assert {"hhh", "hhh_adversarial", "truthful_qa_mc1", "moral_permissibility"} <= set(result["table"])
     world = next(Path(s["folder"]) for label, s in result["stages"].items() if label.startswith("world"))
