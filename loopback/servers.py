@@ -48,7 +48,9 @@ class RunningServer:
     def log_entries(self) -> list[dict[str, Any]]:
         if self.log_file is None or not self.log_file.exists():
             return []
-        return [json.loads(line) for line in self.log_file.read_text().splitlines() if line.strip()]
+        text = self.log_file.read_text()
+        complete = text[: text.rfind("\n") + 1]  # a line the server is still writing is left for the next read
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def stop(self) -> None:
         stop_process(self.process)
