@@ -5,7 +5,7 @@ SFT > base).
     sa-experiment experiment=cpu_small
     sa-experiment experiment=cpu_small experiment.worlds=4 experiment.train_seeds=[0,1,2]
     sa-experiment experiment=cpu_small +experiment.arms.sa_margin0=[loss=stable_alignment,loss.margin=0]
-    sa-experiment -m experiment=cpu_small experiment.worlds=1,2,4        (the verdict as the data grows)
+    sa-experiment -m experiment=cpu_small experiment.worlds=1,2,4        (the verdict as the data grows: sweep.md)
 
 Every stage is the real console script with Hydra overrides, cached under `root` by its settings (experiment/stages.py),
 so a re-run, a larger sweep or an added arm reuses what exists; the log of every command is in the report folder.
@@ -103,6 +103,7 @@ def run(cfg: DictConfig) -> Path:
     results = analyse(cfg, runs, evaluation)
     results |= {
         "experiment": OmegaConf.to_container(cfg.experiment, resolve=True),
+        "overrides": task_overrides(),
         "alpha": float(cfg.alpha), "min_effect": float(cfg.min_effect),
         "stages": {s.name: {"folder": str(s.folder), "key": s.key, "seconds": seconds[s.name],
                             "ran_s": s.recorded_seconds()} for s in [*worlds, data, *runs.values(), evaluation]},
@@ -111,6 +112,13 @@ def run(cfg: DictConfig) -> Path:
     }  # fmt: skip
     (out / "experiment.json").write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
     return write_report(results, runs, out)
+
+
+def task_overrides() -> list[str]:
+    """The command-line overrides of this run (a sweep job's own values), [] outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 @hydra_command("experiment", prog=PROG)

@@ -63,14 +63,19 @@ def tiny_experiment(folder: Path, url: str, model: Path) -> Path:
     return folder
 
 
-def run_experiment(tmp_path: Path, configs: Path, name: str, report: str = "report") -> dict:
-    """`sa-experiment --config-dir configs experiment=name` (stages under tmp_path/root, the report in
-    tmp_path/report): it succeeds; its experiment.json."""
-    args = ["--config-dir", str(configs), f"experiment={name}", f"root={tmp_path / 'root'}",
-            f"hydra.run.dir={tmp_path / report}"]  # fmt: skip
-    done = subprocess.run([str(BIN / "sa-experiment"), *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=900)  # fmt: skip
+def sa_experiment(tmp_path: Path, configs: Path, name: str, *args: str) -> str:
+    """`sa-experiment --config-dir configs experiment=name ARGS` with its stages under tmp_path/root: it succeeds;
+    its output."""
+    argv = [str(BIN / "sa-experiment"), "--config-dir", str(configs), f"experiment={name}",
+            f"root={tmp_path / 'root'}", *args]  # fmt: skip
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def run_experiment(tmp_path: Path, configs: Path, name: str, report: str = "report") -> dict:
+    """One sa-experiment run with its report in tmp_path/report: its experiment.json."""
+    sa_experiment(tmp_path, configs, name, f"hydra.run.dir={tmp_path / report}")
     return json.loads((tmp_path / report / "experiment.json").read_text())
 
 
@@ -122,6 +127,24 @@ def test_tiny_experiment_runs_every_stage_reports_verdicts_and_reuses_its_cache(
     assert all(stage["seconds"] == 0 for stage in rerun["stages"].values())  # every stage reused
     assert [s["ran_s"] for s in rerun["stages"].values()] == [s["ran_s"] for s in result["stages"].values()]
     assert rerun["comparisons"] == result["comparisons"]
+
+    # A sweep over the number of worlds: worlds=2 is the run above (every stage reused), worlds=1 trains on the data
+    # of world 0 alone; sweep.md puts each job's verdicts side by side.
+    out = sa_experiment(
+        tmp_path, configs, "tiny", "-m", "experiment.worlds=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    )
+    assert f"sweep report: {tmp_path / 'sweep' / 'sweep.md'}" in out
+    sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [(r["overrides"], r["worlds"]) for r in sweep] == [
+        (["experiment.worlds=1"], 1),
+        (["experiment.worlds=2"], 2),
+    ]
+    assert sweep[1]["groups"] == result["data"]["groups"] > sweep[0]["groups"]
+    assert sweep[1]["claims"]["SA > SFT"] == next(
+        c for c in result["comparisons"] if c["claim"] == "SA > SFT" and c["metric"] == "hhh"
+    )
+    text = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert text.count("| `experiment.worlds=") == 2 and (tmp_path / "sweep" / "sweep.png").exists()
 
 
 def test_the_limits_section_gives_the_power_of_each_primary_comparison_and_the_seed_spread():
