@@ -87,6 +87,11 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
                 print(f"{prog}: error: {replaced(error) or one_line(error)} (see `{prog} --cfg job` for valid keys)",
                       file=sys.stderr)  # fmt: skip
                 sys.exit(EXIT_USER_ERROR)
+            except ValueError as error:  # Hydra's own flag check, e.g. `-m --cfg job`
+                if wants_traceback or not str(error).startswith("Only one of --run"):
+                    raise
+                print(f"{prog}: error: {error}; run --cfg job without -m (and one value per key)", file=sys.stderr)
+                sys.exit(EXIT_USER_ERROR)
             except OSError as error:  # e.g. Hydra creating a run dir on a read-only disk, before the task runs
                 if wants_traceback or error.errno not in PATH_ERRNOS or error.filename is None:
                     raise

@@ -3,6 +3,8 @@ line with exit code 2 (no traceback, nothing written)."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +61,31 @@ def test_unknown_key_is_a_one_line_error(command: str, tmp_path: Path) -> None:
     result = run(command, "no_such_key.inner=3", f"hydra.run.dir={tmp_path / 'out'}")
     assert_one_line_error(result, command, "no_such_key")
     assert not (tmp_path / "out").exists()
+
+
+def test_conflicting_hydra_flags_are_a_one_line_error() -> None:
+    result = run("sa-experiment", "-m", "experiment.worlds=1,2", "--cfg", "job")
+    assert_one_line_error(result, "sa-experiment", "Only one of --run, --multirun, --cfg", "without -m")
+
+
+def readme_commands(program: str) -> list[list[str]]:
+    """The `program` lines of the README's bash blocks, as argv lists (comments dropped)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [block.split("```", 1)[0] for block in text.split("```bash\n")[1:]]
+    lines = [line for block in blocks for line in block.splitlines() if line.startswith(program + " ")]
+    return [shlex.split(line, comments=True) for line in lines]
+
+
+def test_the_readme_experiment_commands_compose() -> None:
+    """Every `sa-experiment` line of the README composes (`--cfg job`); a sweep line with its first value per key.
+    (Unquoted `key=[a=b]` list items are not valid Hydra overrides: this caught them.)"""
+    commands = readme_commands("sa-experiment")
+    assert len(commands) >= 4 and any("-m" in argv for argv in commands)
+    for argv in commands:
+        args = [re.sub(r"^([\w.~+]+)=([^\[\"'{]*?),.*$", r"\1=\2", a) if "-m" in argv else a for a in argv[1:]]
+        result = run("sa-experiment", *[a for a in args if a != "-m"], "--cfg", "job")
+        assert result.returncode == 0, (argv, result.stderr[-1000:])
+        assert yaml.safe_load(result.stdout)["experiment"]["name"], argv
 
 
 def test_simulate_bad_value_is_a_one_line_error(tmp_path: Path) -> None:
