@@ -4,7 +4,7 @@ SFT > base).
 
     sa-experiment experiment=cpu_small
     sa-experiment experiment=cpu_small experiment.worlds=4 experiment.train_seeds=[0,1,2]
-    sa-experiment experiment=cpu_small +experiment.arms.sa_margin0=[loss=stable_alignment,loss.margin=0]
+    sa-experiment experiment=cpu_small '+experiment.arms.sa_margin0=["loss=stable_alignment","loss.margin=0"]'
     sa-experiment -m experiment=cpu_small experiment.worlds=1,2,4        (the verdict as the data grows: sweep.md)
 
 Every stage is the real console script with Hydra overrides, cached under `root` by its settings (experiment/stages.py),
