@@ -66,8 +66,9 @@ def tiny_experiment(folder: Path, url: str, model: Path) -> Path:
 def sa_experiment(tmp_path: Path, configs: Path, name: str, *args: str) -> str:
     """`sa-experiment --config-dir configs experiment=name ARGS` with its stages under tmp_path/root: it succeeds;
     its output."""
-    argv = [str(BIN / "sa-experiment"), "--config-dir", str(configs), f"experiment={name}",
-            f"root={tmp_path / 'root'}", *args]  # fmt: skip
+    flags = [a for a in args if a.startswith("-")]  # Hydra's flags (-m) come before the overrides
+    argv = [str(BIN / "sa-experiment"), *flags, "--config-dir", str(configs), f"experiment={name}",
+            f"root={tmp_path / 'root'}", *(a for a in args if a not in flags)]  # fmt: skip
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout

@@ -136,10 +136,10 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     )
     for overrides, message in [
         (("tasks=[hhh,nope]",), "tasks ['nope'] unknown"),
-        (("headline=median",), "headline='median' must be sum or mean"),
+        (("headline=median",), "headline='median' must be one of sum, mean"),
         (("limit=0",), "limit=0 must be a positive number"),
         (("labels=x",), "labels='x' must be a list or null"),
-        (("scoring.max_batch=0",), "scoring.max_batch=0 must be a positive integer"),
+        (("scoring.max_batch=0",), "scoring.max_batch=0 must be an integer >= 1"),
         (("judge.max_reasks=-1",), "judge.max_reasks=-1 must be an integer >= 0"),  # wrong types: test_conf_schema_*
         (("labels=[a,a]", "models=[x,y]"), "repeat"),
         (("world_dir=/nonexistent/run",), "no episodes file"),
