@@ -28,13 +28,18 @@ def jobs(folder: Path) -> list[dict[str, Any]]:
             for p in sorted(found, key=lambda p: int(p.parent.name))]  # fmt: skip
 
 
+def shared_overrides(results: list[dict[str, Any]]) -> list[str]:
+    """The overrides every job of a sweep of two or more jobs was given (in the first job's order)."""
+    given = [job.get("overrides", []) for job in results]
+    return [o for o in given[0] if all(o in g for g in given[1:])] if len(given) > 1 else []
+
+
 def rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per job: the overrides that set it apart from the other jobs, its data size and each claim's
     comparison on the primary metric."""
-    given = [job.get("overrides", []) for job in results]
-    common = set.intersection(*map(set, given)) if len(given) > 1 else set()
+    common = shared_overrides(results)
     out = []
-    for job, overrides in zip(results, given, strict=True):
+    for job, overrides in zip(results, [job.get("overrides", []) for job in results], strict=True):
         primary, data = job["primary"], job.get("data") or {}
         claims = {c["claim"]: c for c in job["comparisons"] if c["metric"] == primary}
         out.append({
@@ -52,10 +57,11 @@ def _claim_cell(c: dict[str, Any] | None) -> str:
     return f"{c['difference']:+.3f} [{low:+.3f}, {high:+.3f}], p {c['p_value']:.2g}: {c['verdict']}"
 
 
-def markdown(table: list[dict[str, Any]]) -> str:
+def markdown(table: list[dict[str, Any]], common: list[str]) -> str:
     claims = [claim for claim, _, _ in CLAIMS]
     primaries = sorted({r["primary"] for r in table})
     lines = [f"# sa-experiment sweep: {len(table)} job(s)", "",
+             f"Every job: {' '.join(f'`{o}`' for o in common) or '–'}.", "",
              f"Paired difference on the primary metric ({', '.join(primaries)}) [95 % bootstrap], sign-flip p, verdict.",
              "", "| job | overrides | worlds | groups | " + " | ".join(claims) + " |",
              "|---" * (4 + len(claims)) + "|"]  # fmt: skip
@@ -96,13 +102,15 @@ def plot(table: list[dict[str, Any]], path: Path) -> Path:
 
 def summarize(folder: Path) -> Path | None:
     """Write sweep.md, sweep.json and sweep.png into a sweep folder; None when no job finished."""
-    table = rows(jobs(folder))
-    if not table:
+    results = jobs(folder)
+    if not results:
         return None
-    (folder / "sweep.json").write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+    table, common = rows(results), shared_overrides(results)
+    (folder / "sweep.json").write_text(json.dumps({"every_job": common, "jobs": table}, indent=1) + "\n",
+                                       encoding="utf-8")  # fmt: skip
     plot(table, folder / "sweep.png")
     report = folder / "sweep.md"
-    report.write_text(markdown(table), encoding="utf-8")
+    report.write_text(markdown(table, common), encoding="utf-8")
     return report
 
 

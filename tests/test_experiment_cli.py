@@ -135,7 +135,9 @@ def test_tiny_experiment_runs_every_stage_reports_verdicts_and_reuses_its_cache(
         tmp_path, configs, "tiny", "-m", "experiment.worlds=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"
     )
     assert f"sweep report: {tmp_path / 'sweep' / 'sweep.md'}" in out
-    sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert "experiment=tiny" in summary["every_job"]
+    sweep = summary["jobs"]
     assert [(r["overrides"], r["worlds"]) for r in sweep] == [
         (["experiment.worlds=1"], 1),
         (["experiment.worlds=2"], 2),
