@@ -155,5 +155,3 @@ def seed(
     rng = random.Random(f"priors:{seed}")
     take = min(per_agent, len(items))
     return [[(it.question, it.answer(label), label) for it in rng.sample(items, take)] for label in labels]
-
-
