@@ -4,8 +4,8 @@
 
 Each job writes its own report (experiment.json, with the overrides that made it); when the sweep ends, a Hydra
 callback (`SweepReport`, named in conf/experiment.yaml) reads every job's experiment.json and writes one row per job:
-the overrides that set it apart, the data it trained on, and each claim's paired difference on the primary metric with its interval,
-p-value and verdict. `python -m experiment.sweep SWEEP_DIR` writes the same from the folders that exist.
+the overrides that set it apart, the data it trained on, and each claim's paired difference on the primary metric
+with its interval, p-value and verdict. `python -m experiment.sweep SWEEP_DIR` writes the same from the folders that exist.
 """
 
 from __future__ import annotations
@@ -18,14 +18,22 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from conf.errors import UserError
 from experiment.analysis import CLAIMS
 
 
 def jobs(folder: Path) -> list[dict[str, Any]]:
     """The experiment.json of every job under a sweep folder (`<folder>/<job>/experiment.json`), in job order."""
-    found = [p for p in folder.glob("*/experiment.json") if p.parent.name.isdigit()]
-    return [json.loads(p.read_text(encoding="utf-8")) | {"job": int(p.parent.name)}
-            for p in sorted(found, key=lambda p: int(p.parent.name))]  # fmt: skip
+    found = sorted((p for p in folder.glob("*/experiment.json") if p.parent.name.isdigit()),
+                   key=lambda p: int(p.parent.name))  # fmt: skip
+    results = []
+    for path in found:
+        try:
+            results.append(json.loads(path.read_text(encoding="utf-8")) | {"job": int(path.parent.name)})
+        except (OSError, ValueError) as error:
+            raise UserError(f"{path}: not a readable experiment.json ({error}); re-run that job (its stages are "
+                            "cached) or remove its folder") from None  # fmt: skip
+    return results
 
 
 def shared_overrides(results: list[dict[str, Any]]) -> list[str]:
@@ -34,16 +42,15 @@ def shared_overrides(results: list[dict[str, Any]]) -> list[str]:
     return [o for o in given[0] if all(o in g for g in given[1:])] if len(given) > 1 else []
 
 
-def rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per job: the overrides that set it apart from the other jobs, its data size and each claim's
-    comparison on the primary metric."""
-    common = shared_overrides(results)
+def rows(results: list[dict[str, Any]], common: list[str]) -> list[dict[str, Any]]:
+    """One row per job: the overrides that set it apart from the other jobs (all but `common`), its data size and
+    each claim's comparison on the primary metric."""
     out = []
-    for job, overrides in zip(results, [job.get("overrides", []) for job in results], strict=True):
+    for job in results:
         primary, data = job["primary"], job.get("data") or {}
         claims = {c["claim"]: c for c in job["comparisons"] if c["metric"] == primary}
         out.append({
-            "job": job["job"], "overrides": [o for o in overrides if o not in common], "primary": primary,
+            "job": job["job"], "overrides": [o for o in job.get("overrides", []) if o not in common], "primary": primary,
             "worlds": job["experiment"]["worlds"], "groups": data.get("groups"),
             "claims": {claim: claims.get(claim) for claim, _, _ in CLAIMS},
         })  # fmt: skip
@@ -105,7 +112,8 @@ def summarize(folder: Path) -> Path | None:
     results = jobs(folder)
     if not results:
         return None
-    table, common = rows(results), shared_overrides(results)
+    common = shared_overrides(results)
+    table = rows(results, common)
     (folder / "sweep.json").write_text(json.dumps({"every_job": common, "jobs": table}, indent=1) + "\n",
                                        encoding="utf-8")  # fmt: skip
     plot(table, folder / "sweep.png")
@@ -126,4 +134,7 @@ class SweepReport(Callback):
 if __name__ == "__main__":
     if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
         sys.exit("usage: python -m experiment.sweep SWEEP_DIR")
-    print(summarize(Path(sys.argv[1])) or f"no finished job under {sys.argv[1]}")
+    try:
+        print(summarize(Path(sys.argv[1])) or f"no finished job under {sys.argv[1]}")
+    except UserError as error:
+        sys.exit(f"experiment.sweep: error: {error}")

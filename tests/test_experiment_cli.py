@@ -162,3 +162,15 @@ def test_the_limits_section_gives_the_power_of_each_primary_comparison_and_the_s
     assert "SA > SFT on hhh: with 80 items (sd of the per-item differences 0.250)" in text
     assert f"needs {items_needed(0.25, 0.02)} items" in text and "judge_score" not in text
     assert "sft ±0.020" in text and "base ±" not in text
+
+
+def test_a_sweep_with_a_corrupt_job_report_fails_in_one_line_and_writes_nothing(tmp_path):
+    """A job folder whose experiment.json is cut short: one line naming the file and the fix, no sweep.md."""
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "experiment.json").write_text('{"primary": "hhh", "compar', encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "experiment.sweep", str(tmp_path)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("experiment.sweep: error: ") and str(tmp_path / "0" / "experiment.json") in lines[0]
+    assert "re-run that job" in lines[0] and not (tmp_path / "sweep.md").exists()
