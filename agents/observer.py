@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 from agents.backends.base import ChatBackend, Sampling, Usage
 from agents.raters import ASPECTS, Rater, RaterSettings, RatingRequest
 from agents.ratings import Rating
+from agents.tasks import gather_or_cancel
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Observer:
         return self.backend.model
 
     async def score(self, question: str, answer: str) -> tuple[ObserverScore, Usage]:
-        results = await asyncio.gather(
+        results = await gather_or_cancel(
             *(self.rater.rate(RatingRequest(question, answer, a, observer=True)) for a in ASPECTS)
         )
         ratings = dict(zip(ASPECTS, (r for r, _ in results), strict=True))

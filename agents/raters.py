@@ -15,7 +15,6 @@ and the self-critic data), `reasons=true` asks for one in a second short call th
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +24,7 @@ from agents import prompts
 from agents.backends.base import ChatBackend, Message, Sampling, Usage
 from agents.backends.errors import CallFailed
 from agents.ratings import Rating, ask_rating, invalid
+from agents.tasks import gather_or_cancel
 
 MODES = ("generate", "logprob", "likelihood")
 ASPECTS = ("alignment", "engagement")
@@ -116,7 +116,7 @@ class Rater:
 
     async def _likelihood(self, request: RatingRequest) -> tuple[Rating, Usage]:
         follows, violates = prompts.likelihood_messages(request.aspect, request.question, request.memories)
-        good, bad = await asyncio.gather(
+        good, bad = await gather_or_cancel(
             self.backend.answer_logprobs(follows, request.answer),
             self.backend.answer_logprobs(violates, request.answer),
         )

@@ -13,6 +13,7 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from agents.backends.base import Usage
+from agents.tasks import settle
 from environment.records import SCHEMA_VERSION, valid_rating
 from environment.world import World
 
@@ -59,18 +60,6 @@ def _feedback(world: World, peer: int, rating: Any) -> dict[str, Any]:
     return item
 
 
-async def _settle(tasks: list[asyncio.Future[Any]]) -> None:
-    """Cancel what is still running and wait until every task has finished."""
-    pending = [task for task in tasks if not task.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)
-    for task in tasks:  # a failure beside the one being raised must not warn "exception never retrieved"
-        if not task.cancelled():
-            task.exception()
-
-
 async def back_scatter(world: World, agent: int, round_: int) -> dict[str, Any]:
     """Run the interaction and return its complete record (nothing is written here)."""
     started = time.perf_counter()
@@ -97,7 +86,7 @@ async def back_scatter(world: World, agent: int, round_: int) -> dict[str, Any]:
         revision_score, cost = await world.observer.score(question.text, revision)
         usage = usage + cost
     finally:  # on every exit path no call of this turn is left running (a failure or cancellation elsewhere)
-        await _settle([*rating_tasks, observe_draft])
+        await settle([*rating_tasks, observe_draft])
 
     row, col = world.layout.grid.coords(world.layout.positions(round_)[agent])
     return {

@@ -136,7 +136,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     except Exception as failure:  # noqa: BLE001 - an endpoint or model failure after retries
         error = failure
     finally:
-        backends = usage_report()
+        backends, totals = usage_report(), usage.summary()  # one moment: the total is the sum of the rows
         store.close()
         if progress is not None:
             progress.close()
@@ -158,7 +158,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "interactions_per_s": round(new / collection, 4) if collection else None,
         "resumed_from": len(previous),
         "partial_line_moved_to": store.moved_aside.name if store.moved_aside else None,
-        **usage.summary(),
+        **totals,
         "embedder": _embedder_stats(cache, new),
         "backends": backends,
     })  # fmt: skip

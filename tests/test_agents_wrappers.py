@@ -171,3 +171,44 @@ def test_openai_backend_needs_the_key_variable_unless_a_base_url_is_given(monkey
         build_backend({"name": "openai", "model": "gpt-4o-mini", "api_key_env": "SA_TEST_KEY"})
     node = {"name": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "SA_TEST_KEY"}
     assert build_backend(node) is build_backend(dict(node))  # one shared instance per node
+
+
+class _HalfFailingEmbeddings:
+    """An embeddings backend on which the batch holding "bad" fails at once and every other batch takes 30 s."""
+
+    model = "half-failing"
+
+    def __init__(self) -> None:
+        self.cancelled: list[str] = []
+
+    async def embed(self, texts: Sequence[str]) -> Completion:
+        if "bad" in texts:
+            raise PermanentError("400 bad input")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.cancelled.extend(texts)
+            raise
+        return Completion(text="", extra={"vectors": [[1.0, 0.0]] * len(texts)})
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_failed_embedding_batch_leaves_no_sibling_batch_running() -> None:
+    """The other batches of the call are cancelled before the failure is raised (they used to run on after it,
+    so their calls reached the usage meters after metrics.json was written: the CI flake of 2026-12-02)."""
+    from agents.backends.openai_embed import OpenAIEmbedder
+
+    backend = _HalfFailingEmbeddings()
+    embedder = OpenAIEmbedder(backend, dim=2, batch_size=1)  # type: ignore[arg-type]
+
+    async def main() -> set[asyncio.Task]:
+        started = time.perf_counter()
+        with pytest.raises(PermanentError):
+            await embedder.embed(["slow one", "bad", "slow two"])
+        assert time.perf_counter() - started < 5
+        return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+    assert asyncio.run(main()) == set()
+    assert sorted(backend.cancelled) == ["slow one", "slow two"]

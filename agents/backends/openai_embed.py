@@ -6,12 +6,12 @@ and the vectors are L2-normalised float32. `dim` is taken from config, or learnt
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import numpy as np
 
 from agents.backends.base import ChatBackend
+from agents.tasks import gather_or_cancel
 from conf.errors import UserError
 
 
@@ -47,7 +47,7 @@ class OpenAIEmbedder:
         if not texts:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
         chunks = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
-        vectors = np.concatenate(await asyncio.gather(*(self._batch(c) for c in chunks)))
+        vectors = np.concatenate(await gather_or_cancel(*(self._batch(c) for c in chunks)))
         if self._dim is None:
             self._dim = int(vectors.shape[1])
         elif vectors.shape[1] != self._dim:
