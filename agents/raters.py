@@ -84,8 +84,7 @@ class Rater:
     async def rate(self, request: RatingRequest) -> tuple[Rating, Usage]:
         mode = self.settings.mode
         if mode == "generate":
-            rating, usage = await ask_rating(self.backend, request.messages(), self.sampling, self.settings.max_reasks)
-            return rating, usage
+            return await ask_rating(self.backend, request.messages(), self.sampling, self.settings.max_reasks)
         try:
             if mode == "logprob":
                 rating, usage = await self._logprob(request)

@@ -30,5 +30,4 @@ def one_line(error: BaseException) -> str:
     cause = error.__cause__
     if isinstance(cause, OmegaConfBaseException):
         parts += [line.strip() for line in str(cause).splitlines() if line.strip() and line.strip() not in parts]
-    text = "; ".join(p for p in parts if not p.startswith("object_type=")) or type(error).__name__
-    return text
+    return "; ".join(p for p in parts if not p.startswith("object_type=")) or type(error).__name__

@@ -77,8 +77,7 @@ async def back_scatter(world: World, agent: int, round_: int) -> dict[str, Any]:
     try:
         ratings = await asyncio.gather(*rating_tasks)
         feedback = [(peer, rating) for peer, (rating, _) in zip(peers, ratings, strict=True)]
-        for _, cost in ratings:
-            usage = usage + cost
+        usage = sum((cost for _, cost in ratings), usage)
         revision, cost = await actor.revise(question.text, draft, feedback)
         usage = usage + cost
         draft_score, cost = await observe_draft

@@ -110,9 +110,7 @@ def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Pat
     paths.append(_save(fig, folder / "ratings_per_round.png"))
 
     grid: dict[tuple[int, int], list[float]] = defaultdict(list)
-    last = {}
-    for record in records:
-        last[int(record["agent_id"])] = tuple(record["position"])
+    last = {int(record["agent_id"]): tuple(record["position"]) for record in records}
     for record in records:
         value = (record["observer"].get("revision") or {}).get("alignment")
         if value is not None:

@@ -118,13 +118,11 @@ def _load_hub(name: str, split: str) -> list[Question]:  # pragma: no cover - ne
 
 
 def _dedupe(questions: list[Question]) -> list[Question]:
-    seen: set[str] = set()
-    out = []
+    """The first question of each text, in order."""
+    unique: dict[str, Question] = {}
     for q in questions:
-        if q.text not in seen:
-            seen.add(q.text)
-            out.append(q)
-    return out
+        unique.setdefault(q.text, q)
+    return list(unique.values())
 
 
 class QuestionSchedule:

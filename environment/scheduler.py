@@ -38,17 +38,20 @@ async def run_world(
     gate = asyncio.Semaphore(max_inflight) if max_inflight > 0 else None
     stop = asyncio.Event()
 
+    def spent() -> None:  # a budget stops new turns as soon as a call crosses it, not only at the next commit
+        stopper.check_budget(usage)
+        if stopper.reason:
+            stop.set()
+
     def commit(record: dict[str, Any], vector: Any) -> None:
         store.append(record)
         world.remember(record, vector)
         stopper.observe(record)
-        stopper.check_budget(usage)
         if progress is not None:
             progress.update(record)
         if on_commit is not None:
             on_commit(record)
-        if stopper.reason:
-            stop.set()
+        spent()
 
     async def one(agent: int, round_: int) -> None:
         if gate is None:
@@ -71,18 +74,11 @@ async def run_world(
     async def ticker() -> None:
         while progress is not None:
             await asyncio.sleep(progress.interval)
-            stopper.check_budget(usage)
-            if stopper.reason:
-                stop.set()
+            spent()
             progress.refresh()
 
-    def spent() -> None:  # a budget stops new turns as soon as a call crosses it, not only at the next commit
-        stopper.check_budget(usage)
-        if stopper.reason:
-            stop.set()
-
-    stopper.check_budget(usage)
-    if stopper.reason:
+    spent()
+    if stop.is_set():
         return
     usage.on_spend = spent
     chains = [asyncio.create_task(chain(agent)) for agent in range(world.n_agents)]

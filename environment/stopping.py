@@ -11,6 +11,7 @@ turns already in flight finish, so the total can pass the limit by their remaini
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,11 +71,8 @@ class Stopper:
     def _check_plateau(self) -> None:
         if self.reason or self.plateau_window <= 0:
             return
-        done = []
-        for r in range(self.rounds):  # consecutive completed rounds from 0
-            if r not in self.scores:
-                break
-            done.append(self.scores[r])
+        rounds = itertools.takewhile(self.scores.__contains__, range(self.rounds))  # consecutive completed from 0
+        done = [self.scores[r] for r in rounds]
         n = len(done)
         if n <= self.plateau_window:
             return

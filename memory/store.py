@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -253,6 +254,4 @@ def _version(record: MemoryRecord) -> dict[str, Any]:
 
 
 def _copy(record: MemoryRecord) -> MemoryRecord:
-    return MemoryRecord(
-        record.question, record.answer, record.round, record.source, record.rating, [dict(v) for v in record.history]
-    )
+    return dataclasses.replace(record, history=[dict(v) for v in record.history])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, astuple, dataclass, field, fields
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
@@ -48,32 +48,14 @@ class Usage:
     retries: int = 0
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.calls + other.calls,
-            self.prompt_tokens + other.prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-            self.seconds + other.seconds,
-            self.retries + other.retries,
-        )
+        return Usage(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     @classmethod
     def of(cls, completion: Completion) -> Usage:
-        return cls(
-            completion.calls,
-            completion.prompt_tokens,
-            completion.completion_tokens,
-            completion.seconds,
-            completion.retries,
-        )
+        return cls(*(getattr(completion, f.name) for f in fields(cls)))
 
     def to_dict(self) -> dict[str, float | int]:
-        return {
-            "calls": self.calls,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "seconds": round(self.seconds, 4),
-            "retries": self.retries,
-        }
+        return {**asdict(self), "seconds": round(self.seconds, 4)}
 
 
 class ChatBackend(abc.ABC):

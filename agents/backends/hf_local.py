@@ -15,6 +15,7 @@ left-padded forward pass that projects onto the vocabulary only at the positions
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -337,10 +338,7 @@ class HFLocalBackend(ChatBackend):
 
 def _trim(row: list[int], stop_ids: set[int]) -> list[int]:
     """The generated tokens before the first end-of-sequence (or pad) token."""
-    for i, token in enumerate(row):
-        if token in stop_ids:
-            return row[:i]
-    return row
+    return list(itertools.takewhile(lambda token: token not in stop_ids, row))
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

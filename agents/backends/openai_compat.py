@@ -182,6 +182,15 @@ class OpenAIBackend(ChatBackend):
             return TransientError(f"{self._where} {what}")
         return UserError(f"{self._where} {what}; {fix} or fix base_url (backend.base_url / embedder.base_url)")
 
+    def _completion(self, response: dict, start: float, text: str = "", generated: bool = True, **extra: Any
+                    ) -> Completion:  # fmt: skip
+        """The call's Completion: the response's token usage (`generated=False`: a scoring or embedding call, whose
+        completion tokens are not counted), the time since `start`, and `extra`."""
+        usage = response.get("usage") or {}
+        return Completion(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                          completion_tokens=int(usage.get("completion_tokens") or 0) if generated else 0,
+                          model=self.model, seconds=time.perf_counter() - start, extra=extra)  # fmt: skip
+
     async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
         """One chat (or plain) completion."""
         start = time.perf_counter()
@@ -194,14 +203,7 @@ class OpenAIBackend(ChatBackend):
             body["prompt"] = render_plain_prompt(messages)
             response = await self._post("/completions", body)
             text = _first_choice(response).get("text") or ""
-        usage = response.get("usage") or {}  # _first_choice has checked that the response is a dict
-        return Completion(
-            text=text,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            model=self.model,
-            seconds=time.perf_counter() - start,
-        )
+        return self._completion(response, start, text)  # _first_choice has checked that the response is a dict
 
     async def top_logprobs(
         self, messages: Sequence[Message], sampling: Sampling, top_k: int = 20, candidates: Sequence[str] = ()
@@ -236,12 +238,7 @@ class OpenAIBackend(ChatBackend):
                 f"{self._where} returned no top_logprobs for model {self.model!r}; rater.mode=logprob needs an endpoint "
                 "that returns them (vLLM, llama.cpp server, OpenAI chat models), or set rater.mode=generate"
             )
-        usage = response.get("usage") or {}
-        return Completion(
-            text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0), model=self.model,
-            seconds=time.perf_counter() - start, extra={"tokens": tokens, "top_logprobs": tables},
-        )  # fmt: skip
+        return self._completion(response, start, text, tokens=tokens, top_logprobs=tables)
 
     async def answer_logprobs(self, messages: Sequence[Message], answer: str) -> Completion:
         """Prompt log-probabilities of `answer` through `/completions` with `echo` (the chat API cannot echo): the
@@ -263,11 +260,7 @@ class OpenAIBackend(ChatBackend):
                 f"{self._where} did not echo prompt log-probabilities for model {self.model!r}; rater.mode=likelihood "
                 "needs a completions endpoint that honours echo + logprobs (vLLM), hf_local, or rater.mode=logprob"
             )
-        usage = response.get("usage") or {}
-        return Completion(
-            text="", prompt_tokens=int(usage.get("prompt_tokens") or 0), model=self.model,
-            seconds=time.perf_counter() - start, extra={"token_logprobs": [float(v) for v in picked]},
-        )  # fmt: skip
+        return self._completion(response, start, generated=False, token_logprobs=[float(v) for v in picked])
 
     async def embed(self, texts: Sequence[str]) -> Completion:
         """One `/v1/embeddings` request; vectors (list of lists) in `extra["vectors"]`."""
@@ -277,14 +270,7 @@ class OpenAIBackend(ChatBackend):
         if not isinstance(data, list) or not all(isinstance(d, dict) and "embedding" in d for d in data):
             raise PermanentError(f"the embeddings endpoint answered without data: {str(response)[:200]}")
         vectors = [d["embedding"] for d in sorted(data, key=lambda d: d.get("index", 0))]
-        usage = response.get("usage") or {}
-        return Completion(
-            text="",
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            model=self.model,
-            seconds=time.perf_counter() - start,
-            extra={"vectors": vectors},
-        )
+        return self._completion(response, start, generated=False, vectors=vectors)
 
     async def aclose(self) -> None:
         with contextlib.suppress(RuntimeError):  # no running loop / loop closed

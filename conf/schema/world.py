@@ -226,12 +226,6 @@ def typed(schema: type, node: Any, key: str) -> Any:
         raise UserError(f"{key}.{where}: {str(error).splitlines()[0]}" if where else f"{key}: {error}") from None
 
 
-def _choice(kinds: dict[str, type], node: Any, key: str, fix: str) -> type:
-    name = node.get("name") if isinstance(node, Mapping) or OmegaConf.is_config(node) else getattr(node, "name", None)
-    require(name in kinds, f"{key}.name={name!r} is not one of {', '.join(kinds)}; {fix}")
-    return kinds[name]
-
-
 def _without_budget(node: Any, key: str) -> Any:
     """`budget` in a backend or embedder node was removed (a backend no longer refuses calls): it may only be left
     empty, as in a config saved by an earlier version; a value fails naming the run's one budget."""
@@ -246,20 +240,24 @@ def _without_budget(node: Any, key: str) -> Any:
     return data
 
 
-def backend_node(node: Any, key: str = "backend") -> Any:
-    """A backend node (mapping, config node or schema instance) typed by its `name` and checked."""
+def _typed_node(kinds: dict[str, type], node: Any, key: str, fix: str) -> Any:
+    """`node` (mapping, config node or schema instance) typed by the schema its `name` picks, and checked."""
     data = _without_budget(node, key)
-    typed_node = typed(_choice(BACKENDS, data, key, "choose with backend=openai etc."), data, key)
+    name = data.get("name") if isinstance(data, Mapping) or OmegaConf.is_config(data) else getattr(data, "name", None)
+    require(name in kinds, f"{key}.name={name!r} is not one of {', '.join(kinds)}; {fix}")
+    typed_node = typed(kinds[name], data, key)
     typed_node.check(key)
     return typed_node
+
+
+def backend_node(node: Any, key: str = "backend") -> Any:
+    """A backend node typed by its `name` and checked."""
+    return _typed_node(BACKENDS, node, key, "choose with backend=openai etc.")
 
 
 def embedder_node(node: Any, key: str = "embedder") -> Any:
     """An embedder node typed by its `name` and checked."""
-    data = _without_budget(node, key)
-    typed_node = typed(_choice(EMBEDDERS, data, key, "choose with embedder=openai"), data, key)
-    typed_node.check(key)
-    return typed_node
+    return _typed_node(EMBEDDERS, node, key, "choose with embedder=openai")
 
 
 @dataclass
