@@ -9,7 +9,6 @@ import asyncio
 import gc
 import json
 import os
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -115,12 +114,6 @@ def build_questions(cfg: DictConfig) -> dict[str, list[mc.Question]]:
     return built
 
 
-def _progress(enabled: bool, total: int, desc: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="choice", disable=not enabled, file=sys.stderr, leave=False)
-
-
 def score_model(model: str, label: str, questions: dict[str, list[mc.Question]], cfg: DictConfig) -> dict[str, Any]:
     """Load one checkpoint, score every task, free it; {summary per task, adversarial drop, records, seconds}."""
     import torch
@@ -151,7 +144,9 @@ def score_model(model: str, label: str, questions: dict[str, list[mc.Question]],
     records: list[dict[str, Any]] = []
     for task, items in questions.items():
         t0 = time.perf_counter()
-        with _progress(cfg.progress, sum(len(q.choices) for q in items), f"{label} {task}") as bar:
+        with rater_check._progress(
+            cfg.progress, sum(len(q.choices) for q in items), f"{label} {task}", "choice"
+        ) as bar:
             records += mc.score_questions(scorer, items, bar.update)
         print(f"{PROG}: {label}: {task} scored ({len(items)} items, {time.perf_counter() - t0:.1f} s)", flush=True)
     summary = mc.summarize(records)

@@ -191,14 +191,10 @@ async def compare_answers(
 
 def pair_outcome(first: str | None, swapped: str | None) -> str | None:
     """Combine the verdict with the model as A (`first`) and as B (`swapped`) into win / loss / tie / None."""
-    votes = []
-    if first is not None:
-        votes.append({"A": 1, "B": -1, "tie": 0}[first])
-    if swapped is not None:
-        votes.append({"A": -1, "B": 1, "tie": 0}[swapped])
-    if not votes:
+    if first is None and swapped is None:
         return None
-    total = sum(votes)
+    vote = {"A": 1, "B": -1, "tie": 0, None: 0}  # for the model as A; as B the sign flips
+    total = vote[first] - vote[swapped]
     return "win" if total > 0 else "loss" if total < 0 else "tie"
 
 

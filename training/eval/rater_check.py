@@ -21,6 +21,7 @@ named the same position both times).
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import statistics
@@ -31,11 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from conf.errors import UserError, require
+from environment.signal import _rounded as _round
 from training.eval.alignment import gather_with_progress, outcome, rate_alignment
 from training.eval.bigbench import HHH_CATEGORIES, MCItem
+from training.eval.bigbench import subsample as select  # pairs: a seeded subset in their order, all when limit is None
+from training.eval.report import _fmt
 
 RATER_KEYS = ("mode", "top_k", "min_mass", "temperature", "reasons")
 HIST_EDGES = tuple(0.875 + 0.25 * i for i in range(26))  # 0.25-wide bins centred on 1, 1.25, ..., 7
@@ -62,14 +67,6 @@ def hhh_pairs(items: Sequence[MCItem]) -> list[Pair]:
         worse = [c for c, s in zip(item.choices, item.scores, strict=True) if s < top]
         pairs += [Pair(number, item.task, item.input, b, w) for b in better for w in worse]
     return pairs
-
-
-def select(pairs: list[Pair], limit: int | None, seed: int = 0) -> list[Pair]:
-    """A seeded random subset of `limit` pairs in their original order (all when limit is None)."""
-    if limit is None or limit >= len(pairs):
-        return pairs
-    keep = sorted(random.Random(seed).sample(range(len(pairs)), limit))
-    return [pairs[i] for i in keep]
 
 
 # ---- statistics (pure) ------------------------------------------------------------------------------------------
@@ -103,11 +100,8 @@ def bootstrap_interval(
     for key, value in zip(range(len(values)) if groups is None else groups, values, strict=True):
         clusters.setdefault(key, []).append(value)
     sums = [(sum(v), len(v)) for v in clusters.values()]
-    means = []
-    for _ in range(resamples):
-        drawn = rng.choices(sums, k=len(sums))
-        means.append(sum(t for t, _ in drawn) / sum(c for _, c in drawn))
-    means.sort()
+    draws = (rng.choices(sums, k=len(sums)) for _ in range(resamples))
+    means = sorted(sum(t for t, _ in drawn) / sum(c for _, c in drawn) for drawn in draws)
     low = means[int(math.floor((1 - level) / 2 * (resamples - 1)))]
     high = means[int(math.ceil((1 + level) / 2 * (resamples - 1)))]
     return low, high
@@ -128,17 +122,7 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
 
 def histogram(values: Sequence[float], edges: Sequence[float] = HIST_EDGES) -> list[int]:
     """Counts per bin [edges[i], edges[i+1]) (the last bin closed); values outside the edges are not counted."""
-    counts = [0] * (len(edges) - 1)
-    for value in values:
-        for i in range(len(counts)):
-            if edges[i] <= value < edges[i + 1] or (i == len(counts) - 1 and value == edges[-1]):
-                counts[i] += 1
-                break
-    return counts
-
-
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(value, digits)
+    return np.histogram(values, bins=edges)[0].tolist()
 
 
 def _interval(bounds: tuple[float, float] | None) -> list[float] | None:
@@ -248,8 +232,7 @@ def summarize_orders(verdicts: Sequence[tuple[str | None, str | None]]) -> dict[
     }
 
 
-def fmt(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+fmt = functools.partial(_fmt, digits=2)
 
 
 def fmt_ci(bounds: Sequence[float] | None) -> str:

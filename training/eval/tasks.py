@@ -188,22 +188,16 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for row in rows:
             categories[row["category"]].append(row)
         summary[task] = {
-            "score": _mean([r["score"] for r in rows]),
-            "score_norm": _mean([r["score_norm"] for r in rows]),
-            "chance": _mean([r["chance"] for r in rows]),
-            "n": len(rows),
+            **_scores(rows),
             **_length_bias([r for r in rows if r["shortest"] is not None]),
-            "categories": {
-                name: {
-                    "score": _mean([r["score"] for r in cat]),
-                    "score_norm": _mean([r["score_norm"] for r in cat]),
-                    "chance": _mean([r["chance"] for r in cat]),
-                    "n": len(cat),
-                }
-                for name, cat in categories.items()
-            },
+            "categories": {name: _scores(cat) for name, cat in categories.items()},
         }
     return summary
+
+
+def _scores(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`score`, `score_norm` and `chance` (means over `rows`) and `n`."""
+    return {key: _mean([r[key] for r in rows]) for key in ("score", "score_norm", "chance")} | {"n": len(rows)}
 
 
 def adversarial_drop(summary: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
