@@ -8,11 +8,8 @@ from typing import Any
 
 from experiment.analysis import BASE, CLAIMS
 from experiment.stages import Stage
+from training.eval.report import _fmt, _save
 from training.eval.stats import detectable_difference, items_needed
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _cell(entry: dict[str, Any] | None) -> str:
@@ -116,7 +113,6 @@ def plot(results: dict[str, Any], runs: dict[str, Stage], folder: Path) -> list[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
     arms = list(results["experiment"]["arms"])
     fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms), 2.8), squeeze=False)
     curves = training_curves(runs)
@@ -128,10 +124,7 @@ def plot(results: dict[str, Any], runs: dict[str, Stage], folder: Path) -> list[
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("training loss")
-    fig.tight_layout()
-    paths.append(folder / "training_curves.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths = [_save(fig, folder / "training_curves.png")]
 
     row = results["table"].get(results["primary"], {})
     names = [a for a in [BASE, *arms] if a in row]
@@ -144,10 +137,7 @@ def plot(results: dict[str, Any], runs: dict[str, Stage], folder: Path) -> list[
         ax.set_ylabel(results["primary"])
         ax.set_title("mean over training seeds, 95 % interval", fontsize=9)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-        fig.tight_layout()
-        paths.append(folder / "primary_metric.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
+        paths.append(_save(fig, folder / "primary_metric.png"))
     return paths
 
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from conf.errors import UserError
 
@@ -44,21 +45,20 @@ class Stage:
     def key(self) -> str:
         return stage_key(self.command, self.overrides, self.inputs)
 
-    def done(self) -> bool:
+    def _marker(self) -> dict[str, Any]:
+        """The stage's marker record; {} when there is no readable one."""
         marker = self.folder / MARKER
-        if not marker.is_file():
-            return False
         try:
-            return json.loads(marker.read_text(encoding="utf-8")).get("key") == self.key
+            return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
         except (OSError, ValueError):
-            return False
+            return {}
+
+    def done(self) -> bool:
+        return self._marker().get("key") == self.key
 
     def recorded_seconds(self) -> float | None:
         """The seconds the stage took when it ran (from its marker), None when it has not finished."""
-        try:
-            return json.loads((self.folder / MARKER).read_text(encoding="utf-8")).get("seconds")
-        except (OSError, ValueError):
-            return None
+        return self._marker().get("seconds")
 
     def argv(self) -> list[str]:
         return [self.command, *self.overrides, f"hydra.run.dir={self.folder}"]

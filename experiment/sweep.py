@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from conf.errors import UserError
 from experiment.analysis import CLAIMS
+from training.eval.report import _save
 
 
 def jobs(folder: Path) -> list[dict[str, Any]]:
@@ -101,10 +102,7 @@ def plot(table: list[dict[str, Any]], path: Path) -> Path:
         ax.set_xticks(range(len(table)), labels, rotation=30, ha="right", fontsize=7)
         ax.set_xlim(-0.5, len(table) - 0.5)
     axes[0][0].set_ylabel(f"paired difference ({table[0]['primary'] if table else ''})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def summarize(folder: Path) -> Path | None:

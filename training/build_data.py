@@ -303,10 +303,7 @@ def mix(
             for kind in KINDS
         },
     }  # fmt: skip
-    items = []
-    for stage, kind in enumerate(KINDS):
-        for group in by_kind[kind]:
-            items.append({**group, "stage": stage if staged else 0})
+    items = [{**group, "stage": stage if staged else 0} for stage, kind in enumerate(KINDS) for group in by_kind[kind]]
     rng.shuffle(items)
     items.sort(key=lambda item: item["stage"])  # stable: shuffled within a stage
     for index, item in enumerate(items):

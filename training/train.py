@@ -225,7 +225,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     accelerator.register_for_checkpointing(state)
     start_step = 0
     run = checkpoints.fingerprint(cfg, loss.params(), total_steps)
-    resume = _resume_path(cfg, output_dir, run, accelerator)
+    resume = checkpoints.resume_from(cfg.train.resume, output_dir, run, accelerator.print, accelerator.is_main_process)
     if resume is not None:
         _load_state(accelerator, resume)
         start_step = state.step
@@ -234,8 +234,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             accelerator.print(f"sa-train: the run was complete ({total_steps} steps); saving its model again")
     if accelerator.is_main_process:
         save_hydra_config(cfg)  # only now: a refused resume leaves the folder's record as it was
-    run_name = "tensorboard"
-    accelerator.init_trackers(run_name, config=_flat_config(cfg))
+    accelerator.init_trackers("tensorboard", config=_flat_config(cfg))
     factor = 8.0 if reference is not None else 6.0
     meter = Throughput(n_params, peak_tflops(accelerator.device, t.peak_tflops), factor)
     progress = tqdm(
@@ -346,12 +345,6 @@ def _trace_file(output_dir: Path, rank: int) -> Any:
     folder = output_dir / "trace"
     folder.mkdir(parents=True, exist_ok=True)
     return (folder / f"rank-{rank}.jsonl").open("a", encoding="utf-8")
-
-
-def _resume_path(cfg: DictConfig, output_dir: Path, run: dict[str, Any], accelerator: Accelerator) -> Path | None:
-    """The checkpoint `train.resume` names (auto: the latest complete one), if it belongs to this run."""
-    say = accelerator.print
-    return checkpoints.resume_from(cfg.train.resume, output_dir, run, say, accelerator.is_main_process)
 
 
 def _load_state(accelerator: Accelerator, path: Path) -> None:
