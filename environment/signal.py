@@ -107,7 +107,8 @@ def spearman(xs: Sequence[float | None], ys: Sequence[float | None]) -> float | 
     return cov / math.sqrt(vx * vy)
 
 
-def _rounded(value: float | None, digits: int = 4) -> float | None:
+def rounded(value: float | None, digits: int = 4) -> float | None:
+    """`value` rounded to `digits` places; None stays None."""
     return None if value is None else round(value, digits)
 
 
@@ -116,10 +117,10 @@ def role_stats(values: list[Any]) -> dict[str, Any]:
     valid = _valid(values)
     return {
         "n": len(values),
-        "valid_share": _rounded(len(valid) / len(values)) if values else None,
+        "valid_share": rounded(len(valid) / len(values)) if values else None,
         "histogram": histogram(valid),
-        "entropy": _rounded(entropy(valid)),
-        "mean": _rounded(sum(valid) / len(valid)) if valid else None,
+        "entropy": rounded(entropy(valid)),
+        "mean": rounded(sum(valid) / len(valid)) if valid else None,
     }
 
 
@@ -152,13 +153,13 @@ def episode_signal(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "records": len(records),
         **{role: role_stats(values) for role, values in roles.items()},
-        "tied_share": _rounded(tied_share(interactions)),
-        "mean_gap": _rounded(mean_gap(interactions)),
+        "tied_share": rounded(tied_share(interactions)),
+        "mean_gap": rounded(mean_gap(interactions)),
         "n_multi": len(_multi(interactions)),
         "peer_observer_agreement": {
-            "spearman": _rounded(spearman(peer_means, observer)),
+            "spearman": rounded(spearman(peer_means, observer)),
             "n": pairs,
-            "identical_share": _rounded(same / len(rated)) if rated else None,
+            "identical_share": rounded(same / len(rated)) if rated else None,
         },
     }
 
@@ -171,11 +172,11 @@ def group_signal(groups_of_ratings: Iterable[Iterable[Any]]) -> dict[str, Any]:
     return {
         "n_groups": len(groups),
         "n_multi": len(_multi(groups)),
-        "tied_share": _rounded(tied_share(groups)),
-        "mean_gap": _rounded(mean_gap(groups)),
+        "tied_share": rounded(tied_share(groups)),
+        "mean_gap": rounded(mean_gap(groups)),
         "histogram": histogram(valid),
-        "entropy": _rounded(entropy(valid)),
-        "valid_share": _rounded(len(valid) / len(ratings)) if ratings else None,
+        "entropy": rounded(entropy(valid)),
+        "valid_share": rounded(len(valid) / len(ratings)) if ratings else None,
     }
 
 

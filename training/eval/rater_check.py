@@ -36,7 +36,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from conf.errors import UserError, require
-from environment.signal import _rounded as _round
+from environment.signal import rounded
 from training.eval.alignment import gather_with_progress, outcome, rate_alignment
 from training.eval.bigbench import HHH_CATEGORIES, MCItem
 from training.eval.bigbench import subsample as select  # pairs: a seeded subset in their order, all when limit is None
@@ -144,9 +144,9 @@ def accuracy(records: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]
         "wins": wins,
         "losses": losses,
         "ties": ties,
-        "accuracy": _round(wins / readable if readable else None),
+        "accuracy": rounded(wins / readable if readable else None),
         "accuracy_ci": _interval(wilson_interval(wins, readable)),
-        "accuracy_ties_half": _round(sum(halves) / readable if readable else None),
+        "accuracy_ties_half": rounded(sum(halves) / readable if readable else None),
         "accuracy_ties_half_ci": _interval(bootstrap_interval(halves, questions, seed=seed)),
     }
 
@@ -164,11 +164,11 @@ def length_preference(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     better_longer_all = sum(r["better_chars"] > r["worse_chars"] for r in differ)
     return {
         "n_decided": len(decided),
-        "longer_preferred": _round(longer_won / len(decided) if decided else None),
+        "longer_preferred": rounded(longer_won / len(decided) if decided else None),
         "longer_preferred_ci": _interval(wilson_interval(longer_won, len(decided))),
-        "better_is_longer": _round(better_longer / len(decided) if decided else None),
+        "better_is_longer": rounded(better_longer / len(decided) if decided else None),
         "n_differ": len(differ),
-        "better_is_longer_all": _round(better_longer_all / len(differ) if differ else None),
+        "better_is_longer_all": rounded(better_longer_all / len(differ) if differ else None),
     }
 
 
@@ -187,9 +187,9 @@ def summarize(records: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any
     return {
         **overall,
         "n_questions": len({r.get("question") for r in records}),
-        "tie_rate": _round(overall["ties"] / overall["n_readable"] if overall["n_readable"] else None),
+        "tie_rate": rounded(overall["ties"] / overall["n_readable"] if overall["n_readable"] else None),
         "unreadable": unreadable,
-        "unreadable_share": _round(unreadable / n if n else None),
+        "unreadable_share": rounded(unreadable / n if n else None),
         "length": length_preference(records),
         "categories": categories,
         "ratings": {"better": spread(better), "worse": spread(worse)},
@@ -215,19 +215,19 @@ def summarize_orders(verdicts: Sequence[tuple[str | None, str | None]]) -> dict[
     score = sum(1.0 if o == "win" else 0.5 if o == "tie" else 0.0 for o in decided)
     return {
         "n": n,
-        "accuracy_better_first": _round(first / n if n else None),
+        "accuracy_better_first": rounded(first / n if n else None),
         "accuracy_better_first_ci": _interval(wilson_interval(first, n)),
-        "accuracy_better_second": _round(second / n if n else None),
+        "accuracy_better_second": rounded(second / n if n else None),
         "accuracy_better_second_ci": _interval(wilson_interval(second, n)),
         "unreadable_first": sum(v[0] is None for v in verdicts),
         "unreadable_second": sum(v[1] is None for v in verdicts),
         "ties_first": sum(v[0] == "tie" for v in verdicts),
         "ties_second": sum(v[1] == "tie" for v in verdicts),
         "n_both_readable": len(both),
-        "position_bias": _round(same / len(both) if both else None),
+        "position_bias": rounded(same / len(both) if both else None),
         "a_both_times": sum(v == ("A", "A") for v in both),
         "b_both_times": sum(v == ("B", "B") for v in both),
-        "accuracy_both_orders": _round(score / len(decided) if decided else None),
+        "accuracy_both_orders": rounded(score / len(decided) if decided else None),
         "n_decided": len(decided),
     }
 
