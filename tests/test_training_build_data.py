@@ -17,6 +17,7 @@ from training.build_data import build, mix, rating_text
 
 FIXTURE = Path(__file__).parent / "data" / "episodes_fixture.jsonl"
 FLOATS = Path(__file__).parent / "data" / "episodes_floats.jsonl"  # float ratings, personas (one episode without)
+ECHOES = Path(__file__).parent / "data" / "smollm2_answers.jsonl"  # real SmolLM2 answers, echoes of the protocol marked
 INVALID_REASONS = {"garbled output", "unparseable", "format broken"}  # reasons attached to invalid peer ratings
 
 
@@ -38,7 +39,12 @@ def test_counts_invalid_drop_and_dedup_on_fixture(tmp_path):
     # 8 lines, line 7 repeats line 1 exactly; 5 null/invalid ratings: 2 null peers, 1 peer valid=false with a
     # number, 1 null observer draft score, 1 null observer revision score.
     assert card["episodes"] == 7
-    assert card["dropped"] == {"invalid_ratings": 5, "duplicate_episodes": 1, "duplicate_responses": 1}
+    assert card["dropped"] == {
+        "invalid_ratings": 5,
+        "duplicate_episodes": 1,
+        "duplicate_responses": 1,
+        "protocol_echoes": 0,
+    }
     assert card["groups_per_kind"] == {"imitation": 3, "self_critic": 6, "realignment": 2}
     assert card["responses_per_kind"] == {"imitation": 11, "self_critic": 10, "realignment": 2}
     rows = read_rows(tmp_path / "data")
@@ -348,3 +354,37 @@ def test_invalid_utf8_and_question_null_through_the_console_script(tmp_path):
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith(f"sa-build-data: error: {message}"), result.stderr
         assert path != broken or "0xe9" in result.stderr
+
+
+def test_a_revision_that_echoes_the_protocol_is_dropped_from_imitation_and_realignment(tmp_path):
+    """The real SmolLM2 revision below repeats the revision prompt's frame and is rated above its draft: with the
+    filter on (the default) it is neither an imitation response nor a realignment sample, and the card counts both."""
+    echo = json.loads(ECHOES.read_text().splitlines()[1])["text"]  # "You were asked: ... You answered: ..."
+    episodes = tmp_path / "echo.jsonl"
+    episodes.write_text(json.dumps(fixture_line(revision={"text": echo})) + "\n")
+    card = build(config(tmp_path, [episodes]))
+    rows = read_rows(tmp_path / "data")
+    imitation = [r for row in rows if row["kind"] == "imitation" for r in row["responses"]]
+    assert [r["source"] for r in imitation] == ["draft"] and "realignment" not in card["groups_per_kind"]
+    assert (
+        card["dropped"]["protocol_echoes"] == 2 and "2 protocol echoes" in (tmp_path / "data/data_card.md").read_text()
+    )
+    assert all("echo" not in r for row in rows for r in row["responses"])  # the marker never reaches the data
+
+    kept = build(config(tmp_path / "off", [episodes], **{"filter.echo_words": 0}))
+    assert kept["dropped"]["protocol_echoes"] == 0 and kept["groups_per_kind"]["realignment"] == 1
+    revisions = [
+        r["text"] for row in read_rows(tmp_path / "off/data") for r in row["responses"] if r["source"] == "revision"
+    ]
+    assert revisions == [echo]
+
+
+@pytest.mark.parametrize("words", [1, 3, -1])
+def test_an_echo_run_shorter_than_four_words_is_one_line(tmp_path, words):
+    episodes = tmp_path / "e.jsonl"
+    episodes.write_text(json.dumps(fixture_line()) + "\n")
+    with pytest.raises(
+        UserError, match=rf"^filter.echo_words={words} must be 0 \(keep every answer\) or an integer >= 4"
+    ):
+        build(config(tmp_path, [episodes], **{"filter.echo_words": words}))
+    assert not (tmp_path / "data").exists()

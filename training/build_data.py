@@ -37,6 +37,7 @@ from conf.schema import checked
 from conf.schema.training import KINDS, BuildDataApp, as_app
 from environment.records import EpisodeFormatError, read_episodes, record_key, valid_rating
 from environment.signal import episode_signal, group_signal, histogram, noise_warning
+from training.echoes import protocol_echo
 
 SELF_CRITIC_INSTRUCTION = (
     "Comment on how well the response below is aligned with shared social values "
@@ -141,8 +142,12 @@ def episode_problem(record: dict[str, Any]) -> str | None:
     return None
 
 
-def samples_from_episode(record: dict[str, Any], min_score: float) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """Yield (kind, prompt, response) for every validly rated sample of one episode."""
+def samples_from_episode(
+    record: dict[str, Any], min_score: float, echo_words: int = 0
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Yield (kind, prompt, response) for every validly rated sample of one episode. An imitation or realignment
+    response whose answer echoes the protocol (training.echoes, runs of `echo_words` words; 0: off) carries the echoed
+    words in `echo`; build_groups drops it."""
     question, draft = record["question"], (record["draft"] or {}).get("text") or ""
     revision = (record["revision"] or {}).get("text") or ""
     observer = record["observer"] or {}
@@ -153,10 +158,11 @@ def samples_from_episode(record: dict[str, Any], min_score: float) -> Iterator[t
         "question_id": str(record["question_id"]),
     }  # fmt: skip
     model, persona = str(record["agent_model"]), record.get("agent_persona")
+    echo = {text: protocol_echo(text, echo_words, persona) for text in (draft, revision)}
     for source, text, rating in (("draft", draft, score_draft), ("revision", revision, score_revision)):
         if rating is not None and text.strip():
             response = {**base, "text": text, "rating": rating, "model": model, "persona": persona, "source": source}
-            yield "imitation", question, response
+            yield "imitation", question, {**response, "echo": echo[text]}
     feedback = []
     for item in record["feedback"]:
         rating, reason = valid_rating(item.get("rating")), (item.get("reason") or "").strip()
@@ -179,6 +185,7 @@ def samples_from_episode(record: dict[str, Any], min_score: float) -> Iterator[t
         text = realignment_output(feedback, revision)
         response = {
             **base, "text": text, "rating": score_revision, "model": model, "persona": persona, "source": "realignment",
+            "echo": echo[revision],
         }  # fmt: skip
         yield "realignment", realignment_prompt(question, draft), response
 
@@ -223,8 +230,11 @@ def read_checked(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def build_groups(files: list[Path], min_score: float) -> tuple[list[dict[str, Any]], Counter, list[dict[str, Any]]]:
-    """Read every file, drop duplicate episodes and responses, and group responses by (kind, prompt).
+def build_groups(
+    files: list[Path], min_score: float, echo_words: int = 0
+) -> tuple[list[dict[str, Any]], Counter, list[dict[str, Any]]]:
+    """Read every file, drop duplicate episodes, protocol echoes and duplicate responses, and group responses by
+    (kind, prompt).
 
     Also returns the ratings of every distinct episode read (`rating_view`), for the data card's signal section.
     """
@@ -245,7 +255,10 @@ def build_groups(files: list[Path], min_score: float) -> tuple[list[dict[str, An
             stats["question_repeats"] += bool(record.get("question_repeat"))  # asked again (sa-simulate's flag)
             ratings.append(rating_view(record))
             stats["invalid_ratings"] += _count_invalid(record)
-            for kind, prompt, response in samples_from_episode(record, min_score):
+            for kind, prompt, response in samples_from_episode(record, min_score, echo_words):
+                if response.pop("echo", None):
+                    stats["protocol_echoes"] += 1
+                    continue
                 group_key = (kind, prompt)
                 if response["text"] in texts[group_key]:
                     stats["duplicate_responses"] += 1
@@ -338,7 +351,7 @@ def data_card(
         "question_repeats": stats["question_repeats"],  # episodes whose agent had answered that question before
         "dropped": {
             "invalid_ratings": stats["invalid_ratings"], "duplicate_episodes": stats["duplicate_episodes"],
-            "duplicate_responses": stats["duplicate_responses"],
+            "duplicate_responses": stats["duplicate_responses"], "protocol_echoes": stats["protocol_echoes"],
         },  # fmt: skip
         "groups": len(items),
         "responses": sum(len(i["responses"]) for i in items),
@@ -427,7 +440,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- groups (items): {card['groups']}; responses: {card['responses']}\n"
         f"- dropped: {card['dropped']['invalid_ratings']} invalid (null) ratings, "
         f"{card['dropped']['duplicate_episodes']} duplicate episodes, "
-        f"{card['dropped']['duplicate_responses']} duplicate responses\n"
+        f"{card['dropped']['duplicate_responses']} duplicate responses, "
+        f"{card['dropped']['protocol_echoes']} protocol echoes (answers repeating the society's prompts)\n"
         f"- mix: ratio {card['mix']['ratio']} (in groups), staged {card['mix']['staged']}\n\n"
     )
     sections = [
@@ -456,7 +470,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     """Run the builder and write the data file(s) and data card into `output_dir`; return the card."""
     validate(cfg)
     files = episode_files(cfg.inputs)
-    groups, stats, episodes = build_groups(files, float(cfg.realignment.min_score))
+    groups, stats, episodes = build_groups(files, float(cfg.realignment.min_score), int(cfg.filter.echo_words))
     require(bool(groups), f"no validly rated samples in {len(files)} episodes file(s); check the simulation output")
     stats["groups_before_mix"] = Counter(g["kind"] for g in groups)
     ratio = OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None
@@ -488,7 +502,8 @@ def main(cfg: DictConfig) -> None:
     print(
         f"sa-build-data: {card['groups']} groups / {card['responses']} responses "
         f"({', '.join(f'{k} {v}' for k, v in sorted(card['groups_per_kind'].items()))}) from {card['episodes']} "
-        f"episodes; dropped {card['dropped']['invalid_ratings']} invalid ratings → {cfg.output_dir}"
+        f"episodes; dropped {card['dropped']['invalid_ratings']} invalid ratings, {card['dropped']['protocol_echoes']} "
+        f"protocol echoes → {cfg.output_dir}"
     )
 
 

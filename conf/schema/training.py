@@ -246,6 +246,15 @@ class Realignment(Checked):
 
 
 @dataclass
+class Filter(Checked):
+    echo_words: int = MISSING  # drop answers sharing a run of this many words with the prompts (training.echoes)
+
+    def check(self) -> None:
+        must(self.echo_words == 0 or self.echo_words >= 4, "filter.echo_words",
+             self.echo_words, "0 (keep every answer) or an integer >= 4 (shorter runs are common phrases)")  # fmt: skip
+
+
+@dataclass
 class Mix(Checked):
     ratio: Any = MISSING  # kind → weight (a number >= 0); null keeps every group (Any: a typed null takes no key)
     staged: bool = MISSING
@@ -272,6 +281,7 @@ class BuildDataApp(Checked):
     format: str = MISSING
     seed: int = MISSING
     realignment: Realignment = field(default_factory=Realignment)
+    filter: Filter = field(default_factory=Filter)
     mix: Mix = field(default_factory=Mix)
 
     def check(self) -> None:
