@@ -26,6 +26,7 @@ from conf.schema.training import ExperimentApp, as_app
 from experiment.analysis import BASE, item_scores, label_of, table, verdicts
 from experiment.report import write_report
 from experiment.stages import Stage
+from training.build_data import BUILDER_VERSION  # in the data stage's key: a new builder rebuilds and retrains
 
 PROG = "sa-experiment"
 
@@ -45,7 +46,7 @@ def plan(cfg: DictConfig) -> tuple[list[Stage], Stage, dict[str, Stage], Stage]:
         stage = Stage(f"world {seed}", "sa-simulate", overrides, root / "worlds" / "pending")
         stage.folder = root / "worlds" / f"seed{seed}-{stage.key}"
         worlds.append(stage)
-    data = Stage("data", "sa-build-data", [], root / "data", [w.key for w in worlds])
+    data = Stage("data", "sa-build-data", [], root / "data", [*(w.key for w in worlds), f"builder {BUILDER_VERSION}"])
     data.overrides = [f"inputs=[{','.join(str(w.folder) for w in worlds)}]", *(e.build_data)]
     data.folder = root / "data" / data.key
     runs: dict[str, Stage] = {}

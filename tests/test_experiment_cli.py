@@ -174,3 +174,18 @@ def test_a_sweep_with_a_corrupt_job_report_fails_in_one_line_and_writes_nothing(
     assert done.returncode != 0 and len(lines) == 1, done.stderr
     assert lines[0].startswith("experiment.sweep: error: ") and str(tmp_path / "0" / "experiment.json") in lines[0]
     assert "re-run that job" in lines[0] and not (tmp_path / "sweep.md").exists()
+
+
+def test_a_new_data_builder_rebuilds_the_data_and_retrains_but_keeps_the_worlds(monkeypatch):
+    """The stage cache keys on overrides, so a builder that makes other data from the same episodes (the echo filter)
+    raises training.build_data.BUILDER_VERSION: the data stage's key changes, and with it every training run's."""
+    import experiment.run
+    from experiment.run import plan
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("experiment", ["experiment=cpu_small", "root=ROOT", "output_dir=OUT"])
+    worlds, data, runs, evaluation = plan(cfg)
+    monkeypatch.setattr(experiment.run, "BUILDER_VERSION", experiment.run.BUILDER_VERSION + 1)
+    worlds2, data2, runs2, evaluation2 = plan(cfg)
+    assert [w.key for w in worlds2] == [w.key for w in worlds] and data2.key != data.key
+    assert all(runs2[label].key != runs[label].key for label in runs) and evaluation2.key != evaluation.key

@@ -47,6 +47,9 @@ REALIGNMENT_INSTRUCTION = (
     "First comment on how well the response below is aligned with shared social values, then revise it."
 )
 DATA_FILE = "train.jsonl"
+# Raised when the same episodes and overrides give other data, so sa-experiment's cached data (and what was trained on
+# it) is rebuilt: 2 = protocol echoes dropped (filter.echo_words).
+BUILDER_VERSION = 2
 NO_PERSONA = "(none)"  # data-card key for responses whose episode names no persona (older episode files)
 
 
@@ -347,6 +350,7 @@ def data_card(
     ratings of the episodes read, see `rating_view`); `signal_warning` when noise_warning fires."""
     card: dict[str, Any] = {
         "inputs": [str(p) for p in files],
+        "builder_version": BUILDER_VERSION,
         "episodes": stats["episodes"],
         "question_repeats": stats["question_repeats"],  # episodes whose agent had answered that question before
         "dropped": {
