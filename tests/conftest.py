@@ -27,6 +27,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def typed_configs() -> None:
+    """In-process `compose` needs the schemas the YAMLs name; each command registers them when it starts, so every
+    test gets them too (a test that composes must not depend on another test having run first)."""
+    from conf.schema import register_schemas
+
+    register_schemas()
+
+
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The real SmolLM2-135M-Instruct checkpoint (converted from the packaged GGUF on first use, then cached)."""

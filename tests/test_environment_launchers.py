@@ -134,10 +134,7 @@ def test_every_launcher_config_composes() -> None:
     """The shipped launcher configs compose onto sa-simulate's config with their tuned values."""
     from hydra import compose, initialize_config_dir
 
-    from conf.schema import register_schemas
-
     require_scale_extra()
-    register_schemas()  # the typed configs the YAMLs name (sa-simulate registers them when it starts)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         launchers = {name: compose("simulate", [f"hydra/launcher={name}"], return_hydra_config=True).hydra.launcher
                      for name in ("ray_local", "ray_cluster", "slurm")}  # fmt: skip
