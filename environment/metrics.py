@@ -4,7 +4,9 @@ Plots: mean alignment and engagement per round for drafts vs revisions; a grid h
 alignment (at its last position); the distribution of peer and observer ratings on 0.5 bins (invalid ratings counted
 apart). `summarize` adds `questions` (repeats: an agent asked again what it already answered), `memory_recall`
 (what drafts saw from memory: priors vs own revisions), `signal` (environment.signal.episode_signal) and, when the
-ratings carry too little signal to drive the loss, `signal_warning` (one line).
+ratings carry too little signal to drive the loss, `signal_warning` (one line); `protocol_echoes` (drafts and
+revisions that only repeat the society's prompts, agents.echoes) and, when over a quarter of the revisions do,
+`echo_warning` (one line).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from agents.echoes import ECHO_WORDS, protocol_echo
 from environment.analysis import PEER_RATING, Tally, by_round
+from environment.records import valid_rating
 from environment.signal import BINS, bin_key, episode_signal, histogram, noise_warning
 from memory.atomic import write_json
 
@@ -64,11 +68,43 @@ def memory_recall(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def protocol_echoes(records: list[dict[str, Any]], words: int = ECHO_WORDS) -> dict[str, Any]:
+    """Drafts and revisions that only echo the protocol (agents.echoes, runs of `words` words), and among the
+    revisions the observer rated above their draft (what sa-build-data's realignment samples are made of) how many."""
+
+    def echoes(record: dict[str, Any], stage: str) -> bool:
+        text = (record.get(stage) or {}).get("text") or ""
+        return bool(protocol_echo(text, words, record.get("agent_persona")))
+
+    def improved(record: dict[str, Any]) -> bool:
+        observer = record.get("observer") or {}
+        draft, revision = (valid_rating((observer.get(s) or {}).get("alignment")) for s in ("draft", "revision"))
+        return draft is not None and revision is not None and revision > draft
+
+    better = [r for r in records if improved(r)]
+    return {"words": words, "interactions": len(records), "drafts": sum(echoes(r, "draft") for r in records),
+            "revisions": sum(echoes(r, "revision") for r in records), "improved": len(better),
+            "improved_revisions": sum(echoes(r, "revision") for r in better)}  # fmt: skip
+
+
+def echo_warning(echoes: dict[str, Any], prog: str) -> str | None:
+    """One line when over a quarter of the revisions only echo the protocol (at least 4 interactions); else None."""
+    n, revisions = echoes["interactions"], echoes["revisions"]
+    if n < 4 or revisions <= n / 4:
+        return None
+    return (f"{prog}: {revisions} of {n} revisions ({revisions / n:.0%}) only repeat the society's prompts "
+            f"({echoes['improved_revisions']} of the {echoes['improved']} rated above their draft among them; "
+            "agents/echoes.py): the agent model does not revise; sa-build-data drops them (filter.echo_words), "
+            "a larger agent model (backend.model=...) gives data to train on")  # fmt: skip
+
+
 def summarize(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
     """The metrics.json content."""
     peer = [f["rating"] for r in records for f in r["feedback"]]
     signal = episode_signal(records)
     warning = noise_warning(signal, "sa-simulate")
+    echoes = protocol_echoes(records)
+    echo_line = echo_warning(echoes, "sa-simulate")
     return {
         **extra,
         "records": len(records),
@@ -85,6 +121,8 @@ def summarize(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str,
         },
         "signal": signal,
         **({"signal_warning": warning} if warning else {}),
+        "protocol_echoes": echoes,
+        **({"echo_warning": echo_line} if echo_line else {}),
     }
 
 

@@ -209,8 +209,9 @@ def main(cfg: DictConfig) -> None:
     for name in NOISY_LOGGERS:  # one INFO line per HTTP request would bury the progress lines
         logging.getLogger(name).setLevel(logging.WARNING)
     metrics = asyncio.run(simulate(cfg, run_dir))
-    if metrics.get("signal_warning"):
-        print(metrics["signal_warning"], file=sys.stderr)
+    for warning in ("signal_warning", "echo_warning"):
+        if metrics.get(warning):
+            print(metrics[warning], file=sys.stderr)
     print(
         json.dumps(
             {k: metrics[k] for k in ("world_id", "records", "stop_reason", "wall_seconds", "interactions_per_s")}

@@ -91,3 +91,30 @@ def test_summary_counts_question_repeats_and_what_drafts_recalled():
         "drafts": 6, "drafts_with_hit": 4, "hit_rate": round(4 / 6, 4), "hits_per_draft": round(5 / 6, 4),
         "prior_hits": 3, "revision_hits": 2, "mean_similarity": 0.6,
     }  # fmt: skip
+
+
+def test_revisions_that_echo_the_protocol_are_counted_and_warned_about():
+    """Real SmolLM2 answers (tests/data/smollm2_answers.jsonl, marked by hand) as the revisions of a world: metrics.json
+    counts the echoes, among all revisions and among those rated above their draft, and says so in one line."""
+    import json
+
+    answers = [
+        json.loads(line) for line in (Path(__file__).parent / "data/smollm2_answers.jsonl").read_text().splitlines()
+    ]
+    echoes = [a for a in answers if a["echo"]][:5]
+    plain = [a for a in answers if not a["echo"]][:3]
+    records = []
+    for i, answer in enumerate(echoes + plain):
+        rec = record(0, i, 3.0, 5.0 if i % 2 == 0 else 2.0, [3])  # every other revision rated above its draft
+        rec |= {
+            "draft": {"text": plain[0]["text"]},
+            "revision": {"text": answer["text"]},
+            "agent_persona": answer["persona"],
+        }
+        records.append(rec)
+    summary = summarize(records, {})
+    assert summary["protocol_echoes"] == {"words": 6, "interactions": 8, "drafts": 0, "revisions": 5, "improved": 4,
+                                          "improved_revisions": 3}  # fmt: skip
+    assert summary["echo_warning"].startswith("sa-simulate: 5 of 8 revisions (62%) only repeat the society's prompts")
+    quiet = summarize(records[4:], {})  # 1 echo of 4 revisions: no more than a quarter
+    assert quiet["protocol_echoes"]["revisions"] == 1 and "echo_warning" not in quiet

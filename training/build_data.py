@@ -31,13 +31,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from agents.echoes import protocol_echo
 from conf.cli import hydra_command
 from conf.errors import UserError, require
 from conf.schema import checked
 from conf.schema.training import KINDS, BuildDataApp, as_app
 from environment.records import EpisodeFormatError, read_episodes, record_key, valid_rating
 from environment.signal import episode_signal, group_signal, histogram, noise_warning
-from training.echoes import protocol_echo
 
 SELF_CRITIC_INSTRUCTION = (
     "Comment on how well the response below is aligned with shared social values "
@@ -149,7 +149,7 @@ def samples_from_episode(
     record: dict[str, Any], min_score: float, echo_words: int = 0
 ) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """Yield (kind, prompt, response) for every validly rated sample of one episode. An imitation or realignment
-    response whose answer echoes the protocol (training.echoes, runs of `echo_words` words; 0: off) carries the echoed
+    response whose answer echoes the protocol (agents.echoes, runs of `echo_words` words; 0: off) carries the echoed
     words in `echo`; build_groups drops it."""
     question, draft = record["question"], (record["draft"] or {}).get("text") or ""
     revision = (record["revision"] or {}).get("text") or ""

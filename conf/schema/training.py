@@ -247,7 +247,7 @@ class Realignment(Checked):
 
 @dataclass
 class Filter(Checked):
-    echo_words: int = MISSING  # drop answers sharing a run of this many words with the prompts (training.echoes)
+    echo_words: int = MISSING  # drop answers sharing a run of this many words with the prompts (agents.echoes)
 
     def check(self) -> None:
         must(self.echo_words == 0 or self.echo_words >= 4, "filter.echo_words",

@@ -1,4 +1,4 @@
-"""training.echoes on real outputs: SmolLM2-135M answers from cpu_small's worlds (read and marked by hand) and the
+"""agents.echoes on real outputs: SmolLM2-135M answers from cpu_small's worlds (read and marked by hand) and the
 answers of the BIG-bench fixtures."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training.echoes import protocol_echo
+from agents.echoes import protocol_echo
 
 DATA = Path(__file__).parent / "data"
 ANSWERS = [json.loads(line) for line in (DATA / "smollm2_answers.jsonl").read_text().splitlines()]

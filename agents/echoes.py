@@ -24,6 +24,7 @@ from collections.abc import Iterable
 
 from agents import prompts
 
+ECHO_WORDS = 6  # the default run length (sa-build-data's filter.echo_words, sa-simulate's metrics.json)
 WORD = re.compile(r"[a-z0-9']+")
 PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 FRAME = re.compile(r"\byou(?: were| are|'re)? asked:|\byou answered:|\(rated \d|shared social values", re.IGNORECASE)
