@@ -370,9 +370,19 @@ def test_a_revision_that_echoes_the_protocol_is_dropped_from_imitation_and_reali
         card["dropped"]["protocol_echoes"] == 2 and "2 protocol echoes" in (tmp_path / "data/data_card.md").read_text()
     )
     assert all("echo" not in r for row in rows for r in row["responses"])  # the marker never reaches the data
+    examples = card["dropped_echo_examples"]
+    assert [(e["kind"], e["echoes"]) for e in examples] == [
+        ("imitation", "You were asked:"),
+        ("realignment", "You were asked:"),
+    ]
+    assert (
+        'imitation, rated 6, repeats "You were asked:": "You were asked:'
+        in (tmp_path / "data/data_card.md").read_text()
+    )
 
     kept = build(config(tmp_path / "off", [episodes], **{"filter.echo_words": 0}))
     assert kept["dropped"]["protocol_echoes"] == 0 and kept["groups_per_kind"]["realignment"] == 1
+    assert kept["dropped_echo_examples"] == [] and "Dropped as" not in (tmp_path / "off/data/data_card.md").read_text()
     revisions = [
         r["text"] for row in read_rows(tmp_path / "off/data") for r in row["responses"] if r["source"] == "revision"
     ]

@@ -50,6 +50,7 @@ DATA_FILE = "train.jsonl"
 # Raised when the same episodes and overrides give other data, so sa-experiment's cached data (and what was trained on
 # it) is rebuilt: 2 = protocol echoes dropped (filter.echo_words).
 BUILDER_VERSION = 2
+ECHO_EXAMPLES = 3  # dropped protocol echoes the data card quotes
 NO_PERSONA = "(none)"  # data-card key for responses whose episode names no persona (older episode files)
 
 
@@ -259,8 +260,12 @@ def build_groups(
             ratings.append(rating_view(record))
             stats["invalid_ratings"] += _count_invalid(record)
             for kind, prompt, response in samples_from_episode(record, min_score, echo_words):
-                if response.pop("echo", None):
+                echo = response.pop("echo", None)
+                if echo:
                     stats["protocol_echoes"] += 1
+                    if stats["protocol_echoes"] <= ECHO_EXAMPLES:  # the data card shows what was dropped
+                        stats["echo_examples"] = [*(stats["echo_examples"] or []), {
+                            "kind": kind, "rating": response["rating"], "echoes": echo, "text": response["text"][:200]}]  # fmt: skip
                     continue
                 group_key = (kind, prompt)
                 if response["text"] in texts[group_key]:
@@ -357,6 +362,7 @@ def data_card(
             "invalid_ratings": stats["invalid_ratings"], "duplicate_episodes": stats["duplicate_episodes"],
             "duplicate_responses": stats["duplicate_responses"], "protocol_echoes": stats["protocol_echoes"],
         },  # fmt: skip
+        "dropped_echo_examples": stats["echo_examples"] or [],
         "groups": len(items),
         "responses": sum(len(i["responses"]) for i in items),
         "groups_per_kind": dict(Counter(i["kind"] for i in items)),
@@ -459,6 +465,10 @@ def card_markdown(card: dict[str, Any]) -> str:
         table("Ratings (half-point bins)", card["rating_histogram"]),
         table("Responses per group", card["group_size_histogram"]),
     ]
+    if card["dropped_echo_examples"]:
+        sections.append(f"### Dropped as protocol echoes (the first {len(card['dropped_echo_examples'])})\n\n" + "".join(
+            f"- {e['kind']}, rated {rating_text(e['rating'])}, repeats \"{e['echoes']}\": {json.dumps(e['text'], ensure_ascii=False)}\n"
+            for e in card["dropped_echo_examples"]))  # fmt: skip
     signal = "### Signal\n\n" + "".join(f"- {line}\n" for line in signal_lines(card["signal"]))
     if card.get("signal_warning"):
         signal += f"\n**Warning:** {card['signal_warning']}\n"
