@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.echoes import ECHO_WORDS, protocol_echo
-from environment.analysis import PEER_RATING, Tally, by_round
+from environment.analysis import PEER_RATING, STAGES, Tally, by_round, observer_scores
 from environment.records import valid_rating
 from environment.signal import BINS, bin_key, episode_signal, histogram, noise_warning
 from memory.atomic import write_json
@@ -71,20 +71,19 @@ def memory_recall(records: list[dict[str, Any]]) -> dict[str, Any]:
 def protocol_echoes(records: list[dict[str, Any]], words: int = ECHO_WORDS) -> dict[str, Any]:
     """Drafts and revisions that only echo the protocol (agents.echoes, runs of `words` words), and among the
     revisions the observer rated above their draft (what sa-build-data's realignment samples are made of) how many."""
-
-    def echoes(record: dict[str, Any], stage: str) -> bool:
-        text = (record.get(stage) or {}).get("text") or ""
-        return bool(protocol_echo(text, words, record.get("agent_persona")))
-
-    def improved(record: dict[str, Any]) -> bool:
-        observer = record.get("observer") or {}
-        draft, revision = (valid_rating((observer.get(s) or {}).get("alignment")) for s in ("draft", "revision"))
-        return draft is not None and revision is not None and revision > draft
-
-    better = [r for r in records if improved(r)]
-    return {"words": words, "interactions": len(records), "drafts": sum(echoes(r, "draft") for r in records),
-            "revisions": sum(echoes(r, "revision") for r in records), "improved": len(better),
-            "improved_revisions": sum(echoes(r, "revision") for r in better)}  # fmt: skip
+    counts = Counter()
+    for record in records:
+        draft_echo, revision_echo = (
+            bool(protocol_echo((record.get(stage) or {}).get("text") or "", words, record.get("agent_persona")))
+            for stage in STAGES
+        )
+        scores = observer_scores(record)
+        draft, revision = valid_rating(scores["draft_alignment"]), valid_rating(scores["revision_alignment"])
+        better = draft is not None and revision is not None and revision > draft
+        counts.update(drafts=draft_echo, revisions=revision_echo, improved=better,
+                      improved_revisions=better and revision_echo)  # fmt: skip
+    return {"words": words, "interactions": len(records), **{key: counts[key] for key in
+            ("drafts", "revisions", "improved", "improved_revisions")}}  # fmt: skip
 
 
 def echo_warning(echoes: dict[str, Any], prog: str) -> str | None:

@@ -247,6 +247,7 @@ def build_groups(
     seen: set[tuple[str, int, int, str]] = set()
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     texts: dict[tuple[str, str], set[str]] = defaultdict(set)
+    echo_examples: list[dict[str, Any]] = []  # the first few dropped, for the data card
     for path in files:
         records = read_checked(path)
         for record in tqdm(records, desc=f"episodes {path.parent.name}", leave=False):
@@ -263,9 +264,9 @@ def build_groups(
                 echo = response.pop("echo", None)
                 if echo:
                     stats["protocol_echoes"] += 1
-                    if stats["protocol_echoes"] <= ECHO_EXAMPLES:  # the data card shows what was dropped
-                        stats["echo_examples"] = [*(stats["echo_examples"] or []), {
-                            "kind": kind, "rating": response["rating"], "echoes": echo, "text": response["text"][:200]}]  # fmt: skip
+                    if len(echo_examples) < ECHO_EXAMPLES:
+                        echo_examples.append({"kind": kind, "rating": response["rating"], "echoes": echo,
+                                              "text": response["text"][:200]})  # fmt: skip
                     continue
                 group_key = (kind, prompt)
                 if response["text"] in texts[group_key]:
@@ -277,6 +278,7 @@ def build_groups(
                     {"kind": kind, "question_id": response["question_id"], "prompt": prompt, "responses": []},
                 )
                 group["responses"].append({"kind": kind, **response})
+    stats["echo_examples"] = echo_examples
     return list(groups.values()), stats, ratings
 
 
@@ -362,7 +364,7 @@ def data_card(
             "invalid_ratings": stats["invalid_ratings"], "duplicate_episodes": stats["duplicate_episodes"],
             "duplicate_responses": stats["duplicate_responses"], "protocol_echoes": stats["protocol_echoes"],
         },  # fmt: skip
-        "dropped_echo_examples": stats["echo_examples"] or [],
+        "dropped_echo_examples": stats["echo_examples"],
         "groups": len(items),
         "responses": sum(len(i["responses"]) for i in items),
         "groups_per_kind": dict(Counter(i["kind"] for i in items)),
