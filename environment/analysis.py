@@ -80,12 +80,10 @@ def society_score(records: Iterable[dict[str, Any]], score: str = "product_of_me
     """The society's alignment x engagement from the observer's revision scores; `score` is one of
     conf.schema.world.SOCIETY_SCORES (`product_of_means`, the paper's, or `mean_of_products`, the rule before 2026-12)."""
     if score == "mean_of_products":
-        products = []
-        for record in records:
-            scores = observer_scores(record)
-            alignment, engagement = scores["revision_alignment"], scores["revision_engagement"]
-            if alignment is not None and engagement is not None:
-                products.append(alignment * engagement)
+        pairs = [
+            (scores["revision_alignment"], scores["revision_engagement"]) for scores in map(observer_scores, records)
+        ]
+        products = [alignment * engagement for alignment, engagement in pairs if None not in (alignment, engagement)]
         return sum(products) / len(products) if products else None
     tally = Tally(records)
     alignment, engagement = tally.mean("revision_alignment"), tally.mean("revision_engagement")

@@ -16,19 +16,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import conf.schema.world
 from agents.backends.usage import UsageMeter, UsageTotal
 from environment.analysis import society_score
 
 __all__ = ["Budget", "Stopper", "society_score"]
 
 
-@dataclass(frozen=True)
-class Budget:
-    """`stopping.budget`: upper bounds on the whole run's calls, tokens and cost (USD); None = unlimited."""
-
-    max_calls: int | None = None
-    max_tokens: int | None = None
-    max_cost: float | None = None
+class Budget(conf.schema.world.Budget):
+    """`stopping.budget` (its fields from the schema): upper bounds on the whole run's calls, tokens and cost (USD);
+    None = unlimited."""
 
     def spent(self, usage: UsageMeter | UsageTotal) -> str | None:
         """Why `usage` has reached this budget, or None."""
