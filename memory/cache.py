@@ -4,8 +4,8 @@
 before is served from the cache; texts that another coroutine is embedding right now are awaited, not embedded
 twice; and misses asked for concurrently (in one event-loop iteration) go to the inner embedder as one batch. Counters: `requested` (texts asked for), `embedded` (texts sent to the inner embedder), `inner_calls`
 (batches sent to the inner embedder), `hits` (texts served without embedding).
-The cache saves and restores itself (`save(folder)`, `load(folder, inner)`; `memory.snapshot` writes it into every
-world snapshot and `load_cache` reads it back). sa-simulate's resume does not read it back: a resumed world starts
+`write_to` / `read_from` put the cache into a folder and read it back (`memory.snapshot` writes it into every world
+snapshot and `load_cache` reads it back). sa-simulate's resume does not read it back: a resumed world starts
 with an empty cache and embeds its priors (one batch) and each distinct question of the stored episodes (one batch)
 again.
 """
@@ -171,18 +171,3 @@ class EmbeddingCache:
         with self._lock:
             for text, vector in zip(texts, matrix.astype(np.float32), strict=True):
                 self._vectors.setdefault(text, vector)
-
-    def save(self, folder: str | Path) -> Path:
-        """Atomically save the cache into `folder`."""
-        from memory.atomic import publish_dir
-
-        return publish_dir(folder, self.write_to)
-
-    @classmethod
-    def load(cls, folder: str | Path, inner: Embedder) -> EmbeddingCache:
-        """A cache around `inner` pre-filled from a folder written by `save`."""
-        from memory.atomic import current_dir
-
-        cache = cls(inner)
-        cache.read_from(current_dir(folder))
-        return cache

@@ -6,7 +6,7 @@ All indexes use inner product on L2-normalised vectors, i.e. cosine similarity. 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -24,9 +24,6 @@ class IndexParams:
     ivf_nlist: int = 0  # 0: about 4·sqrt(n) at training time
     ivf_nprobe: int = 16
     ivf_min_train: int = 2048  # below this many memories an "ivf" store searches exactly
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 def check_kind(kind: str) -> str:

@@ -56,7 +56,6 @@ class MemoryStore:
         *,
         recency_weight: float = 0.0,
         recency_half_life: float = 5.0,
-        params: IndexParams | None = None,
         **index_params: int,
     ) -> None:
         if dim <= 0:
@@ -65,7 +64,7 @@ class MemoryStore:
             raise ValueError("recency_weight must be ≥ 0 and recency_half_life > 0")
         self.dim = int(dim)
         self.kind = check_kind(index)
-        self.params = params or IndexParams(**index_params)
+        self.params = IndexParams(**index_params)
         self.recency_weight = float(recency_weight)
         self.recency_half_life = float(recency_half_life)
         self._lock = threading.RLock()
@@ -206,7 +205,7 @@ class MemoryStore:
                 "options": {
                     "recency_weight": self.recency_weight,
                     "recency_half_life": self.recency_half_life,
-                    **self.params.to_dict(),
+                    **dataclasses.asdict(self.params),
                 },
                 "faiss_index": faiss.clone_index(self._index),
                 "records": [_copy(record) for record in self._records],
@@ -221,15 +220,14 @@ class MemoryStore:
                 f"index holds {index.ntotal} vectors of dimension {index.d}, "
                 f"state says {len(records)} records of dimension {state['dim']}"
             )
-        params = IndexParams(**{k: int(v) for k, v in options.items() if k in IndexParams.__dataclass_fields__})
-        apply_search_params(index, params)
         store = cls(
             int(state["dim"]),
             state["index"],
             recency_weight=float(options["recency_weight"]),
             recency_half_life=float(options["recency_half_life"]),
-            params=params,
+            **{k: int(v) for k, v in options.items() if k in IndexParams.__dataclass_fields__},
         )
+        apply_search_params(index, store.params)
         if index.ntotal:
             store._vectors = index.reconstruct_n(0, index.ntotal).astype(np.float32)
         store._index = index

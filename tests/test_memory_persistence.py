@@ -202,10 +202,10 @@ def test_cache_save_and_load(tmp_path):
 
     cache = EmbeddingCache(FakeEmbedder())
     asyncio.run(cache.embed(["x", "y"]))
-    cache.save(tmp_path / "c")
-    loaded = EmbeddingCache.load(tmp_path / "c", FakeEmbedder())
+    save_all(tmp_path / "c", {}, cache=cache)
+    loaded = load_cache(tmp_path / "c", FakeEmbedder())
     assert len(loaded) == 2 and "x" in loaded
-    vectors = current_dir(tmp_path / "c") / "vectors.npy"
+    vectors = current_dir(tmp_path / "c") / "cache" / "vectors.npy"
     vectors.write_bytes(vectors.read_bytes()[:90])
     with pytest.raises(SnapshotError, match="vectors.npy"):
-        EmbeddingCache.load(tmp_path / "c", FakeEmbedder())
+        load_cache(tmp_path / "c", FakeEmbedder())
