@@ -14,33 +14,22 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from conf import CONFIG_DIR
-from conf.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, one_line, require
+from conf.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, one_line
 from conf.schema import register_schemas
-
-__all__ = [
-    "EXIT_INTERRUPTED",
-    "EXIT_USER_ERROR",
-    "UserError",
-    "hydra_command",
-    "one_line",
-    "require",
-    "save_hydra_config",
-]
+from conf.schema.world import BUDGET_MOVED
 
 # Config keys that were removed or renamed → what replaced them: an override naming one fails saying so.
-REPLACED = {
-    "backend.budget": "sa-simulate's stopping.budget.max_calls, max_tokens or max_cost (USD): one budget for all of "
-    "a world's backends together",
-}
-REPLACED["embedder.budget"] = REPLACED["backend.budget"]
+REPLACED = dict.fromkeys(("backend.budget", "embedder.budget"), BUDGET_MOVED)
 
 # Errors of a path the user chose (read-only disk, no permission, a file where a folder belongs, disk full).
 PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC, errno.EDQUOT}
@@ -76,33 +65,12 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
             stderr, sys.stderr = sys.stderr, _DropHydraJobBanner(sys.stderr)
             try:
                 hydra_main()
-            except UserError as error:
-                if wants_traceback:
+            except (UserError, HydraException, OmegaConfBaseException, ValueError, OSError, KeyboardInterrupt) as error:
+                line = None if wants_traceback else report(error, prog)
+                if line is None:
                     raise
-                print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
-                sys.exit(EXIT_USER_ERROR)
-            except (HydraException, OmegaConfBaseException) as error:
-                if wants_traceback:
-                    raise
-                print(f"{prog}: error: {replaced(error) or one_line(error)} (see `{prog} --cfg job` for valid keys)",
-                      file=sys.stderr)  # fmt: skip
-                sys.exit(EXIT_USER_ERROR)
-            except ValueError as error:  # Hydra's own flag check, e.g. `-m --cfg job`
-                if wants_traceback or not str(error).startswith("Only one of --run"):
-                    raise
-                print(f"{prog}: error: {error}; run --cfg job without -m (and one value per key)", file=sys.stderr)
-                sys.exit(EXIT_USER_ERROR)
-            except OSError as error:  # e.g. Hydra creating a run dir on a read-only disk, before the task runs
-                if wants_traceback or error.errno not in PATH_ERRNOS or error.filename is None:
-                    raise
-                print(f"{prog}: error: {error.filename}: {error.strerror}; use a folder this user can write "
-                      "(hydra.run.dir=...)", file=sys.stderr)  # fmt: skip
-                sys.exit(EXIT_USER_ERROR)
-            except KeyboardInterrupt:
-                if wants_traceback:
-                    raise
-                print(f"{prog}: interrupted; re-run the same command to resume", file=sys.stderr)
-                sys.exit(EXIT_INTERRUPTED)
+                print(f"{prog}: {line}", file=sys.stderr)
+                sys.exit(EXIT_INTERRUPTED if isinstance(error, KeyboardInterrupt) else EXIT_USER_ERROR)
             finally:
                 sys.stderr = stderr
                 if before is None:  # a caller in this process (a test) keeps its environment
@@ -113,6 +81,22 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
         return main
 
     return decorate
+
+
+def report(error: BaseException, prog: str) -> str | None:
+    """The one line `prog` prints for `error` (after `prog: `), or None for an error that keeps its traceback."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted; re-run the same command to resume"
+    if isinstance(error, UserError):
+        return f"error: {one_line(error)}"
+    if isinstance(error, (HydraException, OmegaConfBaseException)):
+        return f"error: {replaced(error) or one_line(error)} (see `{prog} --cfg job` for valid keys)"
+    if isinstance(error, ValueError) and str(error).startswith("Only one of --run"):  # Hydra's own flag check
+        return f"error: {error}; run --cfg job without -m (and one value per key)"
+    if isinstance(error, OSError) and error.errno in PATH_ERRNOS and error.filename is not None:
+        # e.g. Hydra creating a run dir on a read-only disk, before the task runs
+        return f"error: {error.filename}: {error.strerror}; use a folder this user can write (hydra.run.dir=...)"
+    return None
 
 
 def replaced(error: BaseException) -> str | None:
@@ -127,11 +111,6 @@ def save_hydra_config(cfg: DictConfig, run_dir: str | os.PathLike | None = None)
     """Write `.hydra/{config,hydra,overrides}.yaml` as Hydra would. Commands that check a resume first set
     `hydra.output_subdir: null` and call this once the check has passed, so a refused resume leaves the folder's
     record of its own run as it was."""
-    from pathlib import Path
-
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()

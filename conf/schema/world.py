@@ -29,6 +29,11 @@ ORDERS = ("walk", "shuffle")  # world.question_order (environment.questions.Ques
 # engagement; `mean_of_products` (the rule before 2026-12): the mean over agents of alignment x engagement. Both from
 # the observer's revision scores.
 SOCIETY_SCORES = ("product_of_means", "mean_of_products")
+# What replaced `budget` in a backend or embedder node (conf.cli names it for an override of the removed key too).
+BUDGET_MOVED = (
+    "sa-simulate's stopping.budget.max_calls, max_tokens or max_cost (USD): one budget for all of a world's backends "
+    "together"
+)
 
 
 @dataclass
@@ -235,8 +240,7 @@ def _without_budget(node: Any, key: str) -> Any:
     data = dict(data)
     budget = data.pop("budget")
     require(budget is None or (isinstance(budget, Mapping) and all(v is None for v in budget.values())),
-            f"{key}.budget was removed; use sa-simulate's stopping.budget.max_calls, max_tokens or max_cost (USD): "
-            "one budget for all of a world's backends together")  # fmt: skip
+            f"{key}.budget was removed; use {BUDGET_MOVED}")  # fmt: skip
     return data
 
 
