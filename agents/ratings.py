@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agents.backends.base import ChatBackend, Message, Sampling, Usage
@@ -40,9 +40,6 @@ class Rating:
     error: str | None = None
     mode: str = "generate"
     detail: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def invalid(error: str, mode: str = "generate", attempts: int = 1, raw: str = "") -> Rating:

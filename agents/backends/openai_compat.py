@@ -191,19 +191,27 @@ class OpenAIBackend(ChatBackend):
                           completion_tokens=int(usage.get("completion_tokens") or 0) if generated else 0,
                           model=self.model, seconds=time.perf_counter() - start, extra=extra)  # fmt: skip
 
-    async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
-        """One chat (or plain) completion."""
-        start = time.perf_counter()
+    async def _complete(
+        self, messages: Sequence[Message], sampling: Sampling, suffix: str = "", **options: Any
+    ) -> tuple[dict, dict, str]:
+        """POST `messages` to `/chat/completions`, or rendered plain and followed by `suffix` to `/completions` (`api:
+        completions`), with `options` added to the body: the response, its first choice and that choice's text."""
         body = self._body(sampling)
         if self.api == "chat":
             body["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
-            response = await self._post("/chat/completions", body)
-            text = (_first_choice(response).get("message") or {}).get("content") or ""
         else:
-            body["prompt"] = render_plain_prompt(messages)
-            response = await self._post("/completions", body)
-            text = _first_choice(response).get("text") or ""
-        return self._completion(response, start, text)  # _first_choice has checked that the response is a dict
+            body["prompt"] = render_plain_prompt(messages) + suffix
+        body.update(options)
+        response = await self._post("/chat/completions" if self.api == "chat" else "/completions", body)
+        choice = _first_choice(response)  # it has checked that the response is a dict
+        text = (choice.get("message") or {}).get("content") if self.api == "chat" else choice.get("text")
+        return response, choice, text or ""
+
+    async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
+        """One chat (or plain) completion."""
+        start = time.perf_counter()
+        response, _, text = await self._complete(messages, sampling)
+        return self._completion(response, start, text)
 
     async def top_logprobs(
         self, messages: Sequence[Message], sampling: Sampling, top_k: int = 20, candidates: Sequence[str] = ()
@@ -211,28 +219,20 @@ class OpenAIBackend(ChatBackend):
         """A short completion with `logprobs`/`top_logprobs` (chat) or `logprobs: k` (plain completions, where the
         prompt ends with `sampling.prefix`). An endpoint that returns none is a one-line UserError."""
         start = time.perf_counter()
-        body = self._body(sampling)
         if self.api == "chat":
-            body["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
-            body.update(logprobs=True, top_logprobs=top_k)
-            response = await self._post("/chat/completions", body)
-            choice = _first_choice(response)
+            response, choice, text = await self._complete(messages, sampling, logprobs=True, top_logprobs=top_k)
             content = (choice.get("logprobs") or {}).get("content") or []
             tokens = [str(item.get("token", "")) for item in content]
             tables = [{str(t.get("token", "")): float(t["logprob"]) for t in item.get("top_logprobs") or []}
                       for item in content]  # fmt: skip
-            text = (choice.get("message") or {}).get("content") or ""
         else:
-            body["prompt"] = render_plain_prompt(messages) + (" " + sampling.prefix.strip() if sampling.prefix else "")
-            body["logprobs"] = top_k
-            response = await self._post("/completions", body)
-            choice = _first_choice(response)
+            suffix = " " + sampling.prefix.strip() if sampling.prefix else ""
+            response, choice, text = await self._complete(messages, sampling, suffix, logprobs=top_k)
             logprobs = choice.get("logprobs") or {}
             tokens = [str(t) for t in logprobs.get("tokens") or []]
             tables = [
                 {str(k): float(v) for k, v in (table or {}).items()} for table in logprobs.get("top_logprobs") or []
             ]
-            text = choice.get("text") or ""
         if not tokens or not any(tables):
             raise UserError(
                 f"{self._where} returned no top_logprobs for model {self.model!r}; rater.mode=logprob needs an endpoint "
