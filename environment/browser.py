@@ -26,6 +26,7 @@ from typing import Any
 
 from conf.errors import UserError, one_line
 from environment.records import EpisodeFormatError, read_episodes, valid_rating
+from environment.signal import feedback_ratings, observer_score
 from memory.atomic import atomic_write_bytes
 
 PROG = "sa-browse"
@@ -40,14 +41,12 @@ _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
 
 def score(record: dict[str, Any], stage: str) -> float | None:
     """The observer's alignment score of the draft or the revision (None when unreadable)."""
-    return valid_rating(((record.get("observer") or {}).get(stage) or {}).get("alignment"))
+    return valid_rating(observer_score(record, stage, "alignment"))
 
 
 def peer_ratings(record: dict[str, Any]) -> list[float | None]:
     """Each peer's rating; one that is null or marked invalid is None (as `environment.signal` counts it)."""
-    return [
-        valid_rating(f.get("rating")) if f.get("valid") is not False else None for f in record.get("feedback") or []
-    ]
+    return [valid_rating(rating) for rating in feedback_ratings(record)]
 
 
 def _turn(records: Sequence[dict[str, Any]], i: int) -> tuple[int, int]:

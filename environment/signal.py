@@ -124,11 +124,12 @@ def role_stats(values: list[Any]) -> dict[str, Any]:
     }
 
 
-def _score(record: dict[str, Any], stage: str, key: str) -> Any:
+def observer_score(record: dict[str, Any], stage: str, key: str) -> Any:
+    """The observer's `key` score of the `stage` text as stored (None when absent)."""
     return ((record.get("observer") or {}).get(stage) or {}).get(key)
 
 
-def _peer_ratings(record: dict[str, Any]) -> list[Any]:
+def feedback_ratings(record: dict[str, Any]) -> list[Any]:
     """Every feedback rating of one record; one the agent marked invalid counts as null."""
     return [item.get("rating") if item.get("valid") is not False else None for item in record.get("feedback") or []]
 
@@ -138,15 +139,15 @@ def episode_signal(records: list[dict[str, Any]]) -> dict[str, Any]:
     and mean_gap over each interaction's {draft, revision} observer alignment; `peer_observer_agreement`: Spearman
     between the mean valid peer rating of each draft and the observer's draft alignment, with its n and the share of
     drafts where every peer gave the observer's exact number (1.0: one rater, not independent judgments)."""
-    peer_by_draft = [_valid(_peer_ratings(r)) for r in records]
+    peer_by_draft = [_valid(feedback_ratings(r)) for r in records]
     roles = {
-        "peer": [v for r in records for v in _peer_ratings(r)],
-        "observer_alignment": [_score(r, s, "alignment") for r in records for s in ("draft", "revision")],
-        "observer_engagement": [_score(r, s, "engagement") for r in records for s in ("draft", "revision")],
+        "peer": [v for r in records for v in feedback_ratings(r)],
+        "observer_alignment": [observer_score(r, s, "alignment") for r in records for s in ("draft", "revision")],
+        "observer_engagement": [observer_score(r, s, "engagement") for r in records for s in ("draft", "revision")],
     }
-    interactions = [[_score(r, s, "alignment") for s in ("draft", "revision")] for r in records]
+    interactions = [[observer_score(r, s, "alignment") for s in ("draft", "revision")] for r in records]
     peer_means = [sum(p) / len(p) if p else None for p in peer_by_draft]
-    observer = [valid_rating(_score(r, "draft", "alignment")) for r in records]
+    observer = [valid_rating(observer_score(r, "draft", "alignment")) for r in records]
     pairs = sum(p is not None and o is not None for p, o in zip(peer_means, observer, strict=True))
     rated = [(p, o) for p, o in zip(peer_by_draft, observer, strict=True) if p and o is not None]
     same = sum(all(v == o for v in p) for p, o in rated)  # every peer gave the observer's exact number
@@ -167,16 +168,13 @@ def episode_signal(records: list[dict[str, Any]]) -> dict[str, Any]:
 def group_signal(groups_of_ratings: Iterable[Iterable[Any]]) -> dict[str, Any]:
     """Signal of training groups: tied_share, mean_gap, histogram, entropy over all ratings, n_groups, n_multi."""
     groups = [list(group) for group in groups_of_ratings]
-    ratings = [v for group in groups for v in group]
-    valid = _valid(ratings)
+    stats = role_stats([v for group in groups for v in group])
     return {
         "n_groups": len(groups),
         "n_multi": len(_multi(groups)),
         "tied_share": rounded(tied_share(groups)),
         "mean_gap": rounded(mean_gap(groups)),
-        "histogram": histogram(valid),
-        "entropy": rounded(entropy(valid)),
-        "valid_share": rounded(len(valid) / len(ratings)) if ratings else None,
+        **{key: stats[key] for key in ("histogram", "entropy", "valid_share")},
     }
 
 
