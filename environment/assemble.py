@@ -79,11 +79,8 @@ def merged_sampling(node: Any, *overrides: Any) -> Any:
     """The backend node's `sampling` (a partial node may have none), with each override's non-null values on top."""
     from agents.factory import sampling_from
 
-    merged = OmegaConf.create(node.get("sampling") or {})
-    for override in overrides:
-        if override:
-            merged = OmegaConf.merge(merged, {k: v for k, v in override.items() if v is not None})
-    return sampling_from(merged)
+    layers = [{k: v for k, v in override.items() if v is not None} for override in overrides if override]
+    return sampling_from(OmegaConf.merge(OmegaConf.create(node.get("sampling") or {}), *layers))
 
 
 def build_embedder(cfg: DictConfig) -> Any:
@@ -210,8 +207,7 @@ def world_memory_bytes(cfg: DictConfig) -> tuple[int, str]:
     circle = min(cells - 1, _circle_size(size, radius))
     grid = cells * (circle + 8) * CIRCLE_ENTRY_BYTES
     dim = int(cfg.embedder.get("dim") or 384)  # hf_local: 384-d, and has no `dim`
-    priors = cfg.memory.priors_per_agent
-    rows = cells * (priors + rounds)
+    rows = cells * (cfg.memory.priors_per_agent + rounds)
     total = grid + cells * AGENT_BYTES + rows * (2 * 4 * dim + MEMORY_ROW_BYTES) + cells * rounds * RECORD_BYTES
     return total, f"{cells:,} agents with circles of {circle:,}, {cells * rounds:,} turns"
 

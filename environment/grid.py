@@ -40,9 +40,7 @@ class Grid:
                     r, c = r % self.size, c % self.size
                 elif not (0 <= r < self.size and 0 <= c < self.size):
                     continue
-                other = r * self.size + c
-                if other != cell and self.distance(cell, other) <= radius:
-                    found.add(other)
+                found.add(r * self.size + c)  # never the cell itself: 0 < |offset| < size; a wrap only shortens it
             result.append(tuple(sorted(found)))
         return tuple(result)
 

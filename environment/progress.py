@@ -15,7 +15,7 @@ from agents.backends.usage import UsageMeter, UsageTotal
 from environment.analysis import PEER_RATING, Tally
 
 log = logging.getLogger("environment.progress")
-MEANS = {"peer": PEER_RATING, "draft": "draft_alignment", "revision": "revision_alignment"}  # shown name -> column
+MEANS = {"peer": PEER_RATING, "draft": "draft_alignment", "rev": "revision_alignment"}  # shown name -> column
 
 
 class Progress:
@@ -56,35 +56,31 @@ class Progress:
             self.bar.update(1)
             self.bar.set_postfix(self.figures(), refresh=False)
 
-    def mean(self, name: str) -> float | None:
-        """The running mean of `name` (a key of `MEANS`) over the records counted, to two decimals."""
-        return self._tally.mean(MEANS[name], 2)
-
     def rate(self) -> float:
         """Interactions per second committed by this process."""
         return self.new / max(1e-9, time.perf_counter() - self.started)
 
     def figures(self) -> dict[str, Any]:
+        """The live figures, with the running means (`MEANS`) over the records counted, to two decimals."""
+        means = {name: self._tally.mean(column, 2) for name, column in MEANS.items()}
         return {"int/s": round(self.rate(), 3), "in_flight": self.meter.in_flight, "tokens": self.meter.tokens,
-                "retries": self.meter.retries, "peer": self.mean("peer"), "draft": self.mean("draft"),
-                "rev": self.mean("revision")}  # fmt: skip
+                "retries": self.meter.retries, **means}  # fmt: skip
 
     def line(self) -> str:
         """The plain-text progress line used when stderr is not a terminal."""
         figures = " ".join(f"{k}={v}" for k, v in self.figures().items())
         return f"world {self.done}/{self.total} turns {figures}"
 
-    def refresh(self) -> None:
-        """Redraw the bar (terminal) or log a line if `log_every_s` has passed (no terminal)."""
+    def refresh(self, final: bool = False) -> None:
+        """Redraw the bar (terminal) or log a line if `log_every_s` has passed or this is the `final` one (no
+        terminal)."""
         if self.bar is not None:
             self.bar.set_postfix(self.figures(), refresh=True)
-        elif self.enabled and time.monotonic() - self._last_log >= self.interval:
+        elif self.enabled and (final or time.monotonic() - self._last_log >= self.interval):
             self._last_log = time.monotonic()
             log.info(self.line())
 
     def close(self) -> None:
+        self.refresh(final=True)
         if self.bar is not None:
-            self.bar.set_postfix(self.figures(), refresh=True)
             self.bar.close()
-        elif self.enabled:
-            log.info(self.line())

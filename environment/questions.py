@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from conf.errors import UserError
+from conf.errors import UserError, require
 from conf.schema.checks import one_of
 from conf.schema.world import ORDERS
 
@@ -43,8 +43,7 @@ def _hh_question(dialogue: str) -> str:
 def _from_row(row: object, where: str) -> Question:
     if isinstance(row, str):
         row = {"question": row}
-    if not isinstance(row, dict):
-        raise UserError(f"{where}: expected a JSON object with a `question` field; fix or remove that line")
+    require(isinstance(row, dict), f"{where}: expected a JSON object with a `question` field; fix or remove that line")
     text = next((row[k] for k in _TEXT_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
     if text is None and isinstance(row.get("chosen"), str):
         text = _hh_question(row["chosen"])
@@ -69,8 +68,7 @@ def load_questions(source: str, limit: int | None = None, split: str = "train") 
         questions = _load_file(path)
     if limit:
         questions = questions[:limit]
-    if not questions:
-        raise UserError(f"question set {source!r} is empty; give a file with at least one question")
+    require(bool(questions), f"question set {source!r} is empty; give a file with at least one question")
     return _dedupe(questions)
 
 
@@ -94,11 +92,8 @@ def _load_file(path: Path) -> list[Question]:
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        if path.suffix == ".txt":
-            questions.append(_from_row(line.strip(), where))
-            continue
         try:
-            row = json.loads(line)
+            row = line.strip() if path.suffix == ".txt" else json.loads(line)
         except json.JSONDecodeError:
             raise UserError(f"{where}: not valid JSON; fix or remove that line") from None
         questions.append(_from_row(row, where))
