@@ -6,9 +6,9 @@ the same interrupt handling as `hydra_command`, then its Hydra `main()` runs.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
-from collections.abc import Callable
 
 EXIT_INTERRUPTED = 130  # as conf.cli (not imported here: Hydra's import is part of what may be interrupted)
 
@@ -32,18 +32,10 @@ def run(prog: str) -> None:
     main()
 
 
-def _command(prog: str) -> Callable[[], None]:
-    """The console-script function of `prog` (pyproject's [project.scripts] names these)."""
-
-    def main() -> None:
-        run(prog)
-
-    return main
-
-
-simulate = _command("sa-simulate")
-build_data = _command("sa-build-data")
-train = _command("sa-train")
-evaluate = _command("sa-eval")
-experiment = _command("sa-experiment")
-browse = _command("sa-browse")
+# The console-script functions (pyproject's [project.scripts] names these).
+simulate = functools.partial(run, "sa-simulate")
+build_data = functools.partial(run, "sa-build-data")
+train = functools.partial(run, "sa-train")
+evaluate = functools.partial(run, "sa-eval")
+experiment = functools.partial(run, "sa-experiment")
+browse = functools.partial(run, "sa-browse")

@@ -12,6 +12,7 @@ calls `checked(cfg)`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -19,14 +20,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from conf.errors import UserError
 
-_registered = False
 
-
+@functools.cache
 def register_schemas() -> None:
     """Store every schema in Hydra's ConfigStore (once per process); the command layer calls this before composing."""
-    global _registered
-    if _registered:
-        return
     from hydra.core.config_store import ConfigStore
 
     from conf.schema import training, world
@@ -34,7 +31,6 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     world.register(store)
     training.register(store)
-    _registered = True
 
 
 def checked(cfg: DictConfig) -> Any:

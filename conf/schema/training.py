@@ -17,9 +17,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from conf.errors import UserError, require, shown
+from conf.errors import UserError, one_line, require, shown
 from conf.schema.checks import at_least, must, one_of
 
 # Which responses of a sampled group a loss needs in the forward pass (training.collator.select_responses).
@@ -62,16 +63,6 @@ class Loss(Checked):
         require(ok, f"loss.{key}={shown(getattr(self, key))} is out of range for loss={self.name}")
 
 
-LOSSES: dict[str, type[Loss]] = {}
-
-
-def register_loss(cls: type[Loss]) -> type[Loss]:
-    """Add a loss to `LOSSES` under its `name` default."""
-    LOSSES[cls.name] = cls
-    return cls
-
-
-@register_loss
 @dataclass
 class StableAlignmentLoss(Loss):
     """L = ℓ_b + lam · max(0, mean_j [ℓ_b − ℓ_j + margin·(r_b − r_j)/rating_scale]) (SPEC §4)."""
@@ -91,7 +82,6 @@ class StableAlignmentLoss(Loss):
         one_of("loss.ties", self.ties, self.TIES)
 
 
-@register_loss
 @dataclass
 class SftLoss(Loss):
     """L = ℓ_b on the best-rated response."""
@@ -100,7 +90,6 @@ class SftLoss(Loss):
     select: ClassVar[str] = SELECT_BEST
 
 
-@register_loss
 @dataclass
 class DpoLoss(Loss):
     """DPO on the best-vs-worst pair, against the frozen initial policy."""
@@ -116,7 +105,6 @@ class DpoLoss(Loss):
         self._in_range(self.sft_weight >= 0, "sft_weight")
 
 
-@register_loss
 @dataclass
 class SimpoLoss(Loss):
     """SimPO + NLL on the best-vs-worst pair, reference-free."""
@@ -133,6 +121,9 @@ class SimpoLoss(Loss):
         self._in_range(self.nll_weight >= 0, "nll_weight")
 
 
+LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (StableAlignmentLoss, SftLoss, DpoLoss, SimpoLoss)}
+
+
 def typed_loss(node: Any) -> Loss:
     """The loss of a composed config: already typed (its YAML names its schema), or a mapping typed by its name."""
     if isinstance(node, Loss):
@@ -140,9 +131,6 @@ def typed_loss(node: Any) -> Loss:
     require(isinstance(node, dict), f"loss={node!r} must be a loss node; choose with loss={'|'.join(LOSSES)}")
     name = node.get("name")
     require(isinstance(name, str) and name in LOSSES, f"loss.name={name!r} is unknown; use one of {', '.join(LOSSES)}")
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LOSSES[name]), node))  # type: ignore[return-value]
     except OmegaConfBaseException as error:
@@ -384,10 +372,8 @@ class EvalApp(Checked):
                 f"tasks {unknown or self.tasks} unknown or empty; choose from {list(EVAL_TASKS)}")  # fmt: skip
         one_of("headline", self.headline, ("sum", "mean"))
         must(self.limit is None or self.limit >= 1, "limit", self.limit, "a positive number of items or null for all")
-        if set(self.tasks) & {*MC_TASKS, "judge"}:  # the tasks that evaluate `models`
-            self._check_models()
-
-    def _check_models(self) -> None:
+        if not set(self.tasks) & {*MC_TASKS, "judge"}:  # only these tasks evaluate `models`
+            return
         require(len(self.models) > 0, "models must be a non-empty list, e.g. models=[CKPT]")
         if self.labels is not None:
             n, m = len(self.labels), len(self.models)
@@ -444,11 +430,6 @@ def as_app(cfg: Any, app: type) -> Any:
     """`cfg` typed by `app`'s schema, for `conf.schema.checked`: as it is when Hydra composed it; merged into the
     schema when it did not come through Hydra (a YAML loaded as is, a saved run's config), a wrong type or unknown
     key being one `UserError`."""
-    from omegaconf import DictConfig, OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from conf.errors import one_line
-
     if not isinstance(cfg, DictConfig) or OmegaConf.get_type(cfg) is app:
         return cfg
     try:
