@@ -54,16 +54,6 @@ ECHO_EXAMPLES = 3  # dropped protocol echoes the data card quotes
 NO_PERSONA = "(none)"  # data-card key for responses whose episode names no persona (older episode files)
 
 
-def self_critic_prompt(question: str, draft: str) -> str:
-    """The instruction of a self-critic sample: the question, the response to judge and the request to comment."""
-    return f"{question}\n\nResponse: {draft}\n\n{SELF_CRITIC_INSTRUCTION}"
-
-
-def realignment_prompt(question: str, draft: str) -> str:
-    """The instruction of a realignment sample: comment on the draft, then revise it."""
-    return f"{question}\n\nResponse: {draft}\n\n{REALIGNMENT_INSTRUCTION}"
-
-
 def rating_text(rating: float) -> str:
     """A rating as the agent reads it: "5" for a whole number, one decimal otherwise ("4.3")."""
     return str(int(rating)) if float(rating).is_integer() else f"{rating:.1f}"
@@ -162,6 +152,7 @@ def samples_from_episode(
         "question_id": str(record["question_id"]),
     }  # fmt: skip
     model, persona = str(record["agent_model"]), record.get("agent_persona")
+    judged = f"{question}\n\nResponse: {draft}\n\n"  # a self-critic or realignment prompt, before its instruction
     echo = {text: protocol_echo(text, echo_words, persona) for text in (draft, revision)}
     for source, text, rating in (("draft", draft, score_draft), ("revision", revision, score_revision)):
         if rating is not None and text.strip():
@@ -177,7 +168,7 @@ def samples_from_episode(
             "peer_id": item.get("peer_id"), "model": str(item.get("peer_model")), "persona": item.get("peer_persona"),
             "source": "feedback",
         }  # fmt: skip
-        yield "self_critic", self_critic_prompt(question, draft), {**base, **peer, "text": reason, "rating": rating}
+        yield "self_critic", judged + SELF_CRITIC_INSTRUCTION, {**base, **peer, "text": reason, "rating": rating}
     if (
         score_draft is not None
         and score_revision is not None
@@ -191,7 +182,7 @@ def samples_from_episode(
             **base, "text": text, "rating": score_revision, "model": model, "persona": persona, "source": "realignment",
             "echo": echo[revision],
         }  # fmt: skip
-        yield "realignment", realignment_prompt(question, draft), response
+        yield "realignment", judged + REALIGNMENT_INSTRUCTION, response
 
 
 def episode_identity(record: dict[str, Any]) -> tuple[str, int, int, str]:
@@ -335,15 +326,6 @@ def mix(
     return items, plan
 
 
-def data_signal(items: list[dict[str, Any]], episodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Does the written data carry signal? `groups`: group_signal over the ratings of each written group; `episodes`:
-    episode_signal of the episodes read (valid shares, peer–observer agreement)."""
-    return {
-        "groups": group_signal([r["rating"] for r in item["responses"]] for item in items),
-        "episodes": episode_signal(episodes),
-    }
-
-
 def data_card(
     items: list[dict[str, Any]],
     stats: Counter,
@@ -355,6 +337,7 @@ def data_card(
     """Counts per kind, model and persona (groups and responses), what was dropped and why, the mix (`plan` from
     `mix`: anchor kind, groups available / cap / kept / dropped per kind) and the signal section (`episodes`: the
     ratings of the episodes read, see `rating_view`); `signal_warning` when noise_warning fires."""
+    responses = [r for i in items for r in i["responses"]]
     card: dict[str, Any] = {
         "inputs": [str(p) for p in files],
         "builder_version": BUILDER_VERSION,
@@ -366,21 +349,24 @@ def data_card(
         },  # fmt: skip
         "dropped_echo_examples": stats["echo_examples"],
         "groups": len(items),
-        "responses": sum(len(i["responses"]) for i in items),
+        "responses": len(responses),
         "groups_per_kind": dict(Counter(i["kind"] for i in items)),
         "groups_per_kind_before_mix": dict(stats["groups_before_mix"]),
-        "responses_per_kind": dict(Counter(r["kind"] for i in items for r in i["responses"])),
-        "responses_per_model": dict(Counter(r["model"] for i in items for r in i["responses"])),
-        "responses_per_persona": dict(Counter(r.get("persona") or NO_PERSONA for i in items for r in i["responses"])),
-        "responses_per_kind_model": {
-            f"{k}/{m}": n for (k, m), n in Counter((r["kind"], r["model"]) for i in items for r in i["responses"]).items()
-        },
-        "rating_histogram": histogram([r["rating"] for i in items for r in i["responses"]]),
+        "responses_per_kind": dict(Counter(r["kind"] for r in responses)),
+        "responses_per_model": dict(Counter(r["model"] for r in responses)),
+        "responses_per_persona": dict(Counter(r.get("persona") or NO_PERSONA for r in responses)),
+        "responses_per_kind_model": dict(Counter(f"{r['kind']}/{r['model']}" for r in responses)),  # kinds hold no "/"
+        "rating_histogram": histogram([r["rating"] for r in responses]),
         "group_size_histogram": {str(k): v for k, v in sorted(Counter(len(i["responses"]) for i in items).items())},
         "mix": {"ratio": OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None, "staged": bool(cfg.mix.staged),
                 **(plan or {})},
     }  # fmt: skip
-    card["signal"] = data_signal(items, episodes or [])
+    # Does the written data carry signal? group_signal over the ratings of each written group; episode_signal of the
+    # episodes read (valid shares, peer–observer agreement).
+    card["signal"] = {
+        "groups": group_signal([r["rating"] for r in item["responses"]] for item in items),
+        "episodes": episode_signal(episodes or []),
+    }
     warning = noise_warning(card["signal"], "sa-build-data")
     if warning:
         card["signal_warning"] = warning
