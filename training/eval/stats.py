@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -58,6 +58,11 @@ def seed_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     return mean, (mean - half, mean + half)
 
 
+def _in_chunks(resamples: int, chunk: int, draw: Callable[[int], np.ndarray]) -> np.ndarray:
+    """`draw(k)` for k = `chunk` resamples at a time (bounded memory), concatenated: `resamples` values in all."""
+    return np.concatenate([draw(min(chunk, resamples - start)) for start in range(0, resamples, chunk)])
+
+
 def sign_flip_p(
     differences: np.ndarray, resamples: int = 20_000, exact_max: int = 16, seed: int = 0
 ) -> tuple[float, bool]:
@@ -72,11 +77,8 @@ def sign_flip_p(
         flipped = np.abs(signs @ d) / len(d)
         return float(np.mean(flipped >= observed - tolerance)), True
     rng = np.random.default_rng(seed)
-    extreme = 0
-    for start in range(0, resamples, 4096):
-        signs = rng.choice((1.0, -1.0), size=(min(4096, resamples - start), len(d)))
-        extreme += int(np.sum(np.abs(signs @ d) / len(d) >= observed - tolerance))
-    return (1 + extreme) / (1 + resamples), False
+    flipped = _in_chunks(resamples, 4096, lambda k: np.abs(rng.choice((1.0, -1.0), size=(k, len(d))) @ d) / len(d))
+    return (1 + int(np.sum(flipped >= observed - tolerance))) / (1 + resamples), False
 
 
 def bootstrap_interval(
@@ -85,10 +87,7 @@ def bootstrap_interval(
     """Percentile bootstrap interval of the mean difference over items."""
     d = np.asarray(differences, dtype=float)
     rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    for start in range(0, resamples, 2048):
-        rows = rng.integers(0, len(d), size=(min(2048, resamples - start), len(d)))
-        means[start : start + len(rows)] = d[rows].mean(axis=1)
+    means = _in_chunks(resamples, 2048, lambda k: d[rng.integers(0, len(d), size=(k, len(d)))].mean(axis=1))
     alpha = 1 - confidence
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
