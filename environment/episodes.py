@@ -48,12 +48,8 @@ class EpisodeStore:
         data = self.path.read_bytes()
         lines = data.split(b"\n")
         tail = lines.pop()  # bytes after the last newline ("" when the file ends cleanly)
-        offset = 0
-        good_end = 0
         for number, raw in enumerate(lines, start=1):
-            offset += len(raw) + 1
             if not raw.strip():
-                good_end = offset
                 continue
             try:
                 record = validate_record(json.loads(raw.decode("utf-8")))
@@ -65,13 +61,12 @@ class EpisodeStore:
                 raise UserError(f"{self.path}:{number}: duplicate turn {key}; remove the duplicate line")
             self.keys.add(key)
             self.records.append(record)
-            good_end = offset
-        if tail.strip():
+        if tail.strip():  # every line before it is a valid record (or this scan raised)
             if self._complete_tail(tail):
                 with self.path.open("ab") as handle:  # a complete record that only lacks its newline: keep it
                     handle.write(b"\n")
             else:
-                self._move_aside(data[good_end:], good_end)
+                self._move_aside(tail, len(data) - len(tail))
 
     def _complete_tail(self, tail: bytes) -> bool:
         try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from training.eval.stats import paired_difference, seed_interval, verdict
+from training.eval.stats import PairedDifference, paired_difference, seed_interval, verdict
 
 BASE = "base"
 OUTCOME = {"win": 1.0, "tie": 0.5, "loss": 0.0}
@@ -80,7 +80,7 @@ def table(arms: dict[str, list[ItemScores]], metrics: Sequence[str], confidence:
 
 def compare(
     arms: dict[str, list[ItemScores]], metric: str, a: str, b: str, resamples: int = 10_000, seed: int = 0
-) -> dict[str, Any] | None:
+) -> PairedDifference | None:
     """The paired comparison of arm a with arm b on `metric` (None when either lacks it)."""
     if a not in arms or b not in arms:
         return None
@@ -92,23 +92,18 @@ def compare(
     items = sorted(set(left) & set(right))
     if len(items) < 2:
         return None
-    result = paired_difference([left[i] for i in items], [right[i] for i in items], resamples=resamples, seed=seed)
-    return result.as_dict()
+    return paired_difference([left[i] for i in items], [right[i] for i in items], resamples=resamples, seed=seed)
 
 
 def verdicts(
     arms: dict[str, list[ItemScores]], metrics: Sequence[str], alpha: float, min_effect: float, resamples: int = 10_000
 ) -> list[dict[str, Any]]:
     """Every claim on every metric: the paired difference, its interval, p-value and verdict."""
-    from training.eval.stats import PairedDifference
-
     rows = []
     for claim, a, b in CLAIMS:
         for metric in metrics:
             found = compare(arms, metric, a, b, resamples)
-            if found is None:
-                continue
-            found["interval"] = tuple(found["interval"])
-            rows.append({"claim": claim, "metric": metric, **found,
-                         "verdict": verdict(PairedDifference(**found), alpha, min_effect)})  # fmt: skip
+            if found is not None:
+                rows.append({"claim": claim, "metric": metric, **found.as_dict(),
+                             "verdict": verdict(found, alpha, min_effect)})  # fmt: skip
     return rows
