@@ -20,8 +20,7 @@ _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def cache_dir() -> Path:
     """Where converted models and downloaded evaluation data live (`SA_CACHE_DIR`, default ~/.cache/stable-alignment)."""
-    root = os.environ.get("SA_CACHE_DIR") or Path.home() / ".cache" / "stable-alignment"
-    path = Path(root)
+    path = Path(os.environ.get("SA_CACHE_DIR") or Path.home() / ".cache" / "stable-alignment")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -28,9 +28,9 @@ def register_schemas() -> None:
 
     from conf.schema import training, world
 
-    store = ConfigStore.instance()
-    world.register(store)
-    training.register(store)
+    for path, node in {**world.SCHEMAS, **training.SCHEMAS}.items():
+        group, _, name = f"schema/{path}".rpartition("/")
+        ConfigStore.instance().store(group=group, name=name, node=node)
 
 
 def checked(cfg: DictConfig) -> Any:

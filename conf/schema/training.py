@@ -441,11 +441,5 @@ def as_app(cfg: Any, app: type) -> Any:
 
 
 APPS: dict[str, type] = {"train": TrainApp, "build_data": BuildDataApp, "eval": EvalApp, "experiment": ExperimentApp}
-
-
-def register(store: Any) -> None:
-    """Store this module's schemas in Hydra's ConfigStore: `schema/loss/<name>` and `schema/<app>`."""
-    for name, cls in LOSSES.items():
-        store.store(group="schema/loss", name=name, node=cls)
-    for name, cls in APPS.items():
-        store.store(group="schema", name=name, node=cls)
+# What each YAML names in its defaults (`/schema/<app>`, `/schema/loss/<name>`); conf.schema.register_schemas stores them.
+SCHEMAS = {**APPS, **{f"loss/{name}": loss for name, loss in LOSSES.items()}}

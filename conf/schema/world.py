@@ -231,23 +231,17 @@ def typed(schema: type, node: Any, key: str) -> Any:
         raise UserError(f"{key}.{where}: {str(error).splitlines()[0]}" if where else f"{key}: {error}") from None
 
 
-def _without_budget(node: Any, key: str) -> Any:
-    """`budget` in a backend or embedder node was removed (a backend no longer refuses calls): it may only be left
-    empty, as in a config saved by an earlier version; a value fails naming the run's one budget."""
-    data = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    if not isinstance(data, Mapping) or "budget" not in data:
-        return data
-    data = dict(data)
-    budget = data.pop("budget")
-    require(budget is None or (isinstance(budget, Mapping) and all(v is None for v in budget.values())),
-            f"{key}.budget was removed; use {BUDGET_MOVED}")  # fmt: skip
-    return data
-
-
 def _typed_node(kinds: dict[str, type], node: Any, key: str, fix: str) -> Any:
     """`node` (mapping, config node or schema instance) typed by the schema its `name` picks, and checked."""
-    data = _without_budget(node, key)
-    name = data.get("name") if isinstance(data, Mapping) or OmegaConf.is_config(data) else getattr(data, "name", None)
+    data = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if isinstance(data, Mapping) and "budget" in data:
+        # `budget` was removed (a backend no longer refuses calls): it may only be left empty, as in a config saved by
+        # an earlier version; a value fails naming the run's one budget.
+        data = dict(data)
+        budget = data.pop("budget")
+        require(budget is None or (isinstance(budget, Mapping) and all(v is None for v in budget.values())),
+                f"{key}.budget was removed; use {BUDGET_MOVED}")  # fmt: skip
+    name = data.get("name") if isinstance(data, Mapping) else getattr(data, "name", None)
     require(name in kinds, f"{key}.name={name!r} is not one of {', '.join(kinds)}; {fix}")
     typed_node = typed(kinds[name], data, key)
     typed_node.check(key)
@@ -485,14 +479,14 @@ class SimulateConfig:
             getattr(self, part).check(part)
 
 
-SCHEMAS = {"memory": Memory, "rater": Rater, "stopping": Stopping, "world": World, "simulate": SimulateConfig}
-
-
-def register(store: Any) -> None:
-    """Store the schemas each YAML names in its defaults: `/schema/<group>` (memory, rater, stopping, world),
-    `/schema/backend/<name>`, `/schema/embedder/<name>` and `/schema/simulate` (conf/simulate.yaml)."""
-    for name, schema in SCHEMAS.items():
-        store.store(group="schema", name=name, node=schema)
-    for group, kinds in (("backend", BACKENDS), ("embedder", EMBEDDERS)):
-        for name, schema in kinds.items():
-            store.store(group=f"schema/{group}", name=name, node=schema)
+# What each YAML names in its defaults: `/schema/<group>` (memory, rater, stopping, world), `/schema/backend/<name>`,
+# `/schema/embedder/<name>` and `/schema/simulate` (conf/simulate.yaml); conf.schema.register_schemas stores them.
+SCHEMAS: dict[str, type] = {
+    "memory": Memory,
+    "rater": Rater,
+    "stopping": Stopping,
+    "world": World,
+    "simulate": SimulateConfig,
+}
+SCHEMAS |= {f"backend/{name}": schema for name, schema in BACKENDS.items()}
+SCHEMAS |= {f"embedder/{name}": schema for name, schema in EMBEDDERS.items()}
