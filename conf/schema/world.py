@@ -481,12 +481,6 @@ class SimulateConfig:
 
 # What each YAML names in its defaults: `/schema/<group>` (memory, rater, stopping, world), `/schema/backend/<name>`,
 # `/schema/embedder/<name>` and `/schema/simulate` (conf/simulate.yaml); conf.schema.register_schemas stores them.
-SCHEMAS: dict[str, type] = {
-    "memory": Memory,
-    "rater": Rater,
-    "stopping": Stopping,
-    "world": World,
-    "simulate": SimulateConfig,
-}
+SCHEMAS = {"memory": Memory, "rater": Rater, "stopping": Stopping, "world": World, "simulate": SimulateConfig}
 SCHEMAS |= {f"backend/{name}": schema for name, schema in BACKENDS.items()}
 SCHEMAS |= {f"embedder/{name}": schema for name, schema in EMBEDDERS.items()}
