@@ -98,7 +98,7 @@ async def back_scatter(world: World, agent: int, round_: int) -> dict[str, Any]:
         "agent_persona": getattr(actor, "persona", None),
         "question_id": question.id,
         "question": question.text,
-        "question_repeat": world.question_repeat(round_, agent),
+        "question_repeat": world.schedule.repeat(round_, agent),
         "draft": {"text": draft, "memory_hits": [_jsonable(h) for h in hits]},
         "feedback": [_feedback(world, peer, rating) for peer, rating in feedback],
         "revision": {"text": revision},

@@ -19,9 +19,6 @@ from agents.echoes import ECHO_WORDS, protocol_echo
 from environment.analysis import PEER_RATING, STAGES, Tally, by_round, observer_scores
 from environment.records import valid_rating
 from environment.signal import BINS, bin_key, episode_signal, histogram, noise_warning
-from memory.atomic import write_json
-
-__all__ = ["memory_recall", "per_round", "plot_all", "question_stats", "summarize", "write_json"]
 
 
 def _mean(values: list[float]) -> float | None:

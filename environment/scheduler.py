@@ -11,6 +11,7 @@ any moment leaves memory rebuildable from the file. Finished (world, round, agen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,7 +36,7 @@ async def run_world(
     turn: Callable[[World, int, int], Awaitable[dict[str, Any]]] = back_scatter,
 ) -> None:
     """Run every missing turn of rounds 0..world.rounds-1 until done or a stopping rule fires."""
-    gate = asyncio.Semaphore(max_inflight) if max_inflight > 0 else None
+    gate = asyncio.Semaphore(max_inflight) if max_inflight > 0 else contextlib.nullcontext()
     stop = asyncio.Event()
 
     def spent() -> None:  # a budget stops new turns as soon as a call crosses it, not only at the next commit
@@ -54,13 +55,10 @@ async def run_world(
         spent()
 
     async def one(agent: int, round_: int) -> None:
-        if gate is None:
+        async with gate:
+            if stop.is_set():  # stopped while this turn waited for a slot: it never started
+                return
             record = await turn(world, agent, round_)
-        else:
-            async with gate:
-                if stop.is_set():  # stopped while this turn waited for a slot: it never started
-                    return
-                record = await turn(world, agent, round_)
         commit(record, await world.question_vector(record["question"]))
 
     async def chain(agent: int) -> None:

@@ -29,12 +29,13 @@ from conf.schema import checked
 from environment.assemble import build_world, check_world_memory, grid_from
 from environment.browser import write_after_run
 from environment.episodes import EpisodeStore
-from environment.metrics import plot_all, summarize, write_json
+from environment.metrics import plot_all, summarize
 from environment.progress import Progress
 from environment.questions import load_questions
 from environment.resume import WORLD, check_fingerprint, config_fingerprint
 from environment.scheduler import run_world
 from environment.stopping import Budget, Stopper
+from memory.atomic import write_json
 
 PROG = "sa-simulate"
 NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "openai")

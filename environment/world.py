@@ -55,10 +55,6 @@ class World:
     def question(self, round_: int, agent: int) -> Question:
         return self.schedule.question(round_, agent)
 
-    def question_repeat(self, round_: int, agent: int) -> bool:
-        """Whether `agent` already answered its round-`round_` question in an earlier round."""
-        return self.schedule.repeat(round_, agent)
-
     async def question_vector(self, text: str, round_: int | None = None) -> np.ndarray:
         """The question's embedding (once per world, through the shared cache).
 
