@@ -10,6 +10,7 @@ import gc
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from training.eval import judge as judging
 from training.eval import rater_check
 from training.eval import tasks as mc
 from training.eval.bigbench import bigbench_folder, subsample
-from training.eval.report import write_report
+from training.eval.report import RULES, write_report
 from training.eval.world_curves import world_curves
 
 PROG = "sa-eval"
@@ -95,22 +96,19 @@ def build_questions(cfg: DictConfig) -> dict[str, list[mc.Question]]:
     if not wanted:
         return {}
     folder = bigbench_folder(cfg.bigbench_dir, download=bool(cfg.download))
-    built: dict[str, list[mc.Question]] = {}
-    for task in wanted:
-        if task == "hhh":
-            questions = mc.hhh_questions(folder)
-        elif task == "hhh_adversarial":
-            questions = mc.hhh_adversarial_questions(folder, mc.load_exchanges(cfg.adversarial.exchanges))
-        elif task == "truthful_qa":
-            questions = mc.truthful_qa_questions(folder, primer=bool(cfg.scoring.truthful_qa_primer))
-        else:
-            questions = mc.moral_questions(folder)
+    builders: dict[str, Callable[[], list[mc.Question]]] = {
+        "hhh": lambda: mc.hhh_questions(folder),
+        "hhh_adversarial": lambda: mc.hhh_adversarial_questions(folder, mc.load_exchanges(cfg.adversarial.exchanges)),
+        "truthful_qa": lambda: mc.truthful_qa_questions(folder, primer=bool(cfg.scoring.truthful_qa_primer)),
+        "moral_permissibility": lambda: mc.moral_questions(folder),
+    }
+    built = {task: builders[task]() for task in wanted}
+    for task, questions in built.items():
         if task == "truthful_qa":  # subsample MC1 and MC2 on the same question indices
             keep = {q.index for q in subsample([q for q in questions if q.task.endswith("mc1")], cfg.limit, cfg.seed)}
-            questions = [q for q in questions if q.index in keep]
+            built[task] = [q for q in questions if q.index in keep]
         else:
-            questions = subsample(questions, cfg.limit, cfg.seed)  # type: ignore[arg-type]
-        built[task] = questions
+            built[task] = subsample(questions, cfg.limit, cfg.seed)  # type: ignore[arg-type]
     return built
 
 
@@ -246,15 +244,11 @@ def evaluate(cfg: DictConfig) -> Path:
         results["rater_check"] = section
         _write_jsonl(out / "rater_check.jsonl", records)
         print(f"{PROG}: rater check ({section['mode']}) done ({len(records)} pairs, {section['seconds']:.1f} s)")
-    predictions = out / "predictions"
     for model, label in zip(models, labels, strict=True):
         entry: dict[str, Any] = {"label": label, "model": model, "tasks": {}}
         if questions and model != BACKEND_MODEL:
             scored = score_model(model, label, questions, cfg)
-            predictions.mkdir(parents=True, exist_ok=True)
-            with (predictions / f"{label}.jsonl").open("w", encoding="utf-8") as handle:
-                for record in scored.pop("records"):
-                    handle.write(json.dumps(record) + "\n")
+            _write_jsonl(out / "predictions" / f"{label}.jsonl", scored.pop("records"))  # ASCII: numbers and names
             entry.update(scored)
         elif questions:
             entry["note"] = "multiple-choice tasks need log-likelihoods from a local checkpoint; judge only"
@@ -281,7 +275,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 def headline_lines(report_json: Path) -> list[str]:
     """One line per model with its headline numbers (printed at the end of a run)."""
     data = json.loads(report_json.read_text(encoding="utf-8"))
-    key = "score" if data["headline"] == "sum" else "score_norm"
+    key = RULES[data["headline"]]
     lines = []
     for m in data["models"]:
         parts = [f"{t} {v[key]:.3f}" for t, v in m.get("tasks", {}).items() if v.get(key) is not None]
