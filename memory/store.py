@@ -27,8 +27,6 @@ from memory import atomic, store_files
 from memory.base import MemoryHit, MemoryRecord, StoreState, question_key
 from memory.indexes import IndexParams, apply_search_params, build_index, check_kind, needs_ivf_training
 
-__all__ = ["MemoryStore", "as_unit_rows", "question_key"]
-
 
 def as_unit_rows(vectors: Any, dim: int) -> np.ndarray:
     """(n, dim) float32 C-contiguous, L2-normalised; ValueError on a wrong shape, NaN/inf or a zero vector."""

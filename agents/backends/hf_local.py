@@ -262,7 +262,7 @@ class HFLocalBackend(ChatBackend):
         stop_ids = _eos_ids(model, tokenizer)
         results = []
         for request, row, n_prompt in zip(group, new_tokens, prompt_lengths, strict=True):
-            row = _trim(row[: request.sampling.max_tokens], stop_ids)
+            row = list(itertools.takewhile(lambda token: token not in stop_ids, row[: request.sampling.max_tokens]))
             text = tokenizer.decode(row, skip_special_tokens=True)
             for stop in request.sampling.stop:  # stop strings cut the generated text, never the prefix
                 if stop and stop in text:
@@ -336,15 +336,8 @@ class HFLocalBackend(ChatBackend):
             worker.cancel()
 
 
-def _trim(row: list[int], stop_ids: set[int]) -> list[int]:
-    """The generated tokens before the first end-of-sequence (or pad) token."""
-    return list(itertools.takewhile(lambda token: token not in stop_ids, row))
-
-
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The tokens that end a generated row: the model's end-of-sequence tokens and the tokenizer's EOS and pad."""
     ids = model.generation_config.eos_token_id
-    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-    for token_id in (tokenizer.eos_token_id, tokenizer.pad_token_id):
-        if token_id is not None:
-            ids.add(token_id)
-    return ids
+    ids = ids if isinstance(ids, list) else [ids]
+    return {i for i in (*ids, tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}

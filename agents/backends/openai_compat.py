@@ -48,20 +48,15 @@ def retry_after(headers: Any) -> float | None:
     """Seconds from `retry-after-ms` / `Retry-After` (seconds or an HTTP date), or None."""
     if headers is None:
         return None
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return float(value) / 1000
-        except ValueError:
-            pass
+    with contextlib.suppress(TypeError, ValueError):  # absent, empty or not a number
+        return float(headers.get("retry-after-ms")) / 1000
     value = headers.get("retry-after")
     if not value:
         return None
     try:
         return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    except ValueError:  # an HTTP date (parsedate_to_datetime raises ValueError for anything else)
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
 
 
 def map_openai_error(error: Exception, where: str, key: str | None, key_env: str) -> Exception:
