@@ -39,31 +39,24 @@ def check(cfg: DictConfig) -> None:
 def plan(cfg: DictConfig) -> tuple[list[Stage], Stage, dict[str, Stage], Stage]:
     """Every stage with its folder and inputs: worlds, data, one training run per arm and seed, the evaluation."""
     e, root = cfg.experiment, Path(str(cfg.root))
-    simulate = list(e.simulate)
-    worlds = []
-    for seed in range(int(e.worlds)):
-        overrides = [*simulate, f"world.seed={seed}"]
-        stage = Stage(f"world {seed}", "sa-simulate", overrides, root / "worlds" / "pending")
-        stage.folder = root / "worlds" / f"seed{seed}-{stage.key}"
-        worlds.append(stage)
-    data = Stage("data", "sa-build-data", [], root / "data", [*(w.key for w in worlds), f"builder {BUILDER_VERSION}"])
-    data.overrides = [f"inputs=[{','.join(str(w.folder) for w in worlds)}]", *(e.build_data)]
-    data.folder = root / "data" / data.key
+    worlds = [
+        Stage(f"world {seed}", "sa-simulate", [*e.simulate, f"world.seed={seed}"], root / "worlds", [], f"seed{seed}-")
+        for seed in range(int(e.worlds))
+    ]
+    build_overrides = [f"inputs=[{','.join(str(w.folder) for w in worlds)}]", *(e.build_data)]
+    world_keys = [w.key for w in worlds]
+    data = Stage("data", "sa-build-data", build_overrides, root / "data", [*world_keys, f"builder {BUILDER_VERSION}"])
     runs: dict[str, Stage] = {}
     for arm in e.arms:
         for seed in e.train_seeds:
             overrides = [f"data={data.folder}", f"model.name={e.base_model}", *(e.train),
                          *(e.arms[arm]), f"train.seed={seed}"]  # fmt: skip
-            stage = Stage(f"train {label_of(arm, seed)}", "sa-train", overrides, root, [data.key])
-            stage.folder = root / "train" / f"{label_of(arm, seed)}-{stage.key}"
-            runs[label_of(arm, seed)] = stage
+            label = label_of(arm, seed)
+            runs[label] = Stage(f"train {label}", "sa-train", overrides, root / "train", [data.key], f"{label}-")
     labels = [BASE, *runs]
     models = [str(e.base_model), *(str(s.folder) for s in runs.values())]
-    evaluation = Stage("evaluate", "sa-eval", [], root, [s.key for s in runs.values()])
-    evaluation.overrides = [f"models=[{','.join(models)}]", f"labels=[{','.join(labels)}]",
-                            f"headline={e.headline}", *(e.eval)]  # fmt: skip
-    evaluation.folder = root / "eval" / evaluation.key
-    return worlds, data, runs, evaluation
+    overrides = [f"models=[{','.join(models)}]", f"labels=[{','.join(labels)}]", f"headline={e.headline}", *(e.eval)]
+    return worlds, data, runs, Stage("evaluate", "sa-eval", overrides, root / "eval", [s.key for s in runs.values()])
 
 
 def data_summary(data: Stage) -> dict[str, Any] | None:

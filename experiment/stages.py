@@ -33,17 +33,22 @@ def stage_key(command: str, overrides: Sequence[str], inputs: Sequence[str] = ()
 
 @dataclass
 class Stage:
-    """One cached console-script run."""
+    """One cached console-script run, into `parent / (prefix + key)`."""
 
     name: str
     command: str
     overrides: list[str]
-    folder: Path
+    parent: Path
     inputs: list[str] = field(default_factory=list)
+    prefix: str = ""
 
     @property
     def key(self) -> str:
         return stage_key(self.command, self.overrides, self.inputs)
+
+    @property
+    def folder(self) -> Path:
+        return self.parent / f"{self.prefix}{self.key}"
 
     def _marker(self) -> dict[str, Any]:
         """The stage's marker record; {} when there is no readable one."""
