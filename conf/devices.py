@@ -36,9 +36,7 @@ def pick_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
 
     device = torch.device(device)
     if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(sorted(DTYPES))}")
     return getattr(torch, DTYPES[dtype])

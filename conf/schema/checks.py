@@ -21,6 +21,14 @@ def at_least(key: str, value: Any, low: float, kind: type = float, high: float |
          f"{'an integer' if kind is int else 'a number'}{bounds}")  # fmt: skip
 
 
+def at_least_if_set(key: str, node: Any, **bounds: tuple) -> None:
+    """`at_least(f"{key}.{name}", ...)` on each field of `node` named in `bounds` (name=(low, kind[, high])) that is
+    set; null is no value (or no limit)."""
+    for name, bound in bounds.items():
+        if getattr(node, name) is not None:
+            at_least(f"{key}.{name}", getattr(node, name), *bound)
+
+
 def one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
     """`value` is one of `choices`."""
     must(value in choices, key, value, f"one of {', '.join(choices)}")

@@ -18,7 +18,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from conf.errors import UserError, require
-from conf.schema.checks import at_least, one_of, positive
+from conf.schema.checks import at_least, at_least_if_set, one_of, positive
 
 Number = int | float
 MOVEMENTS = ("none", "random_walk")
@@ -45,10 +45,7 @@ class Sampling:
     top_p: Number | None = None
 
     def check(self, key: str) -> None:
-        for name, low, kind, high in (("temperature", 0, float, None), ("max_tokens", 1, int, None),
-                                      ("top_p", 0, float, 1)):  # fmt: skip
-            if getattr(self, name) is not None:
-                at_least(f"{key}.{name}", getattr(self, name), low, kind, high)
+        at_least_if_set(key, self, temperature=(0, float), max_tokens=(1, int), top_p=(0, float, 1))
 
 
 @dataclass
@@ -332,9 +329,7 @@ class Stopping:
         at_least(f"{key}.plateau.window", self.plateau.window, 0, int)
         at_least(f"{key}.plateau.epsilon", self.plateau.epsilon, 0)
         one_of(f"{key}.plateau.score", self.plateau.score, SOCIETY_SCORES)
-        for name, kind in (("max_calls", int), ("max_tokens", int), ("max_cost", float)):
-            if getattr(self.budget, name) is not None:
-                at_least(f"{key}.budget.{name}", getattr(self.budget, name), 0, kind)
+        at_least_if_set(f"{key}.budget", self.budget, max_calls=(0, int), max_tokens=(0, int), max_cost=(0, float))
 
 
 @dataclass
@@ -361,8 +356,7 @@ class World:
         at_least(f"{key}.move_fraction", self.move_fraction, 0, float, 1)
         at_least(f"{key}.global_fraction", self.global_fraction, 0, float, 1)
         require(self.radius is None or self.radius > 0, f"{key}.radius={self.radius} must be > 0 (null: size // 2)")
-        if self.k is not None:
-            at_least(f"{key}.k", self.k, 1, int)
+        at_least_if_set(key, self, k=(1, int))
         one_of(f"{key}.question_order", self.question_order, ORDERS)
 
 
@@ -428,8 +422,7 @@ class Questions:
     limit: int | None = None
 
     def check(self, key: str) -> None:
-        if self.limit is not None:
-            at_least(f"{key}.limit", self.limit, 1, int)
+        at_least_if_set(key, self, limit=(1, int))
 
 
 @dataclass
@@ -450,8 +443,7 @@ class Run:
         at_least(f"{key}.fsync_every", self.fsync_every, 1, int)
         at_least(f"{key}.snapshot_every_s", self.snapshot_every_s, 0)
         at_least(f"{key}.progress_log_every_s", self.progress_log_every_s, 1)
-        if self.memory_limit_gb is not None:
-            at_least(f"{key}.memory_limit_gb", self.memory_limit_gb, 0)
+        at_least_if_set(key, self, memory_limit_gb=(0,))
 
 
 @dataclass
