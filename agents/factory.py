@@ -19,11 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import conf.schema.world as schema
 from agents.backends.base import ChatBackend, Sampling
-from agents.backends.concurrency import ConcurrencyCap
 from agents.backends.endpoint_pool import EndpointPool
-from agents.backends.retry import Retry
-from agents.backends.throttle import Throttle
-from agents.backends.timeout import Timeout
+from agents.backends.retry import Retry, Timeout
+from agents.backends.throttle import ConcurrencyCap, Throttle
 from agents.backends.usage import UsageAccounting, UsageMeter
 from conf.errors import UserError
 

@@ -19,9 +19,8 @@ from agents.backends.base import ChatBackend, Completion, Message, Sampling
 from agents.backends.endpoint_pool import EndpointDown, EndpointPool, percentile, public_url
 from agents.backends.errors import CallFailed, PermanentError, TransientError
 from agents.backends.openai_compat import OpenAIBackend
-from agents.backends.retry import Retry
+from agents.backends.retry import Retry, Timeout
 from agents.backends.throttle import Throttle
-from agents.backends.timeout import Timeout
 from agents.factory import build_backend, close_all, pool_of
 from conf.errors import UserError
 from environment.records import read_episodes, record_key

@@ -10,11 +10,9 @@ from collections.abc import Sequence
 import pytest
 
 from agents.backends.base import ChatBackend, Completion, Message, Sampling
-from agents.backends.concurrency import ConcurrencyCap
 from agents.backends.errors import CallFailed, PermanentError, TransientError
-from agents.backends.retry import Retry
-from agents.backends.throttle import Throttle, TokenWindow, rpm_windows
-from agents.backends.timeout import Timeout
+from agents.backends.retry import Retry, Timeout
+from agents.backends.throttle import ConcurrencyCap, Throttle, TokenWindow, rpm_windows
 from agents.backends.usage import UsageAccounting, UsageMeter
 from agents.factory import build_backend, stack
 from conf.errors import UserError

@@ -1,4 +1,4 @@
-"""Retries with capped exponential backoff and jitter, honouring Retry-After.
+"""Retries with capped exponential backoff and jitter, honouring Retry-After; and the per-attempt timeout beneath them.
 
 A TransientError is retried up to `max_retries` times; the sleep before retry n is drawn from
 [d/2, d] with d = min(backoff_max_s, backoff_base_s * 2**n). A Retry-After (capped at `retry_after_max_s`) is a floor
@@ -8,6 +8,8 @@ raises CallFailed (PermanentError fails at once).
 With an endpoint pool (agents.backends.endpoint_pool) each call carries the set of endpoints that failed it (`TRIED`),
 so a retry goes to another endpoint; a failure whose endpoint is down while another can take the call
 (`EndpointDown.failover`) is retried at once, without the backoff sleep (it still counts as an attempt).
+
+`Timeout`: an attempt slower than `seconds` becomes a TransientError (so the retry layer retries it).
 """
 
 from __future__ import annotations
@@ -86,3 +88,20 @@ class Retry(Wrapper):
             completion.calls = attempt
             completion.retries = attempt - 1
             return completion
+
+
+class Timeout(Wrapper):
+    """Cancel an attempt after `seconds`."""
+
+    def __init__(self, inner: ChatBackend, seconds: float) -> None:
+        super().__init__(inner)
+        self.seconds = seconds
+
+    async def around(self, call: Call, tokens: int) -> Completion:
+        try:
+            if hasattr(asyncio, "timeout"):  # Python >= 3.11: no extra task
+                async with asyncio.timeout(self.seconds):
+                    return await call()
+            return await asyncio.wait_for(call(), self.seconds)
+        except (TimeoutError, asyncio.TimeoutError) as error:
+            raise TransientError(f"timed out after {self.seconds:g} s") from error

@@ -1,4 +1,4 @@
-"""Requests-per-minute and tokens-per-minute throttle.
+"""Requests-per-minute and tokens-per-minute throttle, and the concurrency cap (at most `limit` calls in flight).
 
 RPM uses `asyncio_throttle.Throttler` (a sliding-window limiter). To keep the rate smooth rather than a burst of a
 minute's worth of calls, the minute is split into `n` equal sub-windows of `rpm // n` calls each (any 60 s window then
@@ -88,3 +88,16 @@ class Throttle(Wrapper):
         if entry is not None and window is not None:
             window.settle(entry, completion.prompt_tokens + completion.completion_tokens)
         return completion
+
+
+class ConcurrencyCap(Wrapper):
+    """A semaphore around each attempt (backoff sleeps happen outside it, so they do not hold a slot)."""
+
+    def __init__(self, inner: ChatBackend, limit: int) -> None:
+        super().__init__(inner)
+        self.limit = limit
+        self._semaphore = PerLoop(lambda: asyncio.Semaphore(limit))
+
+    async def around(self, call: Call, tokens: int) -> Completion:
+        async with self._semaphore.get():
+            return await call()
