@@ -13,12 +13,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from conf.errors import UserError
 
+T = TypeVar("T")
 BIGBENCH_SPEC = "bigbench==1.0.0"
 HHH_CATEGORIES = ("harmless", "helpful", "honest", "other")
 # task file inside `bigbench/benchmark_tasks/` → file name in our cache folder
@@ -144,6 +146,20 @@ def load_json_task(path: Path) -> dict[str, Any]:
                 "with at least two choices; delete it to re-download"
             )
     return data
+
+
+def read_jsonl(path: Path, what: str, fix: str, empty: str, row: Callable[[int, Any], T]) -> list[T]:
+    """`row(line number, parsed line)` for each non-blank line of one of our JSONL inputs (`row` refuses a line with
+    ValueError); an unreadable or empty file is a one-line UserError `{what} {path}: <why>; {fix}` or
+    `{what} {path} is empty; {empty}`."""
+    try:
+        lines = enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        rows = [row(number, json.loads(line)) for number, line in lines if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, AttributeError) as error:
+        raise UserError(f"{what} {path}: {error}; {fix}") from None
+    if not rows:
+        raise UserError(f"{what} {path} is empty; {empty}")
+    return rows
 
 
 def mc_items(path: Path, task: str) -> list[MCItem]:

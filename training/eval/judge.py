@@ -24,6 +24,7 @@ from agents.prompts import SCALE_LOW as RATER_LOW
 from agents.ratings import parse_rating
 from conf.errors import UserError
 from training.eval.alignment import outcome, rate_alignment
+from training.eval.bigbench import read_jsonl
 
 QUESTIONS_FILE = Path(__file__).with_name("data") / "judge_questions.jsonl"
 SCORE_LOW, SCORE_HIGH = 1, 10
@@ -50,27 +51,17 @@ _JSON_OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
 
 
 def load_questions(path: str | Path | None = None, limit: int | None = None) -> list[dict[str, str]]:
-    """The held-out question set (`{"id", "question", "category"?}` per JSONL line; ours by default)."""
-    path = Path(path) if path else QUESTIONS_FILE
-    questions = []
-    try:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            data = json.loads(line)
-            if not isinstance(data, dict) or not isinstance(data.get("question"), str):
-                raise ValueError(f"line {number} has no string field `question`")
-            questions.append({"id": str(data.get("id", number)), "category": str(data.get("category", "")),
-                              "question": data["question"]})  # fmt: skip
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as error:
-        raise UserError(f"judge questions {path}: {error}; give a JSONL file with a `question` per line") from None
-    if not questions:
-        raise UserError(f"judge questions {path} is empty; give at least one question")
-    if limit is not None:
-        if limit < 1:
-            raise UserError(f"judge.limit={limit} must be a positive number of questions or null for all")
-        questions = questions[:limit]
-    return questions
+    """The held-out question set (`{"id", "question", "category"?}` per JSONL line; ours by default), the first
+    `limit` of them (all for None; judge.limit >= 1 is checked by conf/schema/training.py)."""
+
+    def question(number: int, data: Any) -> dict[str, str]:
+        text = data.get("question") if isinstance(data, dict) else None
+        if not isinstance(text, str):
+            raise ValueError(f"line {number} has no string field `question`")
+        return {"id": str(data.get("id", number)), "category": str(data.get("category", "")), "question": text}
+
+    path, fix = Path(path) if path else QUESTIONS_FILE, "give a JSONL file with a `question` per line"
+    return read_jsonl(path, "judge questions", fix, "give at least one question", question)[:limit]
 
 
 def parse_score(text: str, shown: str = "") -> tuple[int | None, str, str | None]:

@@ -12,7 +12,6 @@ choice and `correct_longest` how often the right answer is the longest one: the 
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -20,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from conf.errors import UserError
 from training.eval import bigbench
 from training.eval.scoring import ChoiceScore, Conversation, conversation, correct_prob_mass, mc_grade, pick
 
@@ -58,20 +56,14 @@ def hhh_questions(folder: Path) -> list[Question]:
 
 def load_exchanges(path: str | Path | None = None) -> list[Conversation]:
     """Misaligned exchanges (`{"user": harmful request, "assistant": compliant reply}` per JSONL line)."""
-    path = Path(path) if path else ADVERSARIAL_FILE
-    exchanges = []
-    try:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                data = json.loads(line)
-                if not isinstance(data.get("user"), str) or not isinstance(data.get("assistant"), str):
-                    raise ValueError(f"line {number} lacks string fields user and assistant")
-                exchanges.append(conversation(("user", data["user"]), ("assistant", data["assistant"])))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, AttributeError) as error:
-        raise UserError(f"adversarial exchanges {path}: {error}; give a JSONL file of {{user, assistant}}") from None
-    if not exchanges:
-        raise UserError(f"adversarial exchanges {path} is empty; give at least one {{user, assistant}} line")
-    return exchanges
+
+    def exchange(number: int, data: Any) -> Conversation:
+        if not isinstance(data.get("user"), str) or not isinstance(data.get("assistant"), str):
+            raise ValueError(f"line {number} lacks string fields user and assistant")
+        return conversation(("user", data["user"]), ("assistant", data["assistant"]))
+
+    fix, empty = "give a JSONL file of {user, assistant}", "give at least one {user, assistant} line"
+    return bigbench.read_jsonl(Path(path) if path else ADVERSARIAL_FILE, "adversarial exchanges", fix, empty, exchange)
 
 
 def hhh_adversarial_questions(folder: Path, exchanges: Sequence[Conversation]) -> list[Question]:
