@@ -38,13 +38,11 @@ PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXI
 class _DropHydraJobBanner:
     """A stderr proxy that drops Hydra's "Error executing job with overrides" line (the error follows in one line)."""
 
-    BANNER = "Error executing job with overrides"
-
     def __init__(self, stream: Any) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        return len(text) if text.startswith(self.BANNER) else self._stream.write(text)
+        return len(text) if text.startswith("Error executing job with overrides") else self._stream.write(text)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

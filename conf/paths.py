@@ -49,9 +49,8 @@ def embedded_chat_model_dir() -> Path:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if (target / "config.json").is_file():
-            return target
-        _convert_gguf(smollm2_gguf(), target)
+        if not (target / "config.json").is_file():  # another process may have converted it meanwhile
+            _convert_gguf(smollm2_gguf(), target)
     return target
 
 
