@@ -19,6 +19,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from agents.backends.usage import UsageTotal
+from agents.factory import build_backend, meter_of, sampling_from
+from agents.factory import build_embedder as build_openai
+from agents.observer import Observer
+from agents.raters import Rater, RaterSettings
+from agents.social import SocialAgent
+from agents.society import assign_models
 from conf.errors import UserError, require
 from environment.grid import Grid, Layout
 from environment.questions import QuestionSchedule, load_questions
@@ -56,8 +62,6 @@ def _group_nodes(cfg: DictConfig, n_agents: int, seed: int) -> list[tuple[Any, s
     """(backend node, persona) per agent (mixed society by `agents.society.assign_models`)."""
     if not cfg.society.groups:
         return [(cfg.backend, None)] * n_agents
-    from agents.society import assign_models
-
     mix = [{"backend": (group.get("backend") or cfg.backend, group.get("persona")),
             **{key: group[key] for key in ("fraction", "count") if group.get(key) is not None}}
            for group in cfg.society.groups]  # fmt: skip
@@ -67,8 +71,6 @@ def _group_nodes(cfg: DictConfig, n_agents: int, seed: int) -> list[tuple[Any, s
 
 def rater_settings(cfg: DictConfig, role: str) -> Any:
     """`RaterSettings` for the peers (`agent`) or the `observer` (its `rater_mode` overrides the mode)."""
-    from agents.raters import RaterSettings
-
     node = OmegaConf.to_container(cfg.rater, resolve=True)
     if role == "observer" and cfg.observer.rater_mode:
         node["mode"] = cfg.observer.rater_mode  # type: ignore[index]
@@ -77,8 +79,6 @@ def rater_settings(cfg: DictConfig, role: str) -> Any:
 
 def merged_sampling(node: Any, *overrides: Any) -> Any:
     """The backend node's `sampling` (a partial node may have none), with each override's non-null values on top."""
-    from agents.factory import sampling_from
-
     layers = [{k: v for k, v in override.items() if v is not None} for override in overrides if override]
     return sampling_from(OmegaConf.merge(OmegaConf.create(node.get("sampling") or {}), *layers))
 
@@ -86,8 +86,6 @@ def merged_sampling(node: Any, *overrides: Any) -> Any:
 def build_embedder(cfg: DictConfig) -> Any:
     node = cfg.embedder
     if node.name == "openai":
-        from agents.factory import build_embedder as build_openai
-
         return build_openai(node)
     from memory.embedders import LocalEncoder
 
@@ -99,8 +97,6 @@ def build_embedder(cfg: DictConfig) -> Any:
 
 def counted(built: Any, usage: UsageTotal) -> Any:
     """`built` (a backend or embedder), its usage meter added to the world's total (a local encoder has none)."""
-    from agents.factory import meter_of
-
     meter = meter_of(built)
     if meter is not None:
         usage.add(meter)
@@ -109,10 +105,6 @@ def counted(built: Any, usage: UsageTotal) -> Any:
 
 def _agents(cfg: DictConfig, n: int, usage: UsageTotal) -> tuple[list[Any], list[str]]:
     """The society's agents (backend, persona, samplings, peer rater) and each one's model name."""
-    from agents.factory import build_backend
-    from agents.raters import Rater
-    from agents.social import SocialAgent
-
     settings = rater_settings(cfg, "agent")
     agents, models = [], []
     for agent_id, (node, persona) in enumerate(_group_nodes(cfg, n, cfg.world.seed)):
@@ -126,10 +118,6 @@ def _agents(cfg: DictConfig, n: int, usage: UsageTotal) -> tuple[list[Any], list
 
 def _observer(cfg: DictConfig, usage: UsageTotal) -> tuple[Any, str]:
     """The observer (its own backend or the agents') and its model name."""
-    from agents.factory import build_backend
-    from agents.observer import Observer
-    from agents.raters import Rater
-
     node = cfg.observer.backend or cfg.backend
     backend = counted(build_backend(node), usage)
     sampling = merged_sampling(node, cfg.agent.rating_sampling, cfg.observer.sampling)

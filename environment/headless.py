@@ -39,12 +39,8 @@ def chromium() -> Iterator[Any]:
     except ImportError:
         raise BrowserMissing(f"the playwright package is not installed; {HOW_TO_INSTALL}") from None
     executable = chromium_path()
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=executable, args=ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with sync_playwright() as driver, driver.chromium.launch(executable_path=executable, args=ARGS) as browser:
+        yield browser
 
 
 @contextmanager
