@@ -12,20 +12,11 @@ import sys
 
 EXIT_INTERRUPTED = 130  # as conf.cli (not imported here: Hydra's import is part of what may be interrupted)
 
-COMMANDS = {
-    "sa-simulate": "environment.simulate",
-    "sa-build-data": "training.build_data",
-    "sa-train": "training.train",
-    "sa-eval": "training.evaluate",
-    "sa-experiment": "experiment.run",
-    "sa-browse": "environment.browser",  # plain argparse, not Hydra: `sa-browse RUN_DIR [RUN_DIR ...]`
-}
 
-
-def run(prog: str) -> None:
-    """Import `prog`'s module and run its `main()`; Ctrl-C during the import exits 130 in one line."""
+def run(prog: str, module: str) -> None:
+    """Import `module` and run its `main()`; Ctrl-C during the import exits 130 in one line naming `prog`."""
     try:
-        main = importlib.import_module(COMMANDS[prog]).main
+        main = importlib.import_module(module).main
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; re-run the same command to resume", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
@@ -33,9 +24,10 @@ def run(prog: str) -> None:
 
 
 # The console-script functions (pyproject's [project.scripts] names these).
-simulate = functools.partial(run, "sa-simulate")
-build_data = functools.partial(run, "sa-build-data")
-train = functools.partial(run, "sa-train")
-evaluate = functools.partial(run, "sa-eval")
-experiment = functools.partial(run, "sa-experiment")
-browse = functools.partial(run, "sa-browse")
+simulate = functools.partial(run, "sa-simulate", "environment.simulate")
+build_data = functools.partial(run, "sa-build-data", "training.build_data")
+train = functools.partial(run, "sa-train", "training.train")
+evaluate = functools.partial(run, "sa-eval", "training.evaluate")
+experiment = functools.partial(run, "sa-experiment", "experiment.run")
+# sa-browse is plain argparse, not Hydra: `sa-browse RUN_DIR [RUN_DIR ...]`
+browse = functools.partial(run, "sa-browse", "environment.browser")
