@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from conf.errors import UserError, require
 from memory.atomic import atomic_write_bytes, fsync_dir, fsync_tree
+from training.dataset import resolve_data_file, short_json
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -69,8 +70,6 @@ def data_digest(path: Path) -> str:
 
 def fingerprint(cfg: DictConfig, loss_params: dict[str, Any], total_steps: int) -> dict[str, Any]:
     """What defines the run (see the module docstring), as flat `key: value` pairs named after the config keys."""
-    from training.dataset import resolve_data_file
-
     t, lora = cfg.train, cfg.model.lora
     run: dict[str, Any] = {
         "data": data_digest(resolve_data_file(cfg.data)),
@@ -79,15 +78,12 @@ def fingerprint(cfg: DictConfig, loss_params: dict[str, Any], total_steps: int) 
     }
     run.update({f"loss.{key}": value for key, value in loss_params.items()})
     run["model.lora"] = (
-        {key: OmegaConf.to_container(lora[key]) if OmegaConf.is_config(lora[key]) else lora[key]
-         for key in ("r", "alpha", "dropout", "target_modules")}
-        if lora.enabled else False
-    )  # fmt: skip
-    keys = ("group_size", "batch_size", "groups_per_batch", "grad_accum", "seed", "lr", "scheduler", "warmup_ratio",
-            "weight_decay", "max_grad_norm", "max_length", "max_prompt_length")  # fmt: skip
-    if "batch_size" in t:  # the global batch decides the run; groups_per_batch only splits it
-        keys = tuple(k for k in keys if k not in ("groups_per_batch", "grad_accum"))
-    run.update({f"train.{key}": t[key] for key in keys if key in t})
+        {key: lora[key] for key in ("r", "alpha", "dropout", "target_modules")} if lora.enabled else False
+    )
+    # The global batch decides the run; groups_per_batch (not here) only splits it.
+    keys = ("group_size", "batch_size", "seed", "lr", "scheduler", "warmup_ratio", "weight_decay", "max_grad_norm",
+            "max_length", "max_prompt_length")  # fmt: skip
+    run.update({f"train.{key}": t[key] for key in keys})
     if t.scheduler not in LENGTH_FREE:
         run["train.max_steps|epochs"] = int(total_steps)  # the LR schedule's length in optimizer steps
     return OmegaConf.to_container(OmegaConf.create(run), resolve=True)  # type: ignore[return-value]
@@ -96,8 +92,7 @@ def fingerprint(cfg: DictConfig, loss_params: dict[str, Any], total_steps: int) 
 def _show(key: str, value: Any) -> str:
     if value is None:
         return "unset"
-    text = f"{value[:12]}…" if key == "data" and isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= 40 else text[:39] + "…"
+    return f"{value[:12]}…" if key == "data" and isinstance(value, str) else short_json(value)
 
 
 def differences(saved: dict[str, Any], mine: dict[str, Any]) -> list[str]:

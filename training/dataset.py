@@ -16,7 +16,7 @@ from datasets import Dataset, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 from agents.backends.chat_template import completion_ids, render
-from conf.errors import UserError
+from conf.errors import UserError, require
 from environment.records import RATING_MAX, RATING_MIN, valid_rating
 
 REQUIRED_KEYS = ("messages", "responses", "stage")
@@ -30,8 +30,7 @@ def resolve_data_file(data: str | Path) -> Path:
             if (path / name).is_file():
                 return path / name
         raise UserError(f"no train.jsonl or train.parquet in {path}; build it with sa-build-data hydra.run.dir={path}")
-    if not path.is_file():
-        raise UserError(f"data file {path} not found; pass data=<sa-build-data output folder>")
+    require(path.is_file(), f"data file {path} not found; pass data=<sa-build-data output folder>")
     return path
 
 
@@ -47,10 +46,8 @@ def load_groups(data: str | Path) -> Dataset:
     except Exception as error:  # datasets wraps parser errors in several types
         raise UserError(f"{path} is not a readable sa-build-data file ({type(error).__name__}); rebuild it") from None
     missing = [key for key in REQUIRED_KEYS if key not in dataset.column_names]
-    if missing:
-        raise UserError(f"{path} lacks column(s) {', '.join(missing)}; it is not sa-build-data output, rebuild it")
-    if len(dataset) == 0:
-        raise UserError(f"{path} holds no groups; check the episodes passed to sa-build-data")
+    require(not missing, f"{path} lacks column(s) {', '.join(missing)}; it is not sa-build-data output, rebuild it")
+    require(len(dataset) > 0, f"{path} holds no groups; check the episodes passed to sa-build-data")
     if kind != "json":
         check_ratings(dataset, path)
     return dataset
@@ -71,7 +68,8 @@ def check_lines(path: Path) -> None:
             check_group(group, f"{path}:{number}")
 
 
-def _found(value: Any) -> str:
+def short_json(value: Any) -> str:
+    """A value as JSON for a message, cut to 40 characters."""
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:39] + "…"
 
@@ -81,40 +79,33 @@ def check_group(group: Any, where: str) -> None:
     string), an integer `stage` and non-empty `responses` of {text, rating}. A wrong type is a one-line `UserError`
     naming `where` (file:line) and the field."""
     fix = "rebuild the data with sa-build-data"
+
+    def expect(ok: bool, key: str, want: str, found: Any) -> None:
+        """A `UserError` naming the field and what it holds unless `ok` (the message is built only then)."""
+        if not ok:
+            raise UserError(f"{where}: field '{key}' must be {want}, found {short_json(found)}; {fix}")
+
     if not isinstance(group, dict):
-        raise UserError(f"{where}: a group must be a JSON object, found {_found(group)}; {fix}")
+        raise UserError(f"{where}: a group must be a JSON object, found {short_json(group)}; {fix}")
     for key in REQUIRED_KEYS:
-        if key not in group:
-            raise UserError(f"{where}: field '{key}' is missing; {fix}")
+        require(key in group, f"{where}: field '{key}' is missing; {fix}")
     messages = group["messages"]
     if isinstance(messages, str):
         try:
             messages = json.loads(messages)
         except ValueError:
             messages = None
-    if not (
-        isinstance(messages, list)
-        and messages
-        and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in messages)
-    ):  # fmt: skip
-        raise UserError(
-            f"{where}: field 'messages' must be a non-empty list of {{role, content}} strings, found "
-            f"{_found(group['messages'])}; {fix}"
-        )
+    listed = isinstance(messages, list) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+    )
+    expect(listed and bool(messages), "messages", "a non-empty list of {role, content} strings", group["messages"])
     stage = group["stage"]
-    if isinstance(stage, bool) or not isinstance(stage, int):
-        raise UserError(f"{where}: field 'stage' must be an integer, found {_found(stage)}; {fix}")
+    expect(isinstance(stage, int) and not isinstance(stage, bool), "stage", "an integer", stage)
     responses = group["responses"]
-    if not isinstance(responses, list):
-        raise UserError(f"{where}: field 'responses' must be a list of {{text, rating}} objects, found "
-                        f"{_found(responses)}; {fix}")  # fmt: skip
-    if not responses:
-        raise UserError(f"{where}: a group without responses; {fix}")
+    expect(isinstance(responses, list), "responses", "a list of {text, rating} objects", responses)
+    require(bool(responses), f"{where}: a group without responses; {fix}")
     for j, response in enumerate(responses):
-        if not isinstance(response, dict):
-            raise UserError(f"{where}: field 'responses[{j}]' must be a {{text, rating}} object, found "
-                            f"{_found(response)}; {fix}")  # fmt: skip
+        expect(isinstance(response, dict), f"responses[{j}]", "a {text, rating} object", response)
         rating = response.get("rating")
         if isinstance(rating, bool) or not isinstance(rating, int | float):
             raise UserError(
@@ -126,9 +117,7 @@ def check_group(group: Any, where: str) -> None:
                 f"{where}: response rating {rating!r} is outside {RATING_MIN}..{RATING_MAX} (or not finite); "
                 "an unreadable rating is null and dropped (sa-build-data does), never a placeholder number"
             )
-        if not isinstance(response.get("text"), str):
-            raise UserError(f"{where}: field 'responses[{j}].text' must be a string, found "
-                            f"{_found(response.get('text'))}; {fix}")  # fmt: skip
+        expect(isinstance(response.get("text"), str), f"responses[{j}].text", "a string", response.get("text"))
 
 
 def check_ratings(dataset: Dataset, path: Path) -> None:
@@ -188,14 +177,10 @@ def epoch_plan(n_groups: int, batch_size: int, slots: int) -> list[list[list[int
     """Split one epoch's positions 0..n_groups-1 into optimizer steps of `batch_size` groups (the last one smaller),
     and each step into `slots` contiguous micro-batches as even as possible (an empty one where a step has fewer
     groups than slots). Slot j of a step goes to process j % num_processes as its micro-batch j // num_processes."""
-    plan = []
-    for start in range(0, n_groups, batch_size):
-        n = min(batch_size, n_groups - start)
-        q, r = divmod(n, slots)
-        sizes = [q + 1 if j < r else q for j in range(slots)]
-        bounds = [start + sum(sizes[:j]) for j in range(slots + 1)]
-        plan.append([list(range(bounds[j], bounds[j + 1])) for j in range(slots)])
-    return plan
+    return [
+        [part.tolist() for part in torch.arange(start, min(start + batch_size, n_groups)).tensor_split(slots)]
+        for start in range(0, n_groups, batch_size)
+    ]
 
 
 class GroupDataset(torch.utils.data.Dataset):
