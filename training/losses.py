@@ -169,6 +169,17 @@ def _pair(stats: ResponseStats) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return w, lo, groups, preferred
 
 
+def _preference_output(
+    logits: Tensor, nll_w: Tensor, groups: Tensor, preferred: Tensor, nll_weight: float, **parts: Tensor
+) -> LossOutput:
+    """L = −log σ(logits) over the groups with a preference + `nll_weight`·ℓ_w over every group; the logged parts are
+    `preference`, `nll_best` and the loss's own `parts`."""
+    preference = _group_mean(-F.logsigmoid(logits), preferred)
+    nll_best = _group_mean(nll_w, groups)
+    parts = {"preference": preference, "nll_best": nll_best, **parts}
+    return LossOutput(preference + nll_weight * nll_best, {key: value.item() for key, value in parts.items()})
+
+
 def dpo_loss(stats: ResponseStats, *, beta: float = DpoLoss.beta, sft_weight: float = DpoLoss.sft_weight) -> LossOutput:
     """L = −log σ(β[(s_w − s_w^ref) − (s_l − s_l^ref)]) + α·ℓ_w on the best-vs-worst pair of each group."""
     if stats.ref_logp_sum is None:
@@ -178,15 +189,11 @@ def dpo_loss(stats: ResponseStats, *, beta: float = DpoLoss.beta, sft_weight: fl
     ref = torch.where(stats.mask, stats.ref_logp_sum, torch.zeros_like(stats.ref_logp_sum))
     logits = beta * ((_pick(logp, w) - _pick(ref, w)) - (_pick(logp, lo) - _pick(ref, lo)))
     nll_w = _pick(torch.where(stats.mask, stats.nll, torch.zeros_like(stats.nll)), w)
-    preference = _group_mean(-F.logsigmoid(logits), preferred)
-    loss = preference + sft_weight * _group_mean(nll_w, groups)
-    parts = {
-        "preference": preference.item(),
-        "nll_best": _group_mean(nll_w, groups).item(),
-        "reward_margin": _group_mean(logits / beta, preferred).item(),
-        "reward_accuracy": _group_mean((logits > 0).to(logits.dtype), preferred).item(),
-    }
-    return LossOutput(loss, parts)
+    margin = _group_mean(logits / beta, preferred)
+    accuracy = _group_mean((logits > 0).to(logits.dtype), preferred)
+    return _preference_output(
+        logits, nll_w, groups, preferred, sft_weight, reward_margin=margin, reward_accuracy=accuracy
+    )
 
 
 def simpo_loss(
@@ -201,15 +208,9 @@ def simpo_loss(
     nll = torch.where(stats.mask, stats.nll, torch.zeros_like(stats.nll))
     nll_w, nll_l = _pick(nll, w), _pick(nll, lo)
     logits = beta * (nll_l - nll_w) - gamma
-    preference = _group_mean(-F.logsigmoid(logits), preferred)
-    loss = preference + nll_weight * _group_mean(nll_w, groups)
-    parts = {
-        "preference": preference.item(),
-        "nll_best": _group_mean(nll_w, groups).item(),
-        "nll_low": _group_mean(nll_l, preferred).item(),
-        "reward_accuracy": _group_mean((nll_l > nll_w).to(nll.dtype), preferred).item(),
-    }
-    return LossOutput(loss, parts)
+    accuracy = _group_mean((nll_l > nll_w).to(nll.dtype), preferred)
+    low = _group_mean(nll_l, preferred)
+    return _preference_output(logits, nll_w, groups, preferred, nll_weight, nll_low=low, reward_accuracy=accuracy)
 
 
 @dataclass(frozen=True)
