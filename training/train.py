@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,13 +124,14 @@ def share_prompt(cfg: DictConfig, model: torch.nn.Module) -> bool:
     return False
 
 
-def load_reference(cfg: DictConfig, model: torch.nn.Module) -> torch.nn.Module:
-    """DPO's frozen reference: the LoRA policy itself with its adapter off, else a frozen copy of the initial weights."""
+def load_reference(cfg: DictConfig, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DPO's frozen reference: the LoRA policy itself with its adapter off, else a frozen copy of the initial weights
+    on `device`."""
     if cfg.model.lora.enabled:
         return model
     reference = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model.name), dtype=torch.float32)
     reference.requires_grad_(False)
-    return reference.eval()
+    return reference.eval().to(device)
 
 
 @dataclass(frozen=True)
@@ -216,11 +218,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         num_training_steps=total_steps,
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    reference = None
-    if spec.needs_reference:
-        reference = load_reference(cfg, model)
-        if reference is not model:
-            reference = reference.to(accelerator.device)
+    reference = load_reference(cfg, model, accelerator.device) if spec.needs_reference else None
     state = TrainState()
     accelerator.register_for_checkpointing(state)
     start_step = 0
@@ -360,17 +358,15 @@ def _load_state(accelerator: Accelerator, path: Path) -> None:
 
 def _flat_config(cfg: DictConfig) -> dict[str, Any]:
     """Hyper-parameters for TensorBoard (scalars and strings only)."""
-    flat: dict[str, Any] = {}
 
-    def walk(node: Any, prefix: str) -> None:
+    def walk(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
         if isinstance(node, dict):
             for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
+                yield from walk(value, f"{prefix}{key}.")
         elif isinstance(node, int | float | str | bool):
-            flat[prefix[:-1]] = node
+            yield prefix[:-1], node
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
+    return dict(walk(OmegaConf.to_container(cfg, resolve=True), ""))
 
 
 def save_checkpoint(
