@@ -98,7 +98,7 @@ def cut_response(response: list[int], protect_from: int, room: int) -> tuple[lis
 def select_responses(ratings: list[float], select: str) -> list[int]:
     """Indices a loss needs: all; the best (ties: first); or best then worst (ties: first), when they differ."""
     if select == SELECT_ALL or len(ratings) <= 1:
-        return list(range(len(ratings))) if select == SELECT_ALL else list(range(min(1, len(ratings))))
+        return list(range(len(ratings)))
     best = max(range(len(ratings)), key=lambda i: (ratings[i], -i))
     if select == SELECT_BEST:
         return [best]

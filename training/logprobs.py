@@ -177,7 +177,5 @@ def response_stats(
 def reference_logps(reference: nn.Module, batch: GroupBatch, max_tokens: int = 0) -> torch.Tensor:
     """Summed log-probabilities under the frozen reference; a peft model serves as its own base (adapter off)."""
     inner = getattr(reference, "module", reference)
-    if hasattr(inner, "disable_adapter"):
-        with inner.disable_adapter():
-            return to_grid(sequence_logps(reference, batch, max_tokens)[0], batch)
-    return to_grid(sequence_logps(reference, batch, max_tokens)[0], batch)
+    with inner.disable_adapter() if hasattr(inner, "disable_adapter") else contextlib.nullcontext():
+        return to_grid(sequence_logps(reference, batch, max_tokens)[0], batch)
