@@ -57,23 +57,21 @@ def hydra_command(config_name: str, prog: str) -> Callable[[Callable[[DictConfig
 
         @functools.wraps(task)
         def main() -> None:
-            before = os.environ.get("HYDRA_FULL_ERROR")
-            wants_traceback = before == "1"
+            before = os.environ.get("HYDRA_FULL_ERROR")  # "1": the user wants the full traceback
             os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
             stderr, sys.stderr = sys.stderr, _DropHydraJobBanner(sys.stderr)
             try:
                 hydra_main()
             except (UserError, HydraException, OmegaConfBaseException, ValueError, OSError, KeyboardInterrupt) as error:
-                line = None if wants_traceback else report(error, prog)
+                line = None if before == "1" else report(error, prog)
                 if line is None:
                     raise
                 print(f"{prog}: {line}", file=sys.stderr)
                 sys.exit(EXIT_INTERRUPTED if isinstance(error, KeyboardInterrupt) else EXIT_USER_ERROR)
             finally:
                 sys.stderr = stderr
-                if before is None:  # a caller in this process (a test) keeps its environment
-                    os.environ.pop("HYDRA_FULL_ERROR", None)
-                else:
+                os.environ.pop("HYDRA_FULL_ERROR", None)  # a caller in this process (a test) keeps its environment
+                if before is not None:
                     os.environ["HYDRA_FULL_ERROR"] = before
 
         return main
