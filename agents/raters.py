@@ -108,10 +108,9 @@ class Rater:
             self.settings.top_k,
             candidates=digits + [f" {d}" for d in digits],
         )
-        usage = Usage.of(completion)
         tokens, tables = completion.extra.get("tokens") or [], completion.extra.get("top_logprobs") or []
         rating = rating_from_top_logprobs(tokens, tables, self.settings.min_mass)
-        return replace(rating, raw=completion.text), usage
+        return replace(rating, raw=completion.text), Usage.of(completion)
 
     async def _likelihood(self, request: RatingRequest) -> tuple[Rating, Usage]:
         follows, violates = prompts.likelihood_messages(request.aspect, request.question, request.memories)

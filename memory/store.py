@@ -98,7 +98,7 @@ class MemoryStore:
                 return rid
             record = self._records[existing]
             if int(round) >= record.round:  # supersede; the old version goes to history
-                record.history.append(_version(record))
+                record.history.append({name: getattr(record, name) for name in entry})
                 record.question, record.answer, record.round = question, answer, int(round)
                 record.source, record.rating = source, rating
                 if float(self._vectors[existing] @ row[0]) < 0.9999:
@@ -243,10 +243,6 @@ class MemoryStore:
     def load(cls, folder: str | Path) -> MemoryStore:
         """Read the live snapshot of `folder`; `SnapshotError` (one line, naming the file) if it is inconsistent."""
         return cls.from_state_dict(store_files.read_state(atomic.current_dir(folder)))
-
-
-def _version(record: MemoryRecord) -> dict[str, Any]:
-    return {"answer": record.answer, "round": record.round, "source": record.source, "rating": record.rating}
 
 
 def _copy(record: MemoryRecord) -> MemoryRecord:

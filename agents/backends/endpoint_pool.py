@@ -126,10 +126,7 @@ class EndpointPool(ChatBackend):
         free = [i for i, s in enumerate(self.states)
                 if s.available(now) and (self.capacity is None or s.in_flight < self.capacity)]  # fmt: skip
         fresh = [i for i in free if i not in tried]
-        pick = fresh or free
-        if not pick:
-            return None
-        return min(pick, key=lambda i: (self.states[i].in_flight, (i - self._next) % n))
+        return min(fresh or free, key=lambda i: (self.states[i].in_flight, (i - self._next) % n), default=None)
 
     def begin(self, index: int) -> None:
         state = self.states[index]

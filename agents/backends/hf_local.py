@@ -264,9 +264,8 @@ class HFLocalBackend(ChatBackend):
         for request, row, n_prompt in zip(group, new_tokens, prompt_lengths, strict=True):
             row = list(itertools.takewhile(lambda token: token not in stop_ids, row[: request.sampling.max_tokens]))
             text = tokenizer.decode(row, skip_special_tokens=True)
-            for stop in request.sampling.stop:  # stop strings cut the generated text, never the prefix
-                if stop and stop in text:
-                    text = text[: text.index(stop)]
+            for stop in filter(None, request.sampling.stop):  # stop strings cut the generated text, never the prefix
+                text = text.split(stop, 1)[0]
             text = request.sampling.prefix + text
             extra = {
                 "batch": len(group),

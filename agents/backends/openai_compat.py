@@ -100,7 +100,6 @@ class OpenAIBackend(ChatBackend):
         api: str = "chat",
         timeout_s: float = 60.0,
         max_tokens_param: str = "max_tokens",
-        extra_body: dict | None = None,
         connections: int = 64,
         http_client: str = "aiohttp",
         pooled: bool = False,
@@ -120,7 +119,6 @@ class OpenAIBackend(ChatBackend):
         self.base_url = base_url
         self.api = api
         self.max_tokens_param = max_tokens_param
-        self.extra_body = extra_body or None
         self._key_env = api_key_env
         key = api_key_from_env(api_key_env, base_url)
         self._redact_key = key if key != _PLACEHOLDER_KEY else None
@@ -143,8 +141,6 @@ class OpenAIBackend(ChatBackend):
             body["stop"] = list(sampling.stop)
         if sampling.seed is not None:
             body["seed"] = sampling.seed
-        if self.extra_body:
-            body.update(self.extra_body)
         return body
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
@@ -243,8 +239,6 @@ class OpenAIBackend(ChatBackend):
         prefix = render_plain_prompt(messages)
         body = {"model": self.model, "prompt": prefix + " " + answer, "echo": True, "logprobs": 1,
                 self.max_tokens_param: 1, "temperature": 0.0}  # fmt: skip
-        if self.extra_body:
-            body.update(self.extra_body)
         response = await self._post("/completions", body)
         logprobs = _first_choice(response).get("logprobs") or {}
         offsets, values = logprobs.get("text_offset") or [], logprobs.get("token_logprobs") or []
