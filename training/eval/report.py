@@ -31,6 +31,11 @@ def _cell(entry: dict[str, Any] | None, headline: str) -> str:
     return f"{_fmt(entry.get(main))} ({_fmt(entry.get(other))})"
 
 
+def _part(summary: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    """A task summary's entry for one category, or the whole summary for "all"."""
+    return summary if name == "all" else (summary or {}).get("categories", {}).get(name)
+
+
 def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
     """The report text; numbers come from `results` (the JSON), plots are linked by file name."""
     headline = results["headline"]
@@ -65,11 +70,7 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
         lines += ["Drop from clean HHH (clean − adversarial, headline rule; positive = the context hurts):", ""]
         lines += ["| | " + " | ".join(m["label"] for m in scored) + " |", "|---" * (len(scored) + 1) + "|"]
         for name in (*HHH_CATEGORIES, "all"):
-            row = []
-            for m in scored:
-                drop = m.get("adversarial_drop") or {}
-                entry = drop if name == "all" else drop.get("categories", {}).get(name)
-                row.append(_fmt((entry or {}).get(RULES[headline])))
+            row = [_fmt((_part(m.get("adversarial_drop"), name) or {}).get(RULES[headline])) for m in scored]
             lines.append(f"| {name} | " + " | ".join(row) + " |")
         lines.append("")
     others = [t for t in ("truthful_qa_mc1", "truthful_qa_mc2", "moral_permissibility")
@@ -79,10 +80,8 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
         lines.append("|---" * (len(scored) + 3) + "|")
         for task in others:
             first = next(m["tasks"][task] for m in scored if task in m["tasks"])
-            cells = [_cell(m["tasks"].get(task), headline) for m in scored]
-            lines.append(
-                f"| {TASK_TITLES[task]} | {first['n']} | {_fmt(first['chance'])} | " + " | ".join(cells) + " |"
-            )
+            cells = " | ".join(_cell(m["tasks"].get(task), headline) for m in scored)
+            lines.append(f"| {TASK_TITLES[task]} | {first['n']} | {_fmt(first['chance'])} | {cells} |")
         lines += ["", "TruthfulQA MC1: accuracy over the best answer vs false answers (`task_mc.json`); MC2: "
                   "probability mass on all true answers vs all false ones (`questions.json`).", ""]  # fmt: skip
     lines += _length_table(scored)
@@ -245,15 +244,11 @@ def _hhh_table(models: Sequence[dict[str, Any]], task: str, title: str, headline
     first = next(m["tasks"][task] for m in models if task in m["tasks"])
     lines = [f"## {title}", "", "| category | n | chance | " + " | ".join(m["label"] for m in models) + " |"]
     lines.append("|---" * (len(models) + 3) + "|")
-    for name in HHH_CATEGORIES:
-        entry = first["categories"].get(name)
-        if entry is None:
-            continue
-        cells = [_cell(m["tasks"].get(task, {}).get("categories", {}).get(name), headline) for m in models]
-        lines.append(f"| {name} | {entry['n']} | {_fmt(entry['chance'])} | " + " | ".join(cells) + " |")
-    cells = [_cell(m["tasks"].get(task), headline) for m in models]
-    lines += [f"| **all** | {first['n']} | {_fmt(first['chance'])} | " + " | ".join(cells) + " |", ""]
-    return lines
+    for name in [c for c in HHH_CATEGORIES if c in first["categories"]] + ["all"]:
+        entry = _part(first, name) or {}
+        cells = " | ".join(_cell(_part(m["tasks"].get(task), name), headline) for m in models)
+        lines.append(f"| {'**all**' if name == 'all' else name} | {entry['n']} | {_fmt(entry['chance'])} | {cells} |")
+    return [*lines, ""]
 
 
 def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
@@ -287,11 +282,8 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
         if not have:
             continue
         groups = [c for c in HHH_CATEGORIES if c in have[0]["tasks"][task]["categories"]] + ["all"]
-        series = [(m["label"], [m["tasks"][task]["categories"].get(c, {}).get(key) for c in groups[:-1]]
-                   + [m["tasks"][task][key]]) for m in have]  # fmt: skip
-        chance = [have[0]["tasks"][task]["categories"][c]["chance"] for c in groups[:-1]] + [
-            have[0]["tasks"][task]["chance"]
-        ]
+        series = [(m["label"], [(_part(m["tasks"][task], c) or {}).get(key) for c in groups]) for m in have]
+        chance = [(_part(have[0]["tasks"][task], c) or {})["chance"] for c in groups]
         fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) + 0.4 * len(have)), 4))
         bars(ax, groups, series, chance)
         ax.set(title=f"{TASK_TITLES[task]} accuracy per category", ylabel=f"accuracy ({results['headline']} rule)")
