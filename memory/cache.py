@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,19 +150,8 @@ class EmbeddingCache:
     def read_from(self, folder: Path) -> None:
         """Add the vectors written by `write_to` (checked against each other and this cache's dim)."""
         texts_path, vectors_path = folder / TEXTS_FILE, folder / VECTORS_FILE
-        try:
-            info: dict[str, Any] = json.loads(texts_path.read_text("utf-8"))
-            texts = list(info["texts"])
-        except FileNotFoundError:
-            raise SnapshotError(texts_path, "missing from the snapshot") from None
-        except (ValueError, KeyError, TypeError) as error:
-            raise SnapshotError(texts_path, f"unreadable ({error}); truncated?") from None
-        try:
-            matrix = np.load(vectors_path, allow_pickle=False)
-        except FileNotFoundError:
-            raise SnapshotError(vectors_path, "missing from the snapshot") from None
-        except (ValueError, OSError, EOFError) as error:
-            raise SnapshotError(vectors_path, f"unreadable ({error}); truncated?") from None
+        texts = _read(texts_path, lambda: list(json.loads(texts_path.read_text("utf-8"))["texts"]), KeyError, TypeError)
+        matrix = _read(vectors_path, lambda: np.load(vectors_path, allow_pickle=False), OSError, EOFError)
         if matrix.shape != (len(texts), self.dim):
             raise SnapshotError(
                 vectors_path,
@@ -171,3 +160,14 @@ class EmbeddingCache:
         with self._lock:
             for text, vector in zip(texts, matrix.astype(np.float32), strict=True):
                 self._vectors.setdefault(text, vector)
+
+
+def _read(path: Path, read: Callable[[], Any], *errors: type[Exception]) -> Any:
+    """`read()` of a cache file; a SnapshotError naming `path` when it is missing or unreadable (a ValueError or one of
+    `errors`)."""
+    try:
+        return read()
+    except FileNotFoundError:
+        raise SnapshotError(path, "missing from the snapshot") from None
+    except (ValueError, *errors) as error:
+        raise SnapshotError(path, f"unreadable ({error}); truncated?") from None
