@@ -43,11 +43,7 @@ def grid_from(cfg: DictConfig) -> tuple[Grid, int]:
     global_fraction = float(w.global_fraction)
     n_local_max = grid.smallest_circle() if w.circle_top_up else grid.largest_circle()
     if w.k is None:  # each agent takes min(local share, |circle|) (the reference); top_up: capped at the smallest
-        k = (
-            min(DEFAULT_K, grid.cells - 1)
-            if global_fraction > 0 or not w.circle_top_up
-            else min(DEFAULT_K, n_local_max)
-        )
+        k = min(DEFAULT_K, grid.cells - 1 if global_fraction > 0 or not w.circle_top_up else n_local_max)
     else:
         k = w.k
         require(k - round(k * global_fraction) <= n_local_max and k <= grid.cells - 1,

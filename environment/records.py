@@ -76,10 +76,7 @@ def read_episodes(path: str | Path) -> Iterator[dict[str, Any]]:
                 if not line.strip():
                     continue
                 record = validate_record(json.loads(line))
-            except (ValueError, AttributeError, TypeError) as error:  # UnicodeDecodeError and JSONDecodeError too
-                raise EpisodeFormatError(f"{path}:{number}: not a valid episode record ({error})") from None
-            except RecursionError:  # json.loads of e.g. "[" * 3000
-                raise EpisodeFormatError(
-                    f"{path}:{number}: not a valid episode record (JSON nested too deeply)"
-                ) from None
+            except (ValueError, AttributeError, TypeError, RecursionError) as error:  # ValueError: bad UTF-8, JSON
+                reason = "JSON nested too deeply" if isinstance(error, RecursionError) else error  # e.g. "[" * 3000
+                raise EpisodeFormatError(f"{path}:{number}: not a valid episode record ({reason})") from None
             yield record

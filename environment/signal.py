@@ -196,9 +196,8 @@ def findings(signal: dict[str, Any]) -> list[str]:
     episodes = "records" in signal
     tied = signal.get("tied_share")
     if tied is not None and tied > MAX_TIED_SHARE:
-        found.append(
-            f"{tied:.0%} of interactions score draft and revision alike" if episodes else f"{tied:.0%} of groups tied"
-        )
+        what = "interactions score draft and revision alike" if episodes else "groups tied"
+        found.append(f"{tied:.0%} of {what}")
     agreement = signal.get("peer_observer_agreement") or {}
     rho, n = agreement.get("spearman"), agreement.get("n", 0)
     if rho is not None and n >= MIN_AGREEMENT_N and abs(rho) < MIN_AGREEMENT:

@@ -213,8 +213,5 @@ def main(cfg: DictConfig) -> None:
     for warning in ("signal_warning", "echo_warning"):
         if metrics.get(warning):
             print(metrics[warning], file=sys.stderr)
-    print(
-        json.dumps(
-            {k: metrics[k] for k in ("world_id", "records", "stop_reason", "wall_seconds", "interactions_per_s")}
-        )
-    )
+    summary = {k: metrics[k] for k in ("world_id", "records", "stop_reason", "wall_seconds", "interactions_per_s")}
+    print(json.dumps(summary))
