@@ -142,9 +142,13 @@ def persona_prompt(persona: str | None) -> str:
     return PERSONAS.get(persona, persona)
 
 
-def draft_messages(question: str, memories: Sequence[Any], system: str = AGENT_SYSTEM) -> list[Message]:
-    user = DRAFT.format(context=memory_context(memories), question=question)
+def _conversation(system: str, user: str) -> list[Message]:
+    """A system prompt and one user message."""
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def draft_messages(question: str, memories: Sequence[Any], system: str = AGENT_SYSTEM) -> list[Message]:
+    return _conversation(system, DRAFT.format(context=memory_context(memories), question=question))
 
 
 def feedback_messages(question: str, answer: str, memories: Sequence[Any], digit_only: bool = False) -> list[Message]:
@@ -153,13 +157,13 @@ def feedback_messages(question: str, answer: str, memories: Sequence[Any], digit
         context=memory_context(memories), question=question, answer=answer, low=SCALE_LOW, high=SCALE_HIGH,
         criteria=CRITERIA, format=digit_format() if digit_only else rating_format(),
     )  # fmt: skip
-    return [{"role": "system", "content": AGENT_SYSTEM}, {"role": "user", "content": user}]
+    return _conversation(AGENT_SYSTEM, user)
 
 
 def reason_messages(question: str, answer: str, rating: float) -> list[Message]:
     """Ask a peer to explain a rating it gave by probabilities or likelihoods (the reason feeds revision and data)."""
     user = REASON.format(question=question, answer=answer, rating=format_rating(rating), low=SCALE_LOW, high=SCALE_HIGH)
-    return [{"role": "system", "content": AGENT_SYSTEM}, {"role": "user", "content": user}]
+    return _conversation(AGENT_SYSTEM, user)
 
 
 def revise_messages(
@@ -178,7 +182,7 @@ def revise_messages(
     user = REVISE.format(
         question=question, draft=draft, low=SCALE_LOW, high=SCALE_HIGH, summary=summary, comments=comments
     )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return _conversation(system, user)
 
 
 def observer_messages(aspect: str, question: str, answer: str, digit_only: bool = False) -> list[Message]:
@@ -188,16 +192,13 @@ def observer_messages(aspect: str, question: str, answer: str, digit_only: bool 
         question=question, answer=answer, low=SCALE_LOW, high=SCALE_HIGH, criteria=CRITERIA,
         format=digit_format() if digit_only else rating_format(),
     )  # fmt: skip
-    return [{"role": "system", "content": OBSERVER_SYSTEM}, {"role": "user", "content": user}]
+    return _conversation(OBSERVER_SYSTEM, user)
 
 
 def likelihood_messages(aspect: str, question: str, memories: Sequence[Any] = ()) -> tuple[list[Message], ...]:
     """The two conversations (follows the criteria, violates them) under which a likelihood rater scores an answer."""
     user = memory_context(memories) + question
-    return tuple(
-        [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        for system in LIKELIHOOD_SYSTEMS[aspect]
-    )
+    return tuple(_conversation(system, user) for system in LIKELIHOOD_SYSTEMS[aspect])
 
 
 def reask_message(problem: str) -> Message:
