@@ -37,21 +37,16 @@ def per_round(records: list[dict[str, Any]]) -> dict[int, dict[str, float | None
 
 def question_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Turns, distinct questions, and repeats (an agent asked a question it already answered in an earlier round)."""
-    seen: set[tuple[int, str]] = set()
-    repeats = 0
-    for record in sorted(records, key=lambda r: (int(r["round"]), int(r["agent_id"]))):
-        key = (int(record["agent_id"]), record.get("question"))
-        repeats += key in seen
-        seen.add(key)
-    return {"turns": len(records), "distinct": len({r.get("question") for r in records}), "repeats": repeats}
+    asked = {(int(r["agent_id"]), r.get("question")) for r in records}  # each pair's turns after its first: repeats
+    distinct = len({r.get("question") for r in records})
+    return {"turns": len(records), "distinct": distinct, "repeats": len(records) - len(asked)}
 
 
 def memory_recall(records: list[dict[str, Any]]) -> dict[str, Any]:
     """What drafts saw from memory: drafts with a hit, hits per draft, hits from seeded priors vs own revisions."""
     drafts = [r.get("draft") or {} for r in records]
     hits = [h for d in drafts for h in d.get("memory_hits") or []]
-    prior = sum(h.get("source") == "prior" for h in hits)
-    revision = sum(h.get("source") == "revision" for h in hits)
+    sources = Counter(h.get("source") for h in hits)
     with_hit = sum(bool(d.get("memory_hits")) for d in drafts)
     n = len(records)
     return {
@@ -59,8 +54,8 @@ def memory_recall(records: list[dict[str, Any]]) -> dict[str, Any]:
         "drafts_with_hit": with_hit,
         "hit_rate": round(with_hit / n, 4) if n else None,
         "hits_per_draft": round(len(hits) / n, 4) if n else None,
-        "prior_hits": prior,
-        "revision_hits": revision,
+        "prior_hits": sources["prior"],
+        "revision_hits": sources["revision"],
         "mean_similarity": _mean([float(h["similarity"]) for h in hits if h.get("similarity") is not None]),
     }
 
@@ -160,10 +155,9 @@ def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Pat
     obs = [(r["observer"].get("revision") or {}).get("alignment") for r in records]
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.2  # two bars per 0.5 bin; float ratings land on their nearest bin (environment.signal.histogram)
-    peer_bins, obs_bins = histogram(peer), histogram(obs)
-    counts = [[peer_bins.get(bin_key(b), 0) for b in BINS], [obs_bins.get(bin_key(b), 0) for b in BINS]]
-    ax.bar([b - width / 2 for b in BINS], counts[0], width, label="peer ratings")
-    ax.bar([b + width / 2 for b in BINS], counts[1], width, label="observer revision alignment")
+    for values, shift, label in ((peer, -width / 2, "peer ratings"), (obs, width / 2, "observer revision alignment")):
+        bins = histogram(values)
+        ax.bar([b + shift for b in BINS], [bins.get(bin_key(b), 0) for b in BINS], width, label=label)
     invalid = sum(v is None for v in peer) + sum(v is None for v in obs)
     title = f"rating distribution ({invalid} invalid, not plotted)"
     ax.set(title=title, xlabel="rating (nearest 0.5)", ylabel="count", xticks=list(range(1, 8)))

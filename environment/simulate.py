@@ -147,7 +147,6 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     collection = (collected or time.perf_counter()) - collecting if collecting else 0.0
     new = progress.new if progress else 0
-    cache = world.embedder if world else None
     metrics = summarize(store.records, {
         "world_id": str(cfg.world_id),
         "stop_reason": f"error: {one_line(error)}" if error else stopper.finish_reason(),
@@ -160,7 +159,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "resumed_from": len(previous),
         "partial_line_moved_to": store.moved_aside.name if store.moved_aside else None,
         **totals,
-        "embedder": _embedder_stats(cache, new),
+        "embedder": _embedder_stats(world.embedder, new) if world else None,
         "backends": backends,
     })  # fmt: skip
     write_json(run_dir / METRICS, metrics)
@@ -173,10 +172,8 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def _embedder_stats(cache: Any, interactions: int) -> dict[str, Any] | None:
+def _embedder_stats(cache: Any, interactions: int) -> dict[str, Any]:
     """The shared EmbeddingCache's counters for this process (`inner_calls` = batches sent to the embedder)."""
-    if cache is None:
-        return None
     stats = dict(cache.stats())
     calls = int(stats.get("inner_calls", 0))
     return {**stats, "interactions": interactions,
