@@ -132,7 +132,7 @@ def typed_loss(node: Any) -> Loss:
     name = node.get("name")
     require(isinstance(name, str) and name in LOSSES, f"loss.name={name!r} is unknown; use one of {', '.join(LOSSES)}")
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LOSSES[name]), node))  # type: ignore[return-value]
+        return OmegaConf.to_object(OmegaConf.merge(LOSSES[name], node))  # type: ignore[return-value]
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "") or ""
         raise UserError(f"loss.{key}: {str(error).splitlines()[0]} (loss={name}; see conf/loss/{name}.yaml)") from None
@@ -433,9 +433,7 @@ def as_app(cfg: Any, app: type) -> Any:
     if not isinstance(cfg, DictConfig) or OmegaConf.get_type(cfg) is app:
         return cfg
     try:
-        return OmegaConf.merge(
-            OmegaConf.structured(app), OmegaConf.masked_copy(cfg, [k for k in cfg if k != "defaults"])
-        )
+        return OmegaConf.merge(app, OmegaConf.masked_copy(cfg, [k for k in cfg if k != "defaults"]))
     except OmegaConfBaseException as error:
         raise UserError(one_line(error)) from None
 

@@ -222,7 +222,7 @@ def typed(schema: type, node: Any, key: str) -> Any:
     unknown = sorted(set(data) - set(known))
     require(not unknown, f"unknown {key} key(s) {unknown}; use {sorted(known)}")
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), data))
+        return OmegaConf.to_object(OmegaConf.merge(schema, data))
     except OmegaConfBaseException as error:
         where = getattr(error, "full_key", "") or ""
         raise UserError(f"{key}.{where}: {str(error).splitlines()[0]}" if where else f"{key}: {error}") from None
