@@ -9,10 +9,13 @@ once; pairs are sorted by length and padded into batches of about `batch_tokens`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,29 +90,23 @@ def encode_row(
     longest = max(len(c) for c in encoded)
     prompt_ids = prompt_ids[-max(1, max_length - longest) :]
     rows: list[tuple[list[int], list[list[int]]]] = []
-    current: list[list[int]] = []
     for ids in encoded:
-        if current and len(prompt_ids) + sum(map(len, current)) + len(ids) > max_length:
-            rows.append((prompt_ids, current))
-            current = []
-        current.append(ids)
-    rows.append((prompt_ids, current))
+        if rows and len(prompt_ids) + sum(map(len, rows[-1][1])) + len(ids) <= max_length:
+            rows[-1][1].append(ids)
+        else:
+            rows.append((prompt_ids, [ids]))
     return rows
 
 
 def _batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[list[int]]:
     """Indices grouped longest-first so that len(batch) * longest <= batch_tokens (at least one per batch)."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        longest = lengths[current[0]] if current else lengths[index]
-        if current and (len(current) + 1 > max_batch or (len(current) + 1) * longest > batch_tokens):
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
+    for index in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        current = batches[-1] if batches else []
+        if current and len(current) + 1 <= max_batch and (len(current) + 1) * lengths[current[0]] <= batch_tokens:
+            current.append(index)
+        else:
+            batches.append([index])
     return batches
 
 
@@ -138,10 +135,8 @@ class ScoreCache:
         self.path = path
         self.data: dict[str, list[float]] = {}
         if path is not None and path.is_file():
-            try:
+            with contextlib.suppress(OSError, json.JSONDecodeError):
                 self.data = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                self.data = {}
 
     def get(self, key: str) -> ChoiceScore | None:
         value = self.data.get(key)
@@ -228,25 +223,15 @@ class ChoiceScorer:
                 groups.setdefault(prompt, {})[key] = completion
         if progress:
             progress(sum(1 for k in keys if k in results))
-        weight = {k: keys.count(k) for g in groups.values() for k in g} if progress else {}
+        weight = Counter(keys)  # requests per key, for progress
         rows: list[tuple[list[int], list[list[int]]]] = []
         row_keys: list[list[str]] = []
         for prompt_text, members in groups.items():
-            member_keys = list(members)
-            if self.share_prompts:
-                packed = encode_row(
-                    self.tokenizer, prompt_text, list(members.values()), self.max_length, self.end_of_turn
-                )
-            else:
-                packed = [
-                    encode_row(self.tokenizer, prompt_text, [choice], self.max_length, self.end_of_turn)[0]
-                    for choice in members.values()
-                ]
-            taken = 0
-            for prompt_ids, choice_ids in packed:
-                rows.append((prompt_ids, choice_ids))
-                row_keys.append(member_keys[taken : taken + len(choice_ids)])
-                taken += len(choice_ids)
+            choices, keys_left = list(members.values()), iter(members)
+            for chunk in [choices] if self.share_prompts else [[choice] for choice in choices]:
+                packed = encode_row(self.tokenizer, prompt_text, chunk, self.max_length, self.end_of_turn)
+                rows += packed
+                row_keys += [list(itertools.islice(keys_left, len(choice_ids))) for _, choice_ids in packed]
         lengths = [len(p) + sum(map(len, cs)) for p, cs in rows]
         for batch in _batches(lengths, self.batch_tokens, self.max_batch):
             scores = _forward_scores(self.model, self.pad_id, [rows[i] for i in batch])
