@@ -90,17 +90,13 @@ def truthful_qa_questions(folder: Path, primer: bool = True) -> list[Question]:
     mc_path = bigbench.task_file(folder, "truthful_qa/task_mc.json")
     data = bigbench.load_json_task(mc_path)
     prefix = primer_turns(data.get("task_prefix", "")) if primer else ()
-    questions = [
-        Question("truthful_qa_mc1", "mc1", it.index, conversation(*prefix, ("user", it.input)), it.choices, it.scores)
-        for it in bigbench.mc_items(mc_path, "truthful_qa_mc1")
-    ]
+    items = [(it, "mc1", "grade") for it in bigbench.mc_items(mc_path, "truthful_qa_mc1")]
     mc2 = bigbench.truthful_qa_mc2_items(bigbench.task_file(folder, "truthful_qa/questions.json"))
-    questions += [
-        Question("truthful_qa_mc2", "mc2", it.index, conversation(*prefix, ("user", it.input)), it.choices, it.scores,
-                 metric="mass")
-        for it in mc2
-    ]  # fmt: skip
-    return questions
+    items += [(it, "mc2", "mass") for it in mc2]
+    return [
+        Question(it.task, part, it.index, conversation(*prefix, ("user", it.input)), it.choices, it.scores, metric)
+        for it, part, metric in items
+    ]
 
 
 def moral_questions(folder: Path) -> list[Question]:
@@ -111,11 +107,8 @@ def moral_questions(folder: Path) -> list[Question]:
 
 def chance(question: Question) -> float:
     """Expected score of a uniform random guess (grade) or a uniform distribution over choices (mass)."""
-    return (
-        sum(1.0 for t in question.targets if t > 0) / len(question.targets)
-        if question.metric == "mass"
-        else (sum(question.targets) / len(question.targets))
-    )
+    values = [float(t > 0) for t in question.targets] if question.metric == "mass" else question.targets
+    return sum(values) / len(values)
 
 
 def score_questions(
@@ -171,20 +164,22 @@ def _length_bias(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
 
 def summarize(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per task: `score` (sum rule), `score_norm` (mean rule), `chance`, `n`, length-bias rates, per category."""
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        by_task[record["task"]].append(record)
-    summary = {}
-    for task, rows in by_task.items():
-        categories: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in rows:
-            categories[row["category"]].append(row)
-        summary[task] = {
+    return {
+        task: {
             **_scores(rows),
             **_length_bias([r for r in rows if r["shortest"] is not None]),
-            "categories": {name: _scores(cat) for name, cat in categories.items()},
+            "categories": {name: _scores(cat) for name, cat in _group(rows, "category").items()},
         }
-    return summary
+        for task, rows in _group(records, "task").items()
+    }
+
+
+def _group(rows: Sequence[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
+    """Rows by their value of `key`, in first-seen order."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[row[key]].append(row)
+    return groups
 
 
 def _scores(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
