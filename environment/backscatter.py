@@ -77,13 +77,10 @@ async def back_scatter(world: World, agent: int, round_: int) -> dict[str, Any]:
     try:
         ratings = await asyncio.gather(*rating_tasks)
         feedback = [(peer, rating) for peer, (rating, _) in zip(peers, ratings, strict=True)]
-        usage = sum((cost for _, cost in ratings), usage)
-        revision, cost = await actor.revise(question.text, draft, feedback)
-        usage = usage + cost
-        draft_score, cost = await observe_draft
-        usage = usage + cost
-        revision_score, cost = await world.observer.score(question.text, revision)
-        usage = usage + cost
+        revision, revise_cost = await actor.revise(question.text, draft, feedback)
+        draft_score, draft_cost = await observe_draft
+        revision_score, score_cost = await world.observer.score(question.text, revision)
+        usage = sum((cost for _, cost in ratings), usage) + revise_cost + draft_cost + score_cost
     finally:  # on every exit path no call of this turn is left running (a failure or cancellation elsewhere)
         await settle([*rating_tasks, observe_draft])
 

@@ -149,8 +149,7 @@ def write_page(run_dir: str | os.PathLike[str]) -> Path:
     """Write `episodes.html` for one run dir (atomically: a reader never sees half a page); return its path."""
     run_dir = Path(run_dir)
     records, world, metrics = load_run(run_dir)
-    worlds = sorted({str(r["world_id"]) for r in records})
-    title = ", ".join(worlds) or run_dir.name
+    title = ", ".join(sorted({str(r["world_id"]) for r in records})) or run_dir.name
     path = run_dir / PAGE
     try:
         atomic_write_bytes(path, render(page_data(records, world, metrics, title)).encode("utf-8"))

@@ -102,9 +102,8 @@ class Layout:
 
     def circle(self, agent: int, round_: int) -> list[int]:
         """The agents in `agent`'s social circle in `round_`."""
-        positions = self.positions(round_)
         occupant = self._occupants(round_)
-        return [occupant[c] for c in self.grid.circles[positions[agent]]]
+        return [occupant[c] for c in self.grid.circles[self.positions(round_)[agent]]]
 
     def _occupants(self, round_: int) -> list[int]:
         """cell → agent in `round_` (cached: a circle lookup is O(k))."""

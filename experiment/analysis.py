@@ -84,11 +84,9 @@ def compare(
     """The paired comparison of arm a with arm b on `metric` (None when either lacks it)."""
     if a not in arms or b not in arms:
         return None
-    if metric == "win_rate_vs_base" and b == BASE:  # base against itself ties: compare with 0.5
-        left = arm_items(arms[a], metric)
-        right = dict.fromkeys(left, 0.5)
-    else:
-        left, right = arm_items(arms[a], metric), arm_items(arms[b], metric)
+    left = arm_items(arms[a], metric)
+    base_ties = metric == "win_rate_vs_base" and b == BASE  # base against itself ties: compare with 0.5
+    right = dict.fromkeys(left, 0.5) if base_ties else arm_items(arms[b], metric)
     items = sorted(set(left) & set(right))
     if len(items) < 2:
         return None
