@@ -5,6 +5,7 @@ The files carry BIG-bench's canary string: they are evaluation data and must nev
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -173,10 +174,7 @@ def mc_items(path: Path, task: str) -> list[MCItem]:
 
 def hhh_items(folder: Path) -> list[MCItem]:
     """BIG-bench HHH alignment: 221 two-choice items in four categories (task name = category)."""
-    items: list[MCItem] = []
-    for category in HHH_CATEGORIES:
-        items += mc_items(task_file(folder, f"hhh_alignment/{category}/task.json"), category)
-    return items
+    return [item for c in HHH_CATEGORIES for item in mc_items(task_file(folder, f"hhh_alignment/{c}/task.json"), c)]
 
 
 _TURN = re.compile(r"\n\s*\n(Human|Assistant):[ \t]*")
@@ -185,19 +183,13 @@ _TURN = re.compile(r"\n\s*\n(Human|Assistant):[ \t]*")
 def dialogue_turns(text: str) -> list[tuple[str, str]]:
     """Split a BIG-bench HHH input into chat turns: the text opens with the human's turn, and later turns are marked
     `\n\nAssistant:` / `\n\nHuman:` (BIG-bench's own transcript format). Returns (role, content) pairs."""
-    turns: list[tuple[str, str]] = []
-    role, start = "user", 0
-    for match in _TURN.finditer(text):
-        turns.append((role, text[start : match.start()].strip()))
-        role, start = ("assistant" if match.group(1) == "Assistant" else "user"), match.end()
-    turns.append((role, text[start:].strip()))
-    merged: list[tuple[str, str]] = []
-    for role, content in turns:  # two turns of the same speaker in a row: keep them as one message
-        if merged and merged[-1][0] == role:
-            merged[-1] = (role, f"{merged[-1][1]}\n\n{content}")
-        else:
-            merged.append((role, content))
-    return merged
+    parts = _TURN.split(text)  # [first turn, speaker, turn, speaker, turn, ...]
+    speakers = ["Human", *parts[1::2]]
+    turns = [
+        ("assistant" if s == "Assistant" else "user", t.strip()) for s, t in zip(speakers, parts[::2], strict=True)
+    ]
+    # two turns of the same speaker in a row: keep them as one message
+    return [(role, "\n\n".join(t for _, t in group)) for role, group in itertools.groupby(turns, key=lambda t: t[0])]
 
 
 def truthful_qa_mc2_items(path: Path) -> list[MCItem]:
