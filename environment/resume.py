@@ -79,8 +79,6 @@ def config_fingerprint(cfg: DictConfig, questions: list[Any] | None = None) -> d
     """
     if questions is None:
         questions = load_questions(cfg.questions.source, cfg.questions.limit)
-    observer = dict(_plain(cfg.observer) or {})
-    observer["backend"] = _model_node(observer.get("backend"))
     return {
         "format": FINGERPRINT_FORMAT,
         "world_id": str(cfg.world_id),
@@ -96,7 +94,7 @@ def config_fingerprint(cfg: DictConfig, questions: list[Any] | None = None) -> d
         "priors": {"sha256": priors_digest(cfg.memory.priors_path)},
         "rater": _plain(cfg.rater),
         "agent": _plain(cfg.agent),
-        "observer": observer,
+        "observer": {**_plain(cfg.observer), "backend": _model_node(_plain(cfg.observer.backend))},
         "society": {"groups": _groups(_plain(cfg.society.groups))},
     }
 

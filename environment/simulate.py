@@ -126,8 +126,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         collecting = time.perf_counter()  # from the first call (the first round's question embeddings) ...
         if first is not None:
             await world.prefetch_round(first)  # type: ignore[misc]
-        total = grid.cells * int(cfg.world.rounds)
-        progress = Progress(total, len(store), usage, enabled=bool(cfg.run.progress),
+        progress = Progress(grid.cells * int(cfg.world.rounds), len(store), usage, enabled=bool(cfg.run.progress),
                             log_every_s=float(cfg.run.progress_log_every_s))  # fmt: skip
         snapshot = Snapshotter(run_dir / MEMORY, world, store, float(cfg.run.snapshot_every_s))
         await run_world(world, store, stopper, usage, progress, int(cfg.run.max_inflight), on_commit=snapshot.maybe)
