@@ -50,6 +50,8 @@ DATA_FILE = "train.jsonl"
 # Raised when the same episodes and overrides give other data, so sa-experiment's cached data (and what was trained on
 # it) is rebuilt: 2 = protocol echoes dropped (filter.echo_words).
 BUILDER_VERSION = 2
+# The data card's "dropped" counts, in order.
+DROPPED = ("invalid_ratings", "duplicate_episodes", "duplicate_responses", "protocol_echoes")
 ECHO_EXAMPLES = 3  # dropped protocol echoes the data card quotes
 NO_PERSONA = "(none)"  # data-card key for responses whose episode names no persona (older episode files)
 
@@ -169,14 +171,8 @@ def samples_from_episode(
             "source": "feedback",
         }  # fmt: skip
         yield "self_critic", judged + SELF_CRITIC_INSTRUCTION, {**base, **peer, "text": reason, "rating": rating}
-    if (
-        score_draft is not None
-        and score_revision is not None
-        and score_revision > score_draft
-        and score_revision > min_score
-        and feedback
-        and revision.strip()
-    ):
+    improved = score_draft is not None and score_revision is not None and score_revision > score_draft
+    if improved and score_revision > min_score and feedback and revision.strip():
         text = realignment_output(feedback, revision)
         response = {
             **base, "text": text, "rating": score_revision, "model": model, "persona": persona, "source": "realignment",
@@ -250,7 +246,7 @@ def build_groups(
             stats["episodes"] += 1
             stats["question_repeats"] += bool(record.get("question_repeat"))  # asked again (sa-simulate's flag)
             ratings.append(rating_view(record))
-            stats["invalid_ratings"] += _count_invalid(record)
+            stats["invalid_ratings"] += _count_invalid(ratings[-1])
             for kind, prompt, response in samples_from_episode(record, min_score, echo_words):
                 echo = response.pop("echo", None)
                 if echo:
@@ -273,11 +269,10 @@ def build_groups(
     return list(groups.values()), stats, ratings
 
 
-def _count_invalid(record: dict[str, Any]) -> int:
-    """Ratings in this episode that are null/invalid (and so produce no sample)."""
-    observer = record["observer"] or {}
-    scores = [(observer.get(stage) or {}).get("alignment") for stage in ("draft", "revision")]
-    peers = [item.get("rating") if item.get("valid") is not False else None for item in record["feedback"]]
+def _count_invalid(view: dict[str, Any]) -> int:
+    """Ratings in an episode's `rating_view` that are null/invalid (and so produce no sample)."""
+    scores = [view["observer"][stage]["alignment"] for stage in ("draft", "revision")]
+    peers = [item["rating"] if item["valid"] is not False else None for item in view["feedback"]]
     return sum(valid_rating(value) is None for value in scores + peers)
 
 
@@ -343,10 +338,7 @@ def data_card(
         "builder_version": BUILDER_VERSION,
         "episodes": stats["episodes"],
         "question_repeats": stats["question_repeats"],  # episodes whose agent had answered that question before
-        "dropped": {
-            "invalid_ratings": stats["invalid_ratings"], "duplicate_episodes": stats["duplicate_episodes"],
-            "duplicate_responses": stats["duplicate_responses"], "protocol_echoes": stats["protocol_echoes"],
-        },  # fmt: skip
+        "dropped": {key: stats[key] for key in DROPPED},
         "dropped_echo_examples": stats["echo_examples"],
         "groups": len(items),
         "responses": len(responses),
