@@ -168,8 +168,7 @@ def tokenize_groups(dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dat
             "protect_from": protect,
         }
 
-    keep = ["stage"]
-    drop = [c for c in dataset.column_names if c not in keep]
+    drop = [c for c in dataset.column_names if c != "stage"]
     return dataset.map(encode, remove_columns=drop, desc="tokenizing")
 
 
@@ -194,20 +193,15 @@ class GroupDataset(torch.utils.data.Dataset):
         self.rows = tokenized
         self.group_size = group_size
         self.seed = seed
-        self.epoch = 0
         self.stages = list(tokenized["stage"])
-        self.order = self._order()
-
-    def _order(self) -> list[int]:
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        index = list(range(len(self.stages)))
-        rng.shuffle(index)
-        return sorted(index, key=lambda i: self.stages[i])  # stages in order, shuffled within each
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle (within stages) and resample the K responses of every group; call at the start of each epoch."""
         self.epoch = epoch
-        self.order = self._order()
+        order = list(range(len(self.stages)))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        self.order = sorted(order, key=lambda i: self.stages[i])  # stages in order, shuffled within each
 
     def __len__(self) -> int:
         return len(self.order)
