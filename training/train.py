@@ -221,15 +221,14 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     reference = load_reference(cfg, model, accelerator.device) if spec.needs_reference else None
     state = TrainState()
     accelerator.register_for_checkpointing(state)
-    start_step = 0
     run = checkpoints.fingerprint(cfg, loss.params(), total_steps)
     resume = checkpoints.resume_from(cfg.train.resume, output_dir, run, accelerator.print, accelerator.is_main_process)
     if resume is not None:
         _load_state(accelerator, resume)
-        start_step = state.step
         accelerator.print(f"sa-train: resumed from {resume} at step {state.step}")
         if state.step >= total_steps:
             accelerator.print(f"sa-train: the run was complete ({total_steps} steps); saving its model again")
+    start_step = state.step
     if accelerator.is_main_process:
         save_hydra_config(cfg)  # only now: a refused resume leaves the folder's record as it was
     accelerator.init_trackers("tensorboard", config=_flat_config(cfg))
