@@ -169,7 +169,7 @@ def _pair(stats: ResponseStats) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return w, lo, groups, preferred
 
 
-def _preference_output(
+def _pair_loss(
     logits: Tensor, nll_w: Tensor, groups: Tensor, preferred: Tensor, nll_weight: float, **parts: Tensor
 ) -> LossOutput:
     """L = −log σ(logits) over the groups with a preference + `nll_weight`·ℓ_w over every group; the logged parts are
@@ -191,9 +191,7 @@ def dpo_loss(stats: ResponseStats, *, beta: float = DpoLoss.beta, sft_weight: fl
     nll_w = _pick(torch.where(stats.mask, stats.nll, torch.zeros_like(stats.nll)), w)
     margin = _group_mean(logits / beta, preferred)
     accuracy = _group_mean((logits > 0).to(logits.dtype), preferred)
-    return _preference_output(
-        logits, nll_w, groups, preferred, sft_weight, reward_margin=margin, reward_accuracy=accuracy
-    )
+    return _pair_loss(logits, nll_w, groups, preferred, sft_weight, reward_margin=margin, reward_accuracy=accuracy)
 
 
 def simpo_loss(
@@ -210,7 +208,7 @@ def simpo_loss(
     logits = beta * (nll_l - nll_w) - gamma
     accuracy = _group_mean((nll_l > nll_w).to(nll.dtype), preferred)
     low = _group_mean(nll_l, preferred)
-    return _preference_output(logits, nll_w, groups, preferred, nll_weight, nll_low=low, reward_accuracy=accuracy)
+    return _pair_loss(logits, nll_w, groups, preferred, nll_weight, nll_low=low, reward_accuracy=accuracy)
 
 
 @dataclass(frozen=True)
