@@ -179,11 +179,9 @@ def summarize(records: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any
     unreadable = sum(r["outcome"] is None for r in records)
     better = [r["better_rating"] for r in records if r["better_rating"] is not None]
     worse = [r["worse_rating"] for r in records if r["worse_rating"] is not None]
-    categories = {}
-    for name in [*HHH_CATEGORIES, *sorted({r["category"] for r in records} - set(HHH_CATEGORIES))]:
-        chosen = [r for r in records if r["category"] == name]
-        if chosen:
-            categories[name] = accuracy(chosen, seed)
+    present = {r["category"] for r in records}
+    names = [c for c in HHH_CATEGORIES if c in present] + sorted(present - set(HHH_CATEGORIES))
+    categories = {name: accuracy([r for r in records if r["category"] == name], seed) for name in names}
     return {
         **overall,
         "n_questions": len({r.get("question") for r in records}),
@@ -203,16 +201,14 @@ def summarize_orders(verdicts: Sequence[tuple[str | None, str | None]]) -> dict[
     (a tie or an unreadable verdict is not correct); position bias = share of the pairs readable in both orders whose
     verdict was A both times or B both times; `accuracy_both_orders` combines the two (judge.pair_outcome: ties and
     conflicting verdicts as half) over the pairs with a readable verdict in some order."""
-    from training.eval.judge import pair_outcome
+    from training.eval.judge import pair_outcome, summarize_pairs
 
     n = len(verdicts)
     first = sum(v[0] == "A" for v in verdicts)
     second = sum(v[1] == "B" for v in verdicts)
     both = [v for v in verdicts if v[0] is not None and v[1] is not None]
     same = sum(v[0] == v[1] and v[0] in ("A", "B") for v in both)
-    outcomes = [pair_outcome(a, b) for a, b in verdicts]
-    decided = [o for o in outcomes if o is not None]
-    score = sum(1.0 if o == "win" else 0.5 if o == "tie" else 0.0 for o in decided)
+    combined = summarize_pairs([{"outcome": pair_outcome(a, b)} for a, b in verdicts])
     return {
         "n": n,
         "accuracy_better_first": rounded(first / n if n else None),
@@ -227,8 +223,8 @@ def summarize_orders(verdicts: Sequence[tuple[str | None, str | None]]) -> dict[
         "position_bias": rounded(same / len(both) if both else None),
         "a_both_times": sum(v == ("A", "A") for v in both),
         "b_both_times": sum(v == ("B", "B") for v in both),
-        "accuracy_both_orders": rounded(score / len(decided) if decided else None),
-        "n_decided": len(decided),
+        "accuracy_both_orders": combined["win_rate"],
+        "n_decided": n - combined["n_invalid"],
     }
 
 
@@ -387,8 +383,7 @@ async def run_rater_check(cfg: DictConfig, folder: Path) -> tuple[dict[str, Any]
             "backend": str(cfg.backend.get("name")),
             "model": str(cfg.backend.get("model") or backend.model),
             "mode": settings.mode,
-            "settings": {"max_reasks": settings.max_reasks, "top_k": settings.top_k, "min_mass": settings.min_mass,
-                         "temperature": settings.temperature},
+            "settings": {k: getattr(settings, k) for k in ("max_reasks", "top_k", "min_mass", "temperature")},
             "sampling": {k: getattr(sampling, k) for k in ("temperature", "max_tokens", "top_p", "prefix")},
             "limit": cfg.rater_check.limit,
             "seconds": round(rated_s, 1),
