@@ -67,8 +67,7 @@ def largest_improvements(records: Sequence[dict[str, Any]]) -> list[int]:
 
 def unreadable_count(record: dict[str, Any]) -> int:
     """Unreadable peer ratings plus unreadable observer alignment scores of one turn."""
-    observer = sum(score(record, stage) is None for stage in ("draft", "revision"))
-    return sum(r is None for r in peer_ratings(record)) + observer
+    return sum(r is None for r in [*peer_ratings(record), score(record, "draft"), score(record, "revision")])
 
 
 def unreadable_turns(records: Sequence[dict[str, Any]]) -> list[int]:

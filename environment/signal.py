@@ -7,6 +7,7 @@ every statistic here and counted only in `valid_share`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -75,16 +76,14 @@ def mean_gap(groups: Iterable[Iterable[Any]]) -> float | None:
 
 def _ranks(values: Sequence[float]) -> list[float]:
     """1-based ranks; tied values share the average of the ranks they span."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
+    order = sorted(range(len(values)), key=values.__getitem__)
     ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1
-        start = end + 1
+    start = 0  # a run of ties holds sorted positions start .. start + len(tied) - 1 (ranks one higher)
+    for _, group in itertools.groupby(order, key=values.__getitem__):
+        tied = list(group)
+        for index in tied:
+            ranks[index] = start + (len(tied) + 1) / 2
+        start += len(tied)
     return ranks
 
 
@@ -148,8 +147,7 @@ def episode_signal(records: list[dict[str, Any]]) -> dict[str, Any]:
     interactions = [[observer_score(r, s, "alignment") for s in ("draft", "revision")] for r in records]
     peer_means = [sum(p) / len(p) if p else None for p in peer_by_draft]
     observer = [valid_rating(observer_score(r, "draft", "alignment")) for r in records]
-    pairs = sum(p is not None and o is not None for p, o in zip(peer_means, observer, strict=True))
-    rated = [(p, o) for p, o in zip(peer_by_draft, observer, strict=True) if p and o is not None]
+    rated = [(p, o) for p, o in zip(peer_by_draft, observer, strict=True) if p and o is not None]  # the pairs of ρ
     same = sum(all(v == o for v in p) for p, o in rated)  # every peer gave the observer's exact number
     return {
         "records": len(records),
@@ -159,7 +157,7 @@ def episode_signal(records: list[dict[str, Any]]) -> dict[str, Any]:
         "n_multi": len(_multi(interactions)),
         "peer_observer_agreement": {
             "spearman": rounded(spearman(peer_means, observer)),
-            "n": pairs,
+            "n": len(rated),
             "identical_share": rounded(same / len(rated)) if rated else None,
         },
     }

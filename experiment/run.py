@@ -68,7 +68,7 @@ def data_summary(data: Stage) -> dict[str, Any] | None:
     return {k: card.get(k) for k in ("episodes", "groups", "responses", "groups_per_kind", "signal")}
 
 
-def analyse(cfg: DictConfig, runs: dict[str, Stage], evaluation: Stage) -> dict[str, Any]:
+def analyse(cfg: DictConfig, evaluation: Stage) -> dict[str, Any]:
     """Per-item scores of every label, the table over seeds and the claims' paired tests."""
     e = cfg.experiment
     arms: dict[str, list] = {BASE: [item_scores(evaluation.folder, BASE, str(e.headline))]}
@@ -94,7 +94,7 @@ def run(cfg: DictConfig) -> Path:
     started, seconds = time.perf_counter(), {}
     for stage in [*worlds, data, *runs.values(), evaluation]:
         seconds[stage.name] = round(stage.run(log), 1)
-    results = analyse(cfg, runs, evaluation)
+    results = analyse(cfg, evaluation)
     results |= {
         "experiment": OmegaConf.to_container(cfg.experiment, resolve=True),
         "overrides": task_overrides(),
