@@ -25,7 +25,7 @@ from training.eval import judge as judging
 from training.eval import rater_check
 from training.eval import tasks as mc
 from training.eval.bigbench import bigbench_folder, subsample
-from training.eval.report import RULES, write_report
+from training.eval.report import RULES, _fmt, write_report
 from training.eval.world_curves import world_curves
 
 PROG = "sa-eval"
@@ -81,8 +81,9 @@ def check_config(cfg: DictConfig) -> tuple[list[str], list[str]]:
     """Validate the user-facing keys (conf/schema/training.py) and the local checkpoints; return (models, labels),
     both empty when no task evaluates the models."""
     app = checked(as_app(cfg, EvalApp))
-    if "rater" in app.tasks:
-        rater_check.check_settings(cfg)
+    if "rater" in app.tasks:  # `rater` and the rating sampling, before anything is loaded (one-line errors)
+        rater_check.rater_settings(cfg)
+        rater_check.rating_sampling(cfg)
     if not set(app.tasks) & set(MODEL_TASKS):
         return [], []
     for model in app.models:
@@ -141,10 +142,8 @@ def score_model(model: str, label: str, questions: dict[str, list[mc.Question]],
     )  # fmt: skip
     records: list[dict[str, Any]] = []
     for task, items in questions.items():
-        t0 = time.perf_counter()
-        with rater_check._progress(
-            cfg.progress, sum(len(q.choices) for q in items), f"{label} {task}", "choice"
-        ) as bar:
+        t0, choices = time.perf_counter(), sum(len(q.choices) for q in items)
+        with rater_check._progress(cfg.progress, choices, f"{label} {task}", "choice") as bar:
             records += mc.score_questions(scorer, items, bar.update)
         print(f"{PROG}: {label}: {task} scored ({len(items)} items, {time.perf_counter() - t0:.1f} s)", flush=True)
     summary = mc.summarize(records)
@@ -287,9 +286,8 @@ def headline_lines(report_json: Path) -> list[str]:
             parts.append(f"judge{mode} {judge['mean_score']:.2f}/{judge.get('scale', [1, 10])[1]}")
         lines.append(f"{PROG}: {m['label']}: " + (", ".join(parts) or "no scores"))
     for p in data.get("pairwise", []):
-        rate = "–" if p["win_rate"] is None else f"{p['win_rate']:.3f}"
         by = " (by score)" if p.get("by") == "score" else ""
-        lines.append(f"{PROG}: {p['model']} vs {p['reference']}: win rate{by} {rate}")
+        lines.append(f"{PROG}: {p['model']} vs {p['reference']}: win rate{by} {_fmt(p['win_rate'])}")
     check = data.get("rater_check")
     if check:
         lines.append(f"{PROG}: rater ({check['mode']}): {check['verdict']}")

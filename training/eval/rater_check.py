@@ -291,13 +291,6 @@ def rater_settings(cfg: DictConfig) -> Any:
     return RaterSettings(max_reasks=int(cfg.rater_check.max_reasks), **node)  # >= 0: conf/schema/training.py
 
 
-def check_settings(cfg: DictConfig) -> None:
-    """Validate `rater` and the rating sampling before anything is loaded (one-line errors; `rater_check`'s own keys:
-    conf/schema/training.py)."""
-    rater_settings(cfg)
-    rating_sampling(cfg)
-
-
 def rating_sampling(cfg: DictConfig) -> Any:
     """The backend's `sampling` with the non-null keys of `rater_check.sampling` on top (as sa-simulate layers
     agent.rating_sampling and observer.sampling over the backend's)."""
