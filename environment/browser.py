@@ -157,10 +157,9 @@ def write_page(run_dir: str | os.PathLike[str]) -> Path:
     return path
 
 
-def write_after_run(run_dir: Path, enabled: bool = True) -> Path | None:
-    """sa-simulate's last step (`run.browser`): the run dir's page; a failure is one warning line, the run is kept."""
-    if not enabled:
-        return None
+def write_after_run(run_dir: Path) -> Path | None:
+    """sa-simulate's last step (when `run.browser`): the run dir's page; a failure is one warning line, the run is
+    kept."""
     try:
         path = write_page(run_dir)
     except Exception as error:  # noqa: BLE001 - a page must never cost the run its exit status

@@ -162,7 +162,8 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "backends": backends,
     })  # fmt: skip
     write_json(run_dir / METRICS, metrics)
-    write_after_run(run_dir, cfg.run.browser)  # episodes.html; a failure only warns
+    if cfg.run.browser:
+        write_after_run(run_dir)  # episodes.html; a failure only warns
     if cfg.run.plots and store.records:
         plot_all(store.records, grid.size, run_dir / "plots")
     if error is not None:

@@ -14,7 +14,6 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,6 @@ from conf.errors import UserError
 
 MARKER = "stage.json"
 BIN = Path(sys.executable).parent
-
-
-def stage_key(command: str, overrides: Sequence[str], inputs: Sequence[str] = ()) -> str:
-    """12 hex digits of sha256 over the command, its overrides and the keys of its inputs (order kept)."""
-    text = json.dumps({"command": command, "overrides": list(overrides), "inputs": list(inputs)})
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -44,7 +37,9 @@ class Stage:
 
     @property
     def key(self) -> str:
-        return stage_key(self.command, self.overrides, self.inputs)
+        """12 hex digits of sha256 over the command, its overrides and the keys of its inputs (order kept)."""
+        text = json.dumps({"command": self.command, "overrides": list(self.overrides), "inputs": list(self.inputs)})
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
     def folder(self) -> Path:
