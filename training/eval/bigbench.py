@@ -79,8 +79,7 @@ def fetch_bigbench(target: Path | None = None, *, timeout: float = 900.0) -> Pat
             raise UserError(f"could not download {BIGBENCH_SPEC} from PyPI ({error}); {_HOW_TO_FIX}") from None
         roots = sorted(tmp.glob("pip-*/*/bigbench/benchmark_tasks")) + sorted(tmp.glob("**/bigbench/benchmark_tasks"))
         if not roots:
-            last = (proc.stderr or proc.stdout or "no output").strip().splitlines()
-            reason = last[-1] if last else "no output"
+            reason = ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1]
             raise UserError(f"could not download {BIGBENCH_SPEC} from PyPI ({reason}); {_HOW_TO_FIX}")
         root = roots[0]
         for member, name in TASK_FILES.items():
@@ -135,13 +134,11 @@ def load_json_task(path: Path) -> dict[str, Any]:
     if not isinstance(examples, list) or not examples:
         raise UserError(f"{path}: not a BIG-bench task JSON (no `examples` list); delete it to re-download")
     for number, example in enumerate(examples):
-        scores = example.get("target_scores") if isinstance(example, dict) else None
-        if (
-            not isinstance(example.get("input") if isinstance(example, dict) else None, str)
-            or not isinstance(scores, dict)
-            or len(scores) < 2
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in scores.values())
-        ):
+        fields = example if isinstance(example, dict) else {}
+        scores = fields.get("target_scores")
+        values = list(scores.values()) if isinstance(scores, dict) else []
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if not isinstance(fields.get("input"), str) or len(values) < 2 or not numeric:
             raise UserError(
                 f"{path}: example {number} is not {{'input': str, 'target_scores': {{choice: 0|1, ...}}}} "
                 "with at least two choices; delete it to re-download"
