@@ -165,10 +165,8 @@ async def compare_answers(
     verdicts), or None (no readable verdict in either order)."""
 
     async def one(question: dict[str, str], mine: str, theirs: str) -> dict[str, Any]:
-        prompts = [
-            PAIR_PROMPT.format(criteria=CRITERIA, question=question["question"], a=mine, b=theirs),
-            PAIR_PROMPT.format(criteria=CRITERIA, question=question["question"], a=theirs, b=mine),
-        ]
+        orders = ((mine, theirs), (theirs, mine))
+        prompts = [PAIR_PROMPT.format(criteria=CRITERIA, question=question["question"], a=a, b=b) for a, b in orders]
         results = [await _ask(judge, p, sampling, max_reasks, parse_verdict) for p in prompts]
         return {
             "id": question["id"],

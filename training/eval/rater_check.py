@@ -396,8 +396,7 @@ async def run_rater_check(cfg: DictConfig, folder: Path) -> tuple[dict[str, Any]
                 "seconds": round(time.perf_counter() - t0, 1),
             }
             for record, judgement in zip(records, judged, strict=True):
-                record["pairwise_verdicts"] = judgement["verdicts"]
-                record["pairwise_reasons"] = judgement["reasons"]
+                record.update(pairwise_verdicts=judgement["verdicts"], pairwise_reasons=judgement["reasons"])
     finally:
         await close_all()
     return section, records

@@ -197,8 +197,7 @@ def adversarial_drop(summary: dict[str, dict[str, Any]]) -> dict[str, Any] | Non
         return None if a is None or b is None else round(a - b, 4)
 
     return {
-        "score": diff(clean["score"], adv["score"]),
-        "score_norm": diff(clean["score_norm"], adv["score_norm"]),
+        **{key: diff(clean[key], adv[key]) for key in ("score", "score_norm")},
         "categories": {
             name: {key: diff(cat[key], adv["categories"].get(name, {}).get(key)) for key in ("score", "score_norm")}
             for name, cat in clean["categories"].items()
