@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from conf.errors import UserError, one_line
+from conf.errors import UserError, one_line, require
 from environment.records import EpisodeFormatError, read_episodes, valid_rating
 from environment.signal import feedback_ratings, observer_score
 from memory.atomic import atomic_write_bytes
@@ -125,8 +125,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"{path}: unreadable ({error}); restore it or move it away") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path}: not a JSON object; restore it or move it away")
+    require(isinstance(value, dict), f"{path}: not a JSON object; restore it or move it away")
     return value
 
 
@@ -176,11 +175,9 @@ def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
         path = Path(raw)
         if path.is_file() and path.name == EPISODES:
             path = path.parent
-        if not path.is_dir():
-            raise UserError(f"{path}: no such folder; give a run dir of sa-simulate or a folder above run dirs")
+        require(path.is_dir(), f"{path}: no such folder; give a run dir of sa-simulate or a folder above run dirs")
         beneath = [path] if (path / EPISODES).exists() else sorted(p.parent for p in path.rglob(EPISODES))
-        if not beneath:
-            raise UserError(f"{path}: no {EPISODES} here or beneath; give a run dir of sa-simulate")
+        require(bool(beneath), f"{path}: no {EPISODES} here or beneath; give a run dir of sa-simulate")
         found += [p for p in beneath if p not in found]
     return found
 
@@ -233,8 +230,7 @@ def browse(args: argparse.Namespace) -> list[Path]:
             written.append(write_index(Path(root), pages))
     if args.screenshot:
         pages = [p for p in written if p.name == PAGE]
-        if len(pages) != 1:
-            raise UserError(f"--screenshot takes one world, got {len(pages)}; give a single run dir")
+        require(len(pages) == 1, f"--screenshot takes one world, got {len(pages)}; give a single run dir")
         written.append(screenshot(pages[0], args.screenshot))
     return written
 

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from conf.errors import UserError
+from conf.errors import UserError, require
 from environment.records import record_key, validate_record
 
 Key = tuple[str, int, int]
@@ -37,8 +37,7 @@ class EpisodeStore:
     def open(self) -> EpisodeStore:
         """Scan the existing file (validate, recover a partial tail), then open it for appending."""
         if self.path.exists():
-            if not self.path.is_file():
-                raise UserError(f"{self.path} is not a file; move it away or choose a new run dir")
+            require(self.path.is_file(), f"{self.path} is not a file; move it away or choose a new run dir")
             self._scan()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
