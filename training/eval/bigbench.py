@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from conf.errors import UserError
+from conf.errors import UserError, require
 
 T = TypeVar("T")
 BIGBENCH_SPEC = "bigbench==1.0.0"
@@ -84,8 +84,7 @@ def fetch_bigbench(target: Path | None = None, *, timeout: float = 900.0) -> Pat
         root = roots[0]
         for member, name in TASK_FILES.items():
             source = root / member
-            if not source.is_file():
-                raise UserError(f"{BIGBENCH_SPEC} has no {member}; {_HOW_TO_FIX}")
+            require(source.is_file(), f"{BIGBENCH_SPEC} has no {member}; {_HOW_TO_FIX}")
             partial = target / (name + ".part")
             shutil.copyfile(source, partial)
             partial.replace(target / name)
@@ -113,13 +112,11 @@ def bigbench_folder(configured: str | None, download: bool = True) -> Path:
     """The folder with the task JSONs: the configured one, else the cache (downloaded on first use)."""
     if configured:
         folder = Path(configured).expanduser()
-        if not folder.is_dir():
-            raise UserError(f"bigbench_dir {configured} is not a folder; point it at the BIG-bench task JSONs")
+        require(folder.is_dir(), f"bigbench_dir {configured} is not a folder; point it at the BIG-bench task JSONs")
         return folder
     folder = default_cache()
     if missing_files(folder):
-        if not download:
-            raise UserError(f"BIG-bench tasks are not in {folder}; run once with `download=true` while online")
+        require(download, f"BIG-bench tasks are not in {folder}; run once with `download=true` while online")
         fetch_bigbench(folder)
     return folder
 
@@ -155,8 +152,7 @@ def read_jsonl(path: Path, what: str, fix: str, empty: str, row: Callable[[int, 
         rows = [row(number, json.loads(line)) for number, line in lines if line.strip()]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, AttributeError) as error:
         raise UserError(f"{what} {path}: {error}; {fix}") from None
-    if not rows:
-        raise UserError(f"{what} {path} is empty; {empty}")
+    require(bool(rows), f"{what} {path} is empty; {empty}")
     return rows
 
 
@@ -212,7 +208,6 @@ def subsample(items: list[MCItem], limit: int | None, seed: int = 0) -> list[MCI
     """A seeded random subset of `limit` items, kept in file order (all items when limit is None)."""
     if limit is None or limit >= len(items):
         return items
-    if limit < 1:
-        raise UserError(f"limit {limit} must be a positive number of items or null for all")
+    require(limit >= 1, f"limit {limit} must be a positive number of items or null for all")
     keep = sorted(random.Random(seed).sample(range(len(items)), limit))
     return [items[i] for i in keep]

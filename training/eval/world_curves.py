@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conf.errors import UserError
+from conf.errors import UserError, require
 from environment.analysis import OBSERVER_COLUMNS, by_round
 from environment.records import EpisodeFormatError, read_episodes
 from environment.signal import episode_signal, noise_warning
@@ -18,8 +18,7 @@ def episodes_file(world: str | Path) -> Path:
     path = Path(str(world)).expanduser()
     if path.is_dir():
         path = path / "episodes.jsonl"
-    if not path.is_file():
-        raise UserError(f"no episodes file at {path}; pass world_dir=<sa-simulate run dir or its episodes.jsonl>")
+    require(path.is_file(), f"no episodes file at {path}; pass world_dir=<sa-simulate run dir or its episodes.jsonl>")
     return path
 
 
@@ -31,8 +30,7 @@ def world_curves(world: str | Path) -> dict[str, Any]:
         episodes = list(read_episodes(path))
     except EpisodeFormatError as error:
         raise UserError(f"{error}; pass the episodes.jsonl written by sa-simulate") from None
-    if not episodes:
-        raise UserError(f"{path} holds no episodes; run sa-simulate first")
+    require(bool(episodes), f"{path} holds no episodes; run sa-simulate first")
     tallies = by_round(episodes)
     rounds = [
         {"round": number, "n": tally.records, **{column: tally.mean(column, 4) for column in OBSERVER_COLUMNS}}
