@@ -370,7 +370,6 @@ async def run_rater_check(cfg: DictConfig, folder: Path) -> tuple[dict[str, Any]
     try:
         backend = build_backend(cfg.backend)
         records, usage = await rate_pairs(Rater(backend, settings, sampling), pairs, bool(cfg.progress))
-        rated_s = time.perf_counter() - started
         section: dict[str, Any] = {
             "source": "BIG-bench hhh_alignment (evaluation only)",
             "backend": str(cfg.backend.get("name")),
@@ -379,7 +378,7 @@ async def run_rater_check(cfg: DictConfig, folder: Path) -> tuple[dict[str, Any]
             "settings": {k: getattr(settings, k) for k in ("max_reasks", "top_k", "min_mass", "temperature")},
             "sampling": {k: getattr(sampling, k) for k in ("temperature", "max_tokens", "top_p", "prefix")},
             "limit": cfg.rater_check.limit,
-            "seconds": round(rated_s, 1),
+            "seconds": round(time.perf_counter() - started, 1),
             "usage": {k: v for k, v in usage.to_dict().items() if k != "seconds"},  # latencies overlap: no sum
             **summarize(records, int(cfg.seed)),
         }  # fmt: skip
