@@ -28,7 +28,6 @@ from memory.atomic import atomic_write_bytes
 from training.collator import pad_rows
 from training.logprobs import sequence_logps, supports_shared_prompt
 
-Message = dict[str, str]
 Conversation = tuple[tuple[str, str], ...]  # ((role, content), ...): hashable chat messages before the answer
 
 
