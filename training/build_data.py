@@ -130,8 +130,7 @@ def episode_problem(record: dict[str, Any]) -> str | None:
             fields.append((f"feedback[{index}].{key}", item.get(key), kinds, True))
         fields.append((f"feedback[{index}].valid", item.get("valid"), (bool,), True))
     for name, value, kinds, nullable in fields:
-        problem = _field_problem(value, kinds, nullable)
-        if problem:
+        if problem := _field_problem(value, kinds, nullable):
             return f"field {name} {problem}"
     if not record["question"].strip():
         return "field question is empty"
@@ -215,8 +214,7 @@ def read_checked(path: Path) -> list[dict[str, Any]]:
     except EpisodeFormatError as error:
         raise UserError(f"{error}; {fix}") from None
     for index, record in enumerate(records):
-        problem = episode_problem(record)
-        if problem:
+        if problem := episode_problem(record):
             raise UserError(f"{path}:{_record_line(path, index)}: not a usable episode record ({problem}); {fix}")
     return records
 
@@ -248,8 +246,7 @@ def build_groups(
             ratings.append(rating_view(record))
             stats["invalid_ratings"] += _count_invalid(ratings[-1])
             for kind, prompt, response in samples_from_episode(record, min_score, echo_words):
-                echo = response.pop("echo", None)
-                if echo:
+                if echo := response.pop("echo", None):
                     stats["protocol_echoes"] += 1
                     if len(echo_examples) < ECHO_EXAMPLES:
                         echo_examples.append({"kind": kind, "rating": response["rating"], "echoes": echo,
@@ -326,8 +323,8 @@ def data_card(
     stats: Counter,
     files: list[Path],
     cfg: DictConfig,
-    episodes: list[dict[str, Any]] | None = None,
-    plan: dict[str, Any] | None = None,
+    episodes: list[dict[str, Any]],
+    plan: dict[str, Any],
 ) -> dict[str, Any]:
     """Counts per kind, model and persona (groups and responses), what was dropped and why, the mix (`plan` from
     `mix`: anchor kind, groups available / cap / kept / dropped per kind) and the signal section (`episodes`: the
@@ -351,16 +348,15 @@ def data_card(
         "rating_histogram": histogram([r["rating"] for r in responses]),
         "group_size_histogram": {str(k): v for k, v in sorted(Counter(len(i["responses"]) for i in items).items())},
         "mix": {"ratio": OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None, "staged": bool(cfg.mix.staged),
-                **(plan or {})},
+                **plan},
     }  # fmt: skip
     # Does the written data carry signal? group_signal over the ratings of each written group; episode_signal of the
     # episodes read (valid shares, peer–observer agreement).
     card["signal"] = {
         "groups": group_signal([r["rating"] for r in item["responses"]] for item in items),
-        "episodes": episode_signal(episodes or []),
+        "episodes": episode_signal(episodes),
     }
-    warning = noise_warning(card["signal"], "sa-build-data")
-    if warning:
+    if warning := noise_warning(card["signal"], "sa-build-data"):
         card["signal_warning"] = warning
     return card
 
@@ -405,14 +401,10 @@ def signal_lines(signal: dict[str, Any]) -> list[str]:
 
 def mix_table(mix: dict[str, Any]) -> str:
     """The mix as markdown: per kind the groups available, the cap (relative to the anchor), kept and dropped."""
-    per_kind = mix.get("per_kind")
-    if not per_kind:
-        return "### Mix\n\nevery group kept (mix.ratio null)\n"
-    anchor = mix.get("anchor")
     rows = "\n".join(
-        f"| {kind}{' (anchor)' if kind == anchor else ''} | {row['available']} | "
+        f"| {kind}{' (anchor)' if kind == mix['anchor'] else ''} | {row['available']} | "
         f"{'all' if row['cap'] is None else row['cap']} | {row['kept']} | {row['dropped']} |"
-        for kind, row in per_kind.items()
+        for kind, row in mix["per_kind"].items()
     )
     return f"### Mix\n\n| kind | available | cap | kept | dropped |\n|---|---|---|---|---|\n{rows}\n"
 

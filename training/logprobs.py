@@ -111,8 +111,7 @@ def _forward_logps(model: nn.Module, chunk: PackedRows) -> tuple[torch.Tensor, t
     if chunk.position_ids is not None:  # shared-prompt layout
         mask = shared_prompt_mask(chunk.segment_ids, additive=attention_implementation(model) == "eager")
         inputs.update(position_ids=chunk.position_ids, attention_mask=mask)
-    trim = _accepts(model, "logits_to_keep")
-    if trim:
+    if trim := _accepts(model, "logits_to_keep"):
         inputs["logits_to_keep"] = length - start
     project = _project_only(model, rows, predictor - start, length - start) if trim else contextlib.nullcontext()
     with project:

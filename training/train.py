@@ -40,7 +40,6 @@ from training.losses import LOSSES, SELECT_ALL
 from training.modeling import load_tokenizer, mixed_precision, pick_device
 from training.throughput import Throughput, peak_tflops
 
-CHECKPOINTS = "checkpoints"
 ALL_RESPONSES = 1 << 30
 
 
@@ -142,7 +141,6 @@ class Schedule:
     ceil(groups / batch_size) optimizer steps, each group seen exactly once across the processes. Only cfg.train
     (batch_size, epochs, max_steps) and the data decide the steps, the LR curve and which groups each step sees."""
 
-    groups: int
     batch_size: int
     processes: int
     accum: int
@@ -155,7 +153,7 @@ class Schedule:
         accum = math.ceil(batch_size / (int(t.groups_per_batch) * processes))
         steps_per_epoch = math.ceil(groups / batch_size)
         total = int(t.max_steps) if int(t.max_steps) > 0 else int(t.epochs) * steps_per_epoch
-        return cls(groups, batch_size, processes, accum, steps_per_epoch, total)
+        return cls(batch_size, processes, accum, steps_per_epoch, total)
 
     def micro_batches(self, step: list[list[int]], rank: int) -> list[tuple[list[int], float]]:
         """This process's (positions, loss weight) micro-batches of one step of `epoch_plan`; an empty slot (a step
