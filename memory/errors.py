@@ -1,6 +1,6 @@
 """Errors the memory layer raises for bad files: one line naming the file, what is wrong and how to fix it.
 
-They are `ValueError`s (memory depends on nothing of ours); commands turn them into `conf.cli.UserError`.
+They are `ValueError`s (memory depends on nothing of ours); commands turn them into `conf.errors.UserError`.
 """
 
 from __future__ import annotations
