@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,21 +68,24 @@ _RATING_KEYS = ("rating", "score", "value")
 _REASON_KEYS = ("reason", "explanation", "comment", "rationale")
 
 
-def _json_verdicts(text: str) -> list[_Verdict]:
-    found = []
+def json_objects(text: str) -> Iterator[tuple[re.Match[str], dict[str, Any]]]:
+    """Each flat `{...}` in a reply that parses as a JSON object, with its keys lower-cased (the rating's and the
+    pairwise judge's verdicts)."""
     for match in _JSON_OBJECT.finditer(text):
         try:
             data = json.loads(match.group(0))
         except json.JSONDecodeError:
             continue
-        if not isinstance(data, dict):
-            continue
-        lower = {str(k).lower(): v for k, v in data.items()}
-        for key in _RATING_KEYS:
-            if key in lower:
-                reason = next((str(lower[k]) for k in _REASON_KEYS if k in lower), "")
-                found.append(_Verdict(lower[key], reason, match.start(), match.end(), match.group(0)))
-                break
+        if isinstance(data, dict):
+            yield match, {str(k).lower(): v for k, v in data.items()}
+
+
+def _json_verdicts(text: str) -> list[_Verdict]:
+    found = []
+    for match, data in json_objects(text):
+        if key := next((k for k in _RATING_KEYS if k in data), None):
+            reason = next((str(data[k]) for k in _REASON_KEYS if k in data), "")
+            found.append(_Verdict(data[key], reason, match.start(), match.end(), match.group(0)))
     return found
 
 

@@ -11,7 +11,6 @@ A judge reply that never yields a valid score is stored as `score: null` and lef
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from agents.backends.base import ChatBackend, Message, Sampling, Usage
 from agents.backends.errors import CallFailed
 from agents.prompts import SCALE_HIGH as RATER_HIGH
 from agents.prompts import SCALE_LOW as RATER_LOW
-from agents.ratings import parse_rating
+from agents.ratings import json_objects, parse_rating
 from conf.errors import UserError
 from training.eval.alignment import outcome, rate_alignment
 from training.eval.bigbench import read_jsonl
@@ -47,7 +46,7 @@ PAIR_PROMPT = (
 REASK = "Your reply could not be read ({problem}). Answer again, exactly in the requested form."
 
 _WINNER = re.compile(r"winner\W{0,3}\s*[:=]\s*\**\s*\"?(?P<w>A|B|tie)\b", re.IGNORECASE)
-_JSON_OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
+_VERDICTS = {"a": "A", "b": "B", "tie": "tie"}  # a verdict as read (lower case) → as recorded
 
 
 def load_questions(path: str | Path | None = None, limit: int | None = None) -> list[dict[str, str]]:
@@ -76,22 +75,14 @@ def parse_verdict(text: str, shown: str = "") -> tuple[str | None, str, str | No
     A/B; anything else is None (never a guess). Verdicts quoted from the prompt (`shown`) are not the judge's; two
     different verdicts are unreadable; the last one counts."""
     found: list[tuple[int, str, str]] = []  # (position, verdict, reason)
-    for match in _JSON_OBJECT.finditer(text):
-        try:
-            data = json.loads(match.group(0))
-        except json.JSONDecodeError:
-            continue
-        if isinstance(data, dict) and not (shown and match.group(0) in shown):
-            lower = {str(k).lower(): v for k, v in data.items()}
-            value = str(lower.get("winner", "")).strip().lower()
-            if value in {"a", "b", "tie"}:
-                found.append((match.start(), "tie" if value == "tie" else value.upper(), str(lower.get("reason", ""))))
+    for match, data in json_objects(text):
+        value = str(data.get("winner", "")).strip().lower()
+        if value in _VERDICTS and not (shown and match.group(0) in shown):
+            found.append((match.start(), _VERDICTS[value], str(data.get("reason", ""))))
     for match in _WINNER.finditer(text):
-        if shown and match.group(0) in shown:
-            continue
-        value = match.group("w").lower()
-        reason = re.split(r"reason\W{0,3}\s*[:=]", text[match.end() :], maxsplit=1, flags=re.IGNORECASE)[-1]
-        found.append((match.start(), "tie" if value == "tie" else value.upper(), reason.strip()))
+        if not (shown and match.group(0) in shown):
+            reason = re.split(r"reason\W{0,3}\s*[:=]", text[match.end() :], maxsplit=1, flags=re.IGNORECASE)[-1]
+            found.append((match.start(), _VERDICTS[match.group("w").lower()], reason.strip()))
     if len({verdict for _, verdict, _ in found}) > 1:
         return None, "", f"the reply holds different verdicts {sorted({v for _, v, _ in found})}"
     if found:
