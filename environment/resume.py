@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from conf import flatten
 from conf.errors import UserError, one_line, require
 from environment.questions import load_questions
 from environment.world import World
@@ -126,18 +127,6 @@ LEGACY: dict[str, Any] = {
     "memory.hnsw_ef_search": 128, "memory.ivf_nlist": 0, "memory.ivf_nprobe": 16, "memory.ivf_min_train": 2048,
     "memory.priors_per_agent": 50, "memory.population": "all_bad", "memory.priors_path": None,
 }  # fmt: skip
-
-
-def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings → dotted keys (lists and empty mappings are values)."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def recorded_settings(theirs: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from conf import CONFIG_DIR
+from conf import CONFIG_DIR, flatten
 from conf.errors import UserError
-from environment.resume import LEGACY, check_fingerprint, config_fingerprint, flatten, recorded_settings
+from environment.resume import LEGACY, check_fingerprint, config_fingerprint, recorded_settings
 from environment.simulate import WORLD
 
 # world.json as sa-simulate wrote it for the default settings before rater settings were recorded (v0) and at

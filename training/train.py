@@ -11,7 +11,6 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, get_scheduler
 
+from conf import flatten
 from conf.cli import hydra_command, save_hydra_config
 from conf.errors import UserError, require
 from conf.paths import resolve_model_path
@@ -355,15 +355,8 @@ def _load_state(accelerator: Accelerator, path: Path) -> None:
 
 def _flat_config(cfg: DictConfig) -> dict[str, Any]:
     """Hyper-parameters for TensorBoard (scalars and strings only)."""
-
-    def walk(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                yield from walk(value, f"{prefix}{key}.")
-        elif isinstance(node, int | float | str | bool):
-            yield prefix[:-1], node
-
-    return dict(walk(OmegaConf.to_container(cfg, resolve=True), ""))
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    return {key: value for key, value in flat.items() if isinstance(value, int | float | str | bool)}
 
 
 def save_checkpoint(
