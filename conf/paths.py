@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 EMBEDDED_CHAT_MODEL = "embedded:smollm2"
-_ALIASES = {EMBEDDED_CHAT_MODEL, "smollm2", "SmolLM2-135M-Instruct"}
+ALIASES = {EMBEDDED_CHAT_MODEL, "smollm2", "SmolLM2-135M-Instruct"}
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -77,4 +77,4 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
 def resolve_model_path(name: str) -> str:
     """Map the embedded alias to its converted folder; pass any other name or path through unchanged."""
-    return str(embedded_chat_model_dir()) if name in _ALIASES else name
+    return str(embedded_chat_model_dir()) if name in ALIASES else name

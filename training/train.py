@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, get_scheduler
 from conf import flatten
 from conf.cli import hydra_command, save_hydra_config
 from conf.errors import UserError, require
-from conf.paths import resolve_model_path
+from conf.paths import ALIASES, resolve_model_path
 from conf.schema import checked
 from conf.schema.training import Loss, TrainApp, as_app
 from environment.signal import group_signal, noise_warning
@@ -60,7 +60,7 @@ def check_model_name(name: Any) -> None:
     """`model.name` is the embedded alias, a model folder or a hub id (`org/name`); a missing path is an error."""
     text = str(name)
     fix = "pass a Hugging Face model folder (with config.json), a hub id or embedded:smollm2"
-    if text.startswith("embedded:") or text in ("smollm2", "SmolLM2-135M-Instruct"):
+    if text in ALIASES or text.startswith("embedded:"):
         return
     path = Path(text).expanduser()
     if path.exists():
