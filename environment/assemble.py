@@ -32,7 +32,6 @@ from environment.resume import replay
 from environment.world import World
 
 DEFAULT_K = 4
-_INDEX_KEYS = ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nlist", "ivf_nprobe", "ivf_min_train")
 
 
 def grid_from(cfg: DictConfig) -> tuple[Grid, int]:
@@ -123,13 +122,15 @@ def _observer(cfg: DictConfig, usage: UsageTotal) -> tuple[Any, str]:
 
 def _memories(cfg: DictConfig, dim: int, n: int) -> tuple[dict[int, Any], list[Any]]:
     """An empty memory store per agent and each agent's seeded priors."""
+    from memory.indexes import IndexParams
     from memory.priors import load_priors, seed
     from memory.store import MemoryStore
 
     mem = cfg.memory
+    index_params = {k: mem[k] for k in IndexParams.__dataclass_fields__}
     try:
         stores = {a: MemoryStore(dim, mem.index, recency_weight=float(mem.recency_weight),
-                                 recency_half_life=float(mem.recency_half_life), **{k: mem[k] for k in _INDEX_KEYS})
+                                 recency_half_life=float(mem.recency_half_life), **index_params)
                   for a in range(n)}  # fmt: skip
     except ValueError as error:
         raise UserError(f"memory: {error}") from None
