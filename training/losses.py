@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -211,21 +211,14 @@ def simpo_loss(
     return _pair_loss(logits, nll_w, groups, preferred, nll_weight, nll_low=low, reward_accuracy=accuracy)
 
 
-@dataclass(frozen=True)
-class LossSpec:
-    """A loss as the trainer sees it: its config class (the parameters, what it selects, whether it needs a reference
-    model: conf.schema.training.LOSSES) and the function that computes it from the statistics and that config."""
+class LossSpec(NamedTuple):
+    """A loss as the trainer sees it: which responses it forwards and whether it needs a reference model (its config
+    class in conf.schema.training.LOSSES says both) and the function that computes it from the statistics and that
+    config."""
 
-    config: type[Loss]
+    select: str
+    needs_reference: bool
     compute: Callable[[ResponseStats, Any], LossOutput]
-
-    @property
-    def select(self) -> str:
-        return self.config.select
-
-    @property
-    def needs_reference(self) -> bool:
-        return self.config.needs_reference
 
 
 _COMPUTE: dict[type[Loss], Callable[[ResponseStats, Any], LossOutput]] = {
@@ -235,4 +228,6 @@ _COMPUTE: dict[type[Loss], Callable[[ResponseStats, Any], LossOutput]] = {
     SimpoLoss: lambda s, p: simpo_loss(s, **p.params()),
 }
 # Every registered loss with its function (a loss registered without one fails here, at import).
-LOSSES: dict[str, LossSpec] = {name: LossSpec(config, _COMPUTE[config]) for name, config in LOSS_CONFIGS.items()}
+LOSSES: dict[str, LossSpec] = {
+    name: LossSpec(config.select, config.needs_reference, _COMPUTE[config]) for name, config in LOSS_CONFIGS.items()
+}
