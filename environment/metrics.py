@@ -119,16 +119,11 @@ def summarize(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str,
 
 def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Path]:
     """Write the three PNGs; return their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     rounds = per_round(records)
     xs = sorted(rounds)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("alignment", "engagement"), strict=True):
         for stage, style in (("draft", "o--"), ("revision", "s-")):
             ys = [rounds[r].get(f"{stage}_{key}") for r in xs]
@@ -145,7 +140,7 @@ def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Pat
         if value is not None:
             grid[last[int(record["agent_id"])]].append(value)
     matrix = [[_mean(grid.get((r, c), [])) or float("nan") for c in range(size)] for r in range(size)]
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, ax = subplots(figsize=(5, 4.5))
     image = ax.imshow(matrix, vmin=1, vmax=7, cmap="RdYlGn")
     fig.colorbar(image, ax=ax, label="mean revision alignment")
     ax.set(title="per-agent alignment on the grid", xlabel="column", ylabel="row")
@@ -153,7 +148,7 @@ def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Pat
 
     peer = [f["rating"] for r in records for f in r["feedback"]]
     obs = [(r["observer"].get("revision") or {}).get("alignment") for r in records]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     width = 0.2  # two bars per 0.5 bin; float ratings land on their nearest bin (environment.signal.histogram)
     for values, shift, label in ((peer, -width / 2, "peer ratings"), (obs, width / 2, "observer revision alignment")):
         bins = histogram(values)
@@ -164,6 +159,17 @@ def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Pat
     ax.legend()
     paths.append(_save(fig, folder / "rating_distribution.png"))
     return paths
+
+
+def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """`matplotlib.pyplot.subplots` on the Agg backend (PNG files, no display): the figures of metrics.json, sa-eval's
+    report and sa-experiment's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from environment.metrics import subplots
 from experiment.analysis import BASE, CLAIMS
 from experiment.stages import Stage
 from training.eval.report import _fmt, _save
@@ -108,13 +109,8 @@ def training_curves(runs: dict[str, Stage]) -> dict[str, list[tuple[int, float]]
 
 
 def plot(results: dict[str, Any], runs: dict[str, Stage], folder: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     arms = list(results["experiment"]["arms"])
-    fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms), 2.8), squeeze=False)
+    fig, axes = subplots(1, len(arms), figsize=(3.2 * len(arms), 2.8), squeeze=False)
     curves = training_curves(runs)
     for ax, arm in zip(axes[0], arms, strict=True):
         for label, points in curves.items():
@@ -129,7 +125,7 @@ def plot(results: dict[str, Any], runs: dict[str, Stage], folder: Path) -> list[
     row = results["table"].get(results["primary"], {})
     names = [a for a in [BASE, *arms] if a in row]
     if names:
-        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 1.5, 3))
+        fig, ax = subplots(figsize=(1.2 * len(names) + 1.5, 3))
         means = [row[a]["mean"] for a in names]
         errors = [[m - (row[a]["interval"] or (m, m))[0] for a, m in zip(names, means, strict=True)],
                   [(row[a]["interval"] or (m, m))[1] - m for a, m in zip(names, means, strict=True)]]  # fmt: skip

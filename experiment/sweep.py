@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from conf.errors import UserError
+from environment.metrics import subplots
 from experiment.analysis import CLAIMS
 from training.eval.report import _save
 
@@ -82,13 +83,8 @@ def markdown(table: list[dict[str, Any]], common: list[str]) -> str:
 
 def plot(table: list[dict[str, Any]], path: Path) -> Path:
     """Each claim's difference with its interval, one point per job (labelled by its overrides)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     claims = [claim for claim, _, _ in CLAIMS]
-    fig, axes = plt.subplots(1, len(claims), figsize=(3.4 * len(claims), 3), squeeze=False, sharey=True)
+    fig, axes = subplots(1, len(claims), figsize=(3.4 * len(claims), 3), squeeze=False, sharey=True)
     labels = [" ".join(r["overrides"]) or f"job {r['job']}" for r in table]
     for ax, claim in zip(axes[0], claims, strict=True):
         for i, r in enumerate(table):
