@@ -68,6 +68,12 @@ def record_key(record: dict[str, Any]) -> tuple[str, int, int]:
 
 def read_episodes(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield validated records from an `episodes.jsonl`; raise EpisodeFormatError naming file and line otherwise."""
+    return (record for _, record in numbered_episodes(path))
+
+
+def numbered_episodes(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`read_episodes` with the line number of each record (lines split at b"\\n", counted from 1; blank ones
+    hold no record)."""
     path = Path(path)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -79,4 +85,4 @@ def read_episodes(path: str | Path) -> Iterator[dict[str, Any]]:
             except (ValueError, AttributeError, TypeError, RecursionError) as error:  # ValueError: bad UTF-8, JSON
                 reason = "JSON nested too deeply" if isinstance(error, RecursionError) else error  # e.g. "[" * 3000
                 raise EpisodeFormatError(f"{path}:{number}: not a valid episode record ({reason})") from None
-            yield record
+            yield number, record

@@ -19,7 +19,6 @@ a one-line warning goes to stderr and into the card (the exit code stays 0).
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import random
 import sys
@@ -36,7 +35,7 @@ from conf.cli import hydra_command
 from conf.errors import UserError, require
 from conf.schema import checked
 from conf.schema.training import KINDS, BuildDataApp, as_app
-from environment.records import EpisodeFormatError, read_episodes, record_key, valid_rating
+from environment.records import EpisodeFormatError, numbered_episodes, record_key, valid_rating
 from environment.signal import episode_signal, group_signal, histogram, noise_warning
 
 SELF_CRITIC_INSTRUCTION = (
@@ -198,25 +197,18 @@ def rating_view(record: dict[str, Any]) -> dict[str, Any]:
     return {"feedback": feedback, "observer": scores}
 
 
-def _record_line(path: Path, index: int) -> int:
-    """The line number of the `index`-th record read_episodes yielded (lines split at b"\\n", blank ones skipped)."""
-    with path.open("rb") as handle:
-        lines = (n for n, raw in enumerate(handle, start=1) if raw.decode("utf-8", "replace").strip())
-        return next(itertools.islice(lines, index, None), 0)
-
-
 def read_checked(path: Path) -> list[dict[str, Any]]:
-    """The episodes of one file (environment.records.read_episodes), each checked by `episode_problem`; any problem is
-    a one-line UserError naming file, line and field."""
+    """The episodes of one file (environment.records.numbered_episodes), each checked by `episode_problem`; any
+    problem is a one-line UserError naming file, line and field."""
     fix = "regenerate it with sa-simulate or drop it from inputs"
     try:
-        records = list(read_episodes(path))
+        numbered = list(numbered_episodes(path))
     except EpisodeFormatError as error:
         raise UserError(f"{error}; {fix}") from None
-    for index, record in enumerate(records):
+    for number, record in numbered:
         if problem := episode_problem(record):
-            raise UserError(f"{path}:{_record_line(path, index)}: not a usable episode record ({problem}); {fix}")
-    return records
+            raise UserError(f"{path}:{number}: not a usable episode record ({problem}); {fix}")
+    return [record for _, record in numbered]
 
 
 def build_groups(
