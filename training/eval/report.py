@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,25 @@ def _part(summary: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
     return summary if name == "all" else (summary or {}).get("categories", {}).get(name)
 
 
+def _first(models: Sequence[dict[str, Any]], task: str) -> dict[str, Any]:
+    """The summary of `task` in the first model that has it (its n and chance are every model's)."""
+    return next(m["tasks"][task] for m in models if task in m["tasks"])
+
+
+def _groups(summary: dict[str, Any]) -> list[str]:
+    """The HHH categories present in a task summary, in HHH order, then "all"."""
+    return [c for c in HHH_CATEGORIES if c in summary["categories"]] + ["all"]
+
+
+def _row(cells: Iterable[Any]) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def _table(header: Sequence[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    """A markdown table (header, rule, one line per row) and the blank line after it."""
+    return [_row(header), "|---" * len(header) + "|", *map(_row, rows), ""]
+
+
 def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
     """The report text; numbers come from `results` (the JSON), plots are linked by file name."""
     headline = results["headline"]
@@ -45,11 +64,9 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
     lines = ["# sa-eval report", ""]
     if not models:  # `tasks=[rater]` alone: no checkpoint was evaluated
         return "\n".join(lines + _rater_section(results.get("rater_check")) + _plot_lines(plots))
+    rows = [[m["label"], f"`{m['model']}`", _fmt(m.get("seconds"), 1)] for m in models]
+    lines += _table(["label", "model", "seconds"], rows)
     lines += [
-        "| label | model | seconds |",
-        "|---|---|---|",
-        *[f"| {m['label']} | `{m['model']}` | {_fmt(m.get('seconds'), 1)} |" for m in models],
-        "",
         f"Multiple choice by log-likelihood of each choice as the assistant reply (chat template as in training, "
         f"end-of-turn token {'included' if results['scoring'].get('end_of_turn') else 'excluded'}). Cells: headline "
         f"rule **{'summed log-prob (BIG-bench multiple_choice_grade)' if headline == 'sum' else 'mean log-prob per token (length-normalised)'}** "
@@ -70,8 +87,8 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
         lines += ["Drop from clean HHH (clean − adversarial, headline rule; positive = the context hurts):", ""]
         lines += ["| | " + " | ".join(m["label"] for m in scored) + " |", "|---" * (len(scored) + 1) + "|"]
         for name in (*HHH_CATEGORIES, "all"):
-            row = [_fmt((_part(m.get("adversarial_drop"), name) or {}).get(RULES[headline])) for m in scored]
-            lines.append(f"| {name} | " + " | ".join(row) + " |")
+            drops = [(_part(m.get("adversarial_drop"), name) or {}).get(RULES[headline]) for m in scored]
+            lines.append(_row([name, *map(_fmt, drops)]))
         lines.append("")
     others = [t for t in ("truthful_qa_mc1", "truthful_qa_mc2", "moral_permissibility")
               if any(t in m["tasks"] for m in scored)]  # fmt: skip
@@ -79,7 +96,7 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
         lines += ["## Other benchmarks", "", "| task | n | chance | " + " | ".join(m["label"] for m in scored) + " |"]
         lines.append("|---" * (len(scored) + 3) + "|")
         for task in others:
-            first = next(m["tasks"][task] for m in scored if task in m["tasks"])
+            first = _first(scored, task)
             cells = " | ".join(_cell(m["tasks"].get(task), headline) for m in scored)
             lines.append(f"| {TASK_TITLES[task]} | {first['n']} | {_fmt(first['chance'])} | {cells} |")
         lines += ["", "TruthfulQA MC1: accuracy over the best answer vs false answers (`task_mc.json`); MC2: "
@@ -103,24 +120,20 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
         by_score = results["pairwise"][0].get("by") == "score"
         how = ("by score: the higher rating wins, equal ratings tie" if by_score
                else "judge prompt, both orders per question")  # fmt: skip
-        lines += [f"Pairwise ({how}; win rate = (wins + ties/2) / decided):", "",
-                  "| model | vs | win rate | wins | losses | ties | undecided |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-        for p in results["pairwise"]:
-            lines.append(f"| {p['model']} | {p['reference']} | {_fmt(p['win_rate'])} | {p['wins']} | {p['losses']} | "
-                         f"{p['ties']} | {p['n_invalid']} |")  # fmt: skip
-        lines.append("")
+        lines += [f"Pairwise ({how}; win rate = (wins + ties/2) / decided):", ""]
+        rows = [
+            [p["model"], p["reference"], _fmt(p["win_rate"]), p["wins"], p["losses"], p["ties"], p["n_invalid"]]
+            for p in results["pairwise"]
+        ]
+        lines += _table(["model", "vs", "win rate", "wins", "losses", "ties", "undecided"], rows)
     world = results.get("world")
     if world:
         lines += ["## The world that produced the data", "",
                   f"`{world['file']}`: {world['records']} episodes, worlds {', '.join(world['worlds'])}; "
-                  f"unreadable observer scores: {world['invalid_scores']} (null, not averaged).", "",
-                  "| round | episodes | draft alignment | revision alignment | draft engagement | revision engagement |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        for r in world["rounds"]:
-            lines.append(f"| {r['round']} | {r['n']} | {_fmt(r['draft_alignment'], 2)} | "
-                         f"{_fmt(r['revision_alignment'], 2)} | {_fmt(r['draft_engagement'], 2)} | "
-                         f"{_fmt(r['revision_engagement'], 2)} |")  # fmt: skip
-        lines.append("")
+                  f"unreadable observer scores: {world['invalid_scores']} (null, not averaged).", ""]  # fmt: skip
+        curves = [f"{stage}_{score}" for score in ("alignment", "engagement") for stage in ("draft", "revision")]
+        rows = [[r["round"], r["n"], *(_fmt(r[c], 2) for c in curves)] for r in world["rounds"]]
+        lines += _table(["round", "episodes", *(c.replace("_", " ") for c in curves)], rows)
         lines += _signal_lines(world)
     lines += _rater_section(results.get("rater_check"))
     lines += _plot_lines(plots)
@@ -166,6 +179,9 @@ def _rater_section(check: dict[str, Any] | None) -> list[str]:
     if not check:
         return []
     length = check["length"]
+    overall = [check["n"], check.get("n_questions", "–"), check["n_readable"]]
+    overall += [f"{_fmt(check[k])} {_ci(check[f'{k}_ci'])}" for k in ("accuracy", "accuracy_ties_half")]
+    overall += [_fmt(check["tie_rate"]), _fmt(check["unreadable_share"]), _fmt(check["seconds"], 1)]
     lines = [
         "## Rater check",
         "",
@@ -174,23 +190,16 @@ def _rater_section(check: dict[str, Any] | None) -> list[str]:
         "",
         f"**Verdict:** {check['verdict']}.",
         "",
-        "| pairs | questions | readable | accuracy [95 % Wilson] | ties as half [95 % bootstrap] | tie rate "
-        "| unreadable share | seconds |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| {check['n']} | {check.get('n_questions', '–')} | {check['n_readable']} | {_fmt(check['accuracy'])} {_ci(check['accuracy_ci'])} | "
-        f"{_fmt(check['accuracy_ties_half'])} {_ci(check['accuracy_ties_half_ci'])} | {_fmt(check['tie_rate'])} | "
-        f"{_fmt(check['unreadable_share'])} | {_fmt(check['seconds'], 1)} |",
-        "",
+        *_table(["pairs", "questions", "readable", "accuracy [95 % Wilson]", "ties as half [95 % bootstrap]",
+                 "tie rate", "unreadable share", "seconds"], [overall]),
         "Accuracy: the better answer rated strictly higher, over pairs with both ratings readable (a tie counts as "
         "wrong; in the second figure as half, whose chance level is 0.5, and which decides the verdict). Several pairs "
         "can share a question: the Wilson interval takes pairs as independent, the bootstrap resamples questions. "
         "Unreadable share: pairs where either rating is null (left out, never a number).",
         "",
-        "| category | pairs | readable | accuracy | ties as half |",
-        "|---|---|---|---|---|",
-        *[f"| {name} | {c['n']} | {c['n_readable']} | {_fmt(c['accuracy'])} | {_fmt(c['accuracy_ties_half'])} |"
-          for name, c in check["categories"].items()],
-        "",
+        *_table(["category", "pairs", "readable", "accuracy", "ties as half"],
+                [[name, c["n"], c["n_readable"], _fmt(c["accuracy"]), _fmt(c["accuracy_ties_half"])]
+                 for name, c in check["categories"].items()]),
         (f"Length: the longer answer was rated higher in {_fmt(length['longer_preferred'])} "
          f"{_ci(length['longer_preferred_ci'])} of {length['n_decided']} decided pairs whose answers differ in length; "
          f"the better answer is the longer one in {_fmt(length['better_is_longer'])} of those pairs "
@@ -200,11 +209,9 @@ def _rater_section(check: dict[str, Any] | None) -> list[str]:
          f"the longer one in {_fmt(length['better_is_longer_all'])} of the {length['n_differ']} pairs of different "
          "length."),
         "",
-        "| answer | pairs rated | mean | std | min | max |",
-        "|---|---|---|---|---|---|",
-        *[f"| {side} | {r['n']} | {_fmt(r['mean'], 2)} | {_fmt(r['std'], 2)} | {_fmt(r['min'], 2)} | "
-          f"{_fmt(r['max'], 2)} |" for side, r in check["ratings"].items()],
-        "",
+        *_table(["answer", "pairs rated", "mean", "std", "min", "max"],
+                [[side, r["n"], *(_fmt(r[k], 2) for k in ("mean", "std", "min", "max"))]
+                 for side, r in check["ratings"].items()]),
     ]  # fmt: skip
     pair = check.get("pairwise")
     if pair:
@@ -228,35 +235,31 @@ def _length_table(models: Sequence[dict[str, Any]]) -> list[str]:
     tasks = [t for t in TASK_TITLES if any(m["tasks"].get(t, {}).get("shortest_sum") is not None for m in models)]
     if not tasks:
         return []
-    lines = ["## Length bias", "", "Share of items (whose choices differ in length) where the rule picked the shortest "
-             "choice (sum / mean rule), and where the right answer is the longest choice.", "",
-             "| task | right answer longest | " + " | ".join(f"{m['label']}: shortest by sum / mean" for m in models)
-             + " |", "|---" * (len(models) + 2) + "|"]  # fmt: skip
-    for task in tasks:
-        first = next(m["tasks"][task] for m in models if task in m["tasks"])
-        cells = [f"{_fmt(m['tasks'].get(task, {}).get('shortest_sum'))} / {_fmt(m['tasks'].get(task, {}).get('shortest_norm'))}"
-                 for m in models]  # fmt: skip
-        lines.append(f"| {TASK_TITLES[task]} | {_fmt(first['correct_longest'])} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    header = ["task", "right answer longest", *(f"{m['label']}: shortest by sum / mean" for m in models)]
+    rows = [
+        [TASK_TITLES[task], _fmt(_first(models, task)["correct_longest"])]
+        + [" / ".join(_fmt(m["tasks"].get(task, {}).get(k)) for k in ("shortest_sum", "shortest_norm")) for m in models]
+        for task in tasks
+    ]
+    note = (
+        "Share of items (whose choices differ in length) where the rule picked the shortest choice (sum / mean rule), "
+        "and where the right answer is the longest choice."
+    )
+    return ["## Length bias", "", note, "", *_table(header, rows)]
 
 
 def _hhh_table(models: Sequence[dict[str, Any]], task: str, title: str, headline: str) -> list[str]:
-    first = next(m["tasks"][task] for m in models if task in m["tasks"])
-    lines = [f"## {title}", "", "| category | n | chance | " + " | ".join(m["label"] for m in models) + " |"]
-    lines.append("|---" * (len(models) + 3) + "|")
-    for name in [c for c in HHH_CATEGORIES if c in first["categories"]] + ["all"]:
+    first, rows = _first(models, task), []
+    for name in _groups(first):
         entry = _part(first, name) or {}
-        cells = " | ".join(_cell(_part(m["tasks"].get(task), name), headline) for m in models)
-        lines.append(f"| {'**all**' if name == 'all' else name} | {entry['n']} | {_fmt(entry['chance'])} | {cells} |")
-    return [*lines, ""]
+        cells = [_cell(_part(m["tasks"].get(task), name), headline) for m in models]
+        rows.append(["**all**" if name == "all" else name, entry["n"], _fmt(entry["chance"]), *cells])
+    return [f"## {title}", "", *_table(["category", "n", "chance", *(m["label"] for m in models)], rows)]
 
 
 def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
     """Write the PNGs that apply to `results`; return their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure registry
 
     key = RULES[results["headline"]]
     scored = [m for m in results["models"] if m.get("tasks")]
@@ -266,8 +269,7 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
         width = 0.8 / max(1, len(series))
         for i, (label, values) in enumerate(series):
             xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
-            ys = [float("nan") if v is None else v for v in values]
-            drawn = ax.bar(xs, ys, width, label=label)
+            drawn = ax.bar(xs, _nan(values), width, label=label)
             ax.bar_label(drawn, labels=[_fmt(v, 2) for v in values], fontsize=7, padding=1)
         for g, level in enumerate(chance):
             if level is not None:
@@ -281,41 +283,41 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
         have = [m for m in scored if task in m["tasks"]]
         if not have:
             continue
-        groups = [c for c in HHH_CATEGORIES if c in have[0]["tasks"][task]["categories"]] + ["all"]
+        groups = _groups(have[0]["tasks"][task])
         series = [(m["label"], [(_part(m["tasks"][task], c) or {}).get(key) for c in groups]) for m in have]
         chance = [(_part(have[0]["tasks"][task], c) or {})["chance"] for c in groups]
-        fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) + 0.4 * len(have)), 4))
+        ax = Figure(figsize=(max(6, 1.6 * len(groups) + 0.4 * len(have)), 4)).subplots()
         bars(ax, groups, series, chance)
         ax.set(title=f"{TASK_TITLES[task]} accuracy per category", ylabel=f"accuracy ({results['headline']} rule)")
-        paths.append(_save(fig, folder / name))
+        paths.append(_save(ax.figure, folder / name))
 
     tasks = [t for t in TASK_TITLES if any(t in m["tasks"] for m in scored)]
     if tasks:
-        fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(tasks) + 0.4 * len(scored)), 4))
+        ax = Figure(figsize=(max(6, 1.8 * len(tasks) + 0.4 * len(scored)), 4)).subplots()
         series = [(m["label"], [m["tasks"].get(t, {}).get(key) for t in tasks]) for m in scored]
-        chance = [next(m["tasks"][t]["chance"] for m in scored if t in m["tasks"]) for t in tasks]
+        chance = [_first(scored, t)["chance"] for t in tasks]
         bars(ax, [TASK_TITLES[t] for t in tasks], series, chance)
         ax.set(title="benchmarks", ylabel=f"score ({results['headline']} rule)")
         ax.tick_params(axis="x", labelsize=8)
-        paths.append(_save(fig, folder / "benchmarks.png"))
+        paths.append(_save(ax.figure, folder / "benchmarks.png"))
 
     judged = [m for m in results["models"] if m.get("judge") and m["judge"]["scores"]]
     if judged:
-        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(judged) + 2), 4))
+        ax = Figure(figsize=(max(4, 1.2 * len(judged) + 2), 4)).subplots()
         values = [m["judge"]["scores"]["mean_score"] for m in judged]
-        drawn = ax.bar([m["label"] for m in judged], [float("nan") if v is None else v for v in values])
+        drawn = ax.bar([m["label"] for m in judged], _nan(values))
         ax.bar_label(drawn, labels=[_fmt(v, 2) for v in values], fontsize=8)
         low, high = judged[0]["judge"]["scores"].get("scale", [1, 10])
         mode = judged[0]["judge"]["scores"].get("rater_mode")
         title = f"LLM judge: mean rating ({mode} rater)" if mode else "LLM judge: mean alignment score"
         ax.set(title=title, ylabel=f"score ({low}-{high})", ylim=(0, high + 0.5))
-        paths.append(_save(fig, folder / "judge.png"))
+        paths.append(_save(ax.figure, folder / "judge.png"))
 
     check = results.get("rater_check")
     if check and check.get("histogram"):
         hist = check["histogram"]
         edges = hist["edges"]
-        fig, ax = plt.subplots(figsize=(7, 4))
+        ax = Figure(figsize=(7, 4)).subplots()
         for side, colour in (("better", "tab:green"), ("worse", "tab:red")):
             ax.stairs(hist[side], edges, label=f"{side} answer (n={sum(hist[side])} pairs)", color=colour, fill=True,
                       alpha=0.45)  # fmt: skip
@@ -323,21 +325,25 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
                xlabel="rating (1-7)", ylabel="pairs", xlim=(edges[0], edges[-1]))  # fmt: skip
         ax.title.set_fontsize(10)
         ax.legend()
-        paths.append(_save(fig, folder / "rater_ratings.png"))
+        paths.append(_save(ax.figure, folder / "rater_ratings.png"))
 
     world = results.get("world")
     if world and world["rounds"]:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        fig = Figure(figsize=(10, 4))
         xs = [r["round"] for r in world["rounds"]]
-        for ax, score in zip(axes, ("alignment", "engagement"), strict=True):
+        for ax, score in zip(fig.subplots(1, 2), ("alignment", "engagement"), strict=True):
             for stage, style in (("draft", "o--"), ("revision", "s-")):
-                ys = [r[f"{stage}_{score}"] for r in world["rounds"]]
-                ax.plot(xs, [float("nan") if y is None else y for y in ys], style, label=stage)
+                ax.plot(xs, _nan(r[f"{stage}_{score}"] for r in world["rounds"]), style, label=stage)
             ax.set(title=f"world: mean observer {score} per round", xlabel="round", ylabel=f"{score} (1-7)",
                    ylim=(1, 7), xticks=xs)  # fmt: skip
             ax.legend()
         paths.append(_save(fig, folder / "world_curves.png"))
     return paths
+
+
+def _nan(values: Iterable[float | None]) -> list[float]:
+    """Values to plot, None (unreadable) as NaN: a gap, never a number."""
+    return [float("nan") if v is None else v for v in values]
 
 
 def _save(fig: Any, path: Path) -> Path:
