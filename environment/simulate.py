@@ -26,6 +26,7 @@ from agents.factory import close_all, usage_report
 from conf.cli import hydra_command, save_hydra_config
 from conf.errors import UserError, one_line, require
 from conf.schema import checked
+from conf.schema.world import Plateau
 from environment.assemble import build_world, check_world_memory, grid_from
 from environment.browser import write_after_run
 from environment.episodes import EpisodeStore
@@ -91,8 +92,8 @@ def make_stopper(cfg: DictConfig, n_agents: int) -> Stopper:
     """The stopping rules from `stopping.*`."""
     plateau, budget = cfg.stopping.plateau, cfg.stopping.budget
     cost = None if budget.max_cost is None else float(budget.max_cost)
-    return Stopper(n_agents, cfg.world.rounds, plateau.window, float(plateau.epsilon), plateau_score=plateau.score,
-                   budget=Budget(budget.max_calls, budget.max_tokens, cost))  # fmt: skip
+    return Stopper(n_agents, cfg.world.rounds, Plateau(plateau.window, float(plateau.epsilon), plateau.score),
+                   Budget(budget.max_calls, budget.max_tokens, cost))  # fmt: skip
 
 
 async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

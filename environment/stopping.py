@@ -44,9 +44,7 @@ class Stopper:
 
     n_agents: int
     rounds: int
-    plateau_window: int = 0  # 0: plateau rule off
-    plateau_epsilon: float = 0.0
-    plateau_score: str = "product_of_means"  # or "mean_of_products" (checked by conf/schema/world.py)
+    plateau: conf.schema.world.Plateau = field(default_factory=conf.schema.world.Plateau)  # window 0: the rule is off
     budget: Budget = field(default_factory=Budget)
     reason: str | None = None
     stopped_after_round: int | None = None
@@ -59,25 +57,25 @@ class Stopper:
         bucket = self._by_round[round_]
         bucket.append(record)
         if len(bucket) == self.n_agents:
-            self.scores[round_] = society_score(bucket, self.plateau_score)
+            self.scores[round_] = society_score(bucket, self.plateau.score)
             self._check_plateau()
 
     def completed_rounds(self) -> list[int]:
         return sorted(self.scores)
 
     def _check_plateau(self) -> None:
-        if self.reason or self.plateau_window <= 0:
+        window, epsilon = self.plateau.window, self.plateau.epsilon
+        if self.reason or window <= 0:
             return
         rounds = itertools.takewhile(self.scores.__contains__, range(self.rounds))  # consecutive completed from 0
         done = [self.scores[r] for r in rounds]
         n = len(done)
-        if n <= self.plateau_window:
+        if n <= window:
             return
-        before = [s for s in done[: n - self.plateau_window] if s is not None]
-        recent = [s for s in done[n - self.plateau_window :] if s is not None]
-        if before and (not recent or max(recent) <= max(before) + self.plateau_epsilon):
-            self.reason = (f"plateau: alignment×engagement gained ≤ {self.plateau_epsilon} "
-                           f"over the last {self.plateau_window} rounds")  # fmt: skip
+        before = [s for s in done[: n - window] if s is not None]
+        recent = [s for s in done[n - window :] if s is not None]
+        if before and (not recent or max(recent) <= max(before) + epsilon):
+            self.reason = f"plateau: alignment×engagement gained ≤ {epsilon} over the last {window} rounds"
             self.stopped_after_round = n - 1
 
     def check_budget(self, usage: UsageMeter | UsageTotal) -> None:

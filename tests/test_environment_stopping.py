@@ -36,8 +36,8 @@ def test_society_score_is_the_papers_product_of_means_and_skips_invalid_scores()
 
 def test_plateau_default_is_the_product_of_means_and_the_old_rule_stays_available() -> None:
     opposite, steady = [(1, 7), (7, 1)], [(4, 4), (4, 4)]  # mean of products 7 then 16; product of means 16 twice
-    paper = Stopper(n_agents=2, rounds=5, plateau_window=1, plateau_epsilon=0.0)
-    old = Stopper(n_agents=2, rounds=5, plateau_window=1, plateau_epsilon=0.0, plateau_score="mean_of_products")
+    paper = Stopper(n_agents=2, rounds=5, plateau=Plateau(window=1, epsilon=0.0))
+    old = Stopper(n_agents=2, rounds=5, plateau=Plateau(window=1, epsilon=0.0, score="mean_of_products"))
     for stopper in (paper, old):
         feed_round(stopper, 0, opposite)
         feed_round(stopper, 1, steady)
@@ -51,7 +51,7 @@ def test_unknown_plateau_score_is_a_one_line_user_error() -> None:
 
 
 def test_plateau_fires_when_the_last_window_gains_no_more_than_epsilon() -> None:
-    stopper = Stopper(n_agents=2, rounds=10, plateau_window=2, plateau_epsilon=1.0)
+    stopper = Stopper(n_agents=2, rounds=10, plateau=Plateau(window=2, epsilon=1.0))
     feed_round(stopper, 0, [(2, 2), (2, 2)])  # 4
     feed_round(stopper, 1, [(3, 3), (3, 3)])  # 9
     feed_round(stopper, 2, [(3, 3), (3, 4)])  # 10.5: gained 6.5 over round 0
@@ -64,7 +64,7 @@ def test_plateau_fires_when_the_last_window_gains_no_more_than_epsilon() -> None
 
 
 def test_plateau_waits_for_complete_rounds() -> None:
-    stopper = Stopper(n_agents=3, rounds=5, plateau_window=1, plateau_epsilon=0.0)
+    stopper = Stopper(n_agents=3, rounds=5, plateau=Plateau(window=1, epsilon=0.0))
     feed_round(stopper, 0, [(4, 4)] * 3)
     stopper.observe(scored(1, 0, 1, 1))  # round 1 incomplete: no decision on a partial round
     stopper.observe(scored(1, 1, 1, 1))
