@@ -130,13 +130,8 @@ class EmbeddingCache:
     def stats(self) -> dict[str, int]:
         """The counters, plus how many distinct texts are cached."""
         with self._lock:
-            return {
-                "requested": self.requested,
-                "embedded": self.embedded,
-                "inner_calls": self.inner_calls,
-                "hits": self.hits,
-                "cached": len(self._vectors),
-            }
+            counters = {name: getattr(self, name) for name in ("requested", "embedded", "inner_calls", "hits")}
+            return {**counters, "cached": len(self._vectors)}
 
     # ----------------------------------------------------------------- persistence
     def write_to(self, folder: Path) -> None:
