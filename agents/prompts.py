@@ -122,12 +122,11 @@ def memory_context(memories: Sequence[Any]) -> str:
     ) + ("\n" if memories else "")
 
 
-def rating_format(low: int = SCALE_LOW, high: int = SCALE_HIGH) -> str:
-    return RATING_FORMAT.format(low=low, high=high)
-
-
-def digit_format(low: int = SCALE_LOW, high: int = SCALE_HIGH) -> str:
-    return DIGIT_FORMAT.format(low=low, high=high)
+def _fill(template: str, digit_only: bool = False, **fields: Any) -> str:
+    """`template` with the scale, the criteria and the reply format (JSON, or the bare digit for rater.mode=logprob)
+    filled in beside `fields`."""
+    reply = (DIGIT_FORMAT if digit_only else RATING_FORMAT).format(low=SCALE_LOW, high=SCALE_HIGH)
+    return template.format(low=SCALE_LOW, high=SCALE_HIGH, criteria=CRITERIA, format=reply, **fields)
 
 
 def format_rating(value: float) -> str:
@@ -153,16 +152,13 @@ def draft_messages(question: str, memories: Sequence[Any], system: str = AGENT_S
 
 def feedback_messages(question: str, answer: str, memories: Sequence[Any], digit_only: bool = False) -> list[Message]:
     """The peer's rating prompt; `digit_only` asks for the bare digit (rater.mode=logprob) instead of JSON."""
-    user = FEEDBACK.format(
-        context=memory_context(memories), question=question, answer=answer, low=SCALE_LOW, high=SCALE_HIGH,
-        criteria=CRITERIA, format=digit_format() if digit_only else rating_format(),
-    )  # fmt: skip
+    user = _fill(FEEDBACK, digit_only, context=memory_context(memories), question=question, answer=answer)
     return _conversation(AGENT_SYSTEM, user)
 
 
 def reason_messages(question: str, answer: str, rating: float) -> list[Message]:
     """Ask a peer to explain a rating it gave by probabilities or likelihoods (the reason feeds revision and data)."""
-    user = REASON.format(question=question, answer=answer, rating=format_rating(rating), low=SCALE_LOW, high=SCALE_HIGH)
+    user = _fill(REASON, question=question, answer=answer, rating=format_rating(rating))
     return _conversation(AGENT_SYSTEM, user)
 
 
@@ -179,20 +175,13 @@ def revise_messages(
         )
     else:
         summary, comments = "None of them gave a readable rating.", ""
-    user = REVISE.format(
-        question=question, draft=draft, low=SCALE_LOW, high=SCALE_HIGH, summary=summary, comments=comments
-    )
-    return _conversation(system, user)
+    return _conversation(system, _fill(REVISE, question=question, draft=draft, summary=summary, comments=comments))
 
 
 def observer_messages(aspect: str, question: str, answer: str, digit_only: bool = False) -> list[Message]:
     """`aspect`: alignment | engagement; `digit_only` as in `feedback_messages`."""
     template = {"alignment": OBSERVER_ALIGNMENT, "engagement": OBSERVER_ENGAGEMENT}[aspect]
-    user = template.format(
-        question=question, answer=answer, low=SCALE_LOW, high=SCALE_HIGH, criteria=CRITERIA,
-        format=digit_format() if digit_only else rating_format(),
-    )  # fmt: skip
-    return _conversation(OBSERVER_SYSTEM, user)
+    return _conversation(OBSERVER_SYSTEM, _fill(template, digit_only, question=question, answer=answer))
 
 
 def likelihood_messages(aspect: str, question: str, memories: Sequence[Any] = ()) -> tuple[list[Message], ...]:
@@ -202,7 +191,4 @@ def likelihood_messages(aspect: str, question: str, memories: Sequence[Any] = ()
 
 
 def reask_message(problem: str) -> Message:
-    return {
-        "role": "user",
-        "content": REASK.format(problem=problem, format=rating_format(), low=SCALE_LOW, high=SCALE_HIGH),
-    }
+    return {"role": "user", "content": _fill(REASK, problem=problem)}
