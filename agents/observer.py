@@ -38,13 +38,7 @@ class Observer:
     def __init__(
         self, backend: ChatBackend, sampling: Sampling = Sampling(), max_reasks: int = 2, rater: Rater | None = None
     ) -> None:
-        self.backend = backend
-        self.sampling = sampling
         self.rater = rater or Rater(backend, RaterSettings(max_reasks=max_reasks), sampling)
-
-    @property
-    def model(self) -> str:
-        return self.backend.model
 
     async def score(self, question: str, answer: str) -> tuple[ObserverScore, Usage]:
         results = await gather_or_cancel(

@@ -28,6 +28,7 @@ from agents.tasks import gather_or_cancel
 
 MODES = ("generate", "logprob", "likelihood")
 ASPECTS = ("alignment", "engagement")
+_SCALE = range(prompts.SCALE_LOW, prompts.SCALE_HIGH + 1)  # the values a rating can take
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Rater:
         sampling = replace(
             self.sampling, temperature=0.0, max_tokens=min(self.sampling.max_tokens, 4), prefix=prompts.RATING_PREFIX
         )
-        digits = [str(v) for v in _scale()]
+        digits = [str(v) for v in _SCALE]
         completion = await self.backend.top_logprobs(
             request.messages(digit_only=True),
             sampling,
@@ -133,14 +134,10 @@ class Rater:
         return completion.text.strip(), Usage.of(completion)
 
 
-def _scale() -> list[int]:
-    return list(range(prompts.SCALE_LOW, prompts.SCALE_HIGH + 1))
-
-
 def _scale_digit(token: str) -> int | None:
     """The scale value a token stands for (`5`, ` 5`), or None (`²` and other non-ASCII digits are not ratings)."""
     text = token.strip()
-    if len(text) == 1 and text.isascii() and text.isdigit() and int(text) in _scale():
+    if len(text) == 1 and text.isascii() and text.isdigit() and int(text) in _SCALE:
         return int(text)
     return None
 
@@ -154,7 +151,7 @@ def _starts_a_list(tokens: Sequence[str], i: int) -> bool:
 
 def scale_distribution(table: dict[str, float]) -> dict[int, float]:
     """Probability of each scale value at one position, summing the token variants (`5`, ` 5`) of a digit."""
-    probs = dict.fromkeys(_scale(), 0.0)
+    probs = dict.fromkeys(_SCALE, 0.0)
     for token, logprob in table.items():
         value = _scale_digit(token)
         if value is not None:
