@@ -34,8 +34,6 @@ BACKEND_MODEL = "backend"
 
 
 def _label(model: str) -> str:
-    if model == BACKEND_MODEL:
-        return "backend"
     if model.startswith("embedded:"):
         return model.split(":", 1)[1]
     return Path(model.rstrip("/")).name or model
