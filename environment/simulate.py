@@ -175,10 +175,9 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 def _embedder_stats(cache: Any, interactions: int) -> dict[str, Any]:
     """The shared EmbeddingCache's counters for this process (`inner_calls` = batches sent to the embedder)."""
-    stats = dict(cache.stats())
-    calls = int(stats.get("inner_calls", 0))
-    return {**stats, "interactions": interactions,
-            "calls_per_interaction": round(calls / interactions, 4) if interactions else None}  # fmt: skip
+    stats = cache.stats()
+    per_interaction = round(stats["inner_calls"] / interactions, 4) if interactions else None
+    return {**stats, "interactions": interactions, "calls_per_interaction": per_interaction}
 
 
 class Snapshotter:

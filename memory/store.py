@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +180,6 @@ class MemoryStore:
     def __len__(self) -> int:
         with self._lock:
             return len(self._records)
-
-    def __iter__(self) -> Iterator[MemoryRecord]:
-        return iter(self.records())
 
     @property
     def index_type(self) -> str:
