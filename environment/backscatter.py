@@ -63,7 +63,7 @@ def _feedback(world: World, peer: int, rating: Any) -> dict[str, Any]:
 async def back_scatter(world: World, agent: int, round_: int) -> dict[str, Any]:
     """Run the interaction and return its complete record (nothing is written here)."""
     started = time.perf_counter()
-    question = world.question(round_, agent)
+    question = world.schedule.question(round_, agent)
     vector = await world.question_vector(question.text, round_)
     hits = world.recall(agent, vector)
     actor = world.agents[agent]

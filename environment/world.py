@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from environment.grid import Layout, pick_raters
-from environment.questions import Question, QuestionSchedule
+from environment.questions import QuestionSchedule
 from memory.base import Embedder, MemoryHit
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,6 @@ class World:
     def n_agents(self) -> int:
         return len(self.agents)
 
-    def question(self, round_: int, agent: int) -> Question:
-        return self.schedule.question(round_, agent)
-
     async def question_vector(self, text: str, round_: int | None = None) -> np.ndarray:
         """The question's embedding (once per world, through the shared cache).
 
@@ -80,7 +77,7 @@ class World:
             return None
         task = self._round_batches.get(round_)
         if task is None:
-            texts = dict.fromkeys(self.question(round_, a).text for a in range(self.n_agents))
+            texts = dict.fromkeys(self.schedule.question(round_, a).text for a in range(self.n_agents))
             task = asyncio.ensure_future(self._embed_missing([t for t in texts if t not in self._vectors]))
             task.add_done_callback(_retrieve)  # a failed prefetch nobody awaited must not warn at exit
             self._round_batches[round_] = task

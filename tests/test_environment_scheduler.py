@@ -212,7 +212,7 @@ def test_a_failed_round_prefetch_is_retried_per_turn_not_reraised_to_every_turn(
     store = run(world, tmp_path, back_scatter)
     assert len(store) == 8  # every turn of round 0 went through although its batch failed (before: 0 stored)
     assert world.prefetch_failures == 2  # the cache sent rounds 0 and 1 (started together) as the one failed batch
-    round0 = {world.question(0, a).text for a in range(4)}
+    round0 = {world.schedule.question(0, a).text for a in range(4)}
     assert round0 <= set(embedder.batches[0])
     retried = [t for b in embedder.batches[1:] for t in b if t in round0]
     assert sorted(retried) == sorted(round0)  # the turns embedded their questions again, each once
