@@ -66,11 +66,6 @@ class Progress:
         return {"int/s": round(self.rate(), 3), "in_flight": self.meter.in_flight, "tokens": self.meter.tokens,
                 "retries": self.meter.retries, **means}  # fmt: skip
 
-    def line(self) -> str:
-        """The plain-text progress line used when stderr is not a terminal."""
-        figures = " ".join(f"{k}={v}" for k, v in self.figures().items())
-        return f"world {self.done}/{self.total} turns {figures}"
-
     def refresh(self, final: bool = False) -> None:
         """Redraw the bar (terminal) or log a line if `log_every_s` has passed or this is the `final` one (no
         terminal)."""
@@ -78,7 +73,8 @@ class Progress:
             self.bar.set_postfix(self.figures(), refresh=True)
         elif self.enabled and (final or time.monotonic() - self._last_log >= self.interval):
             self._last_log = time.monotonic()
-            log.info(self.line())
+            figures = " ".join(f"{k}={v}" for k, v in self.figures().items())
+            log.info(f"world {self.done}/{self.total} turns {figures}")
 
     def close(self) -> None:
         self.refresh(final=True)
