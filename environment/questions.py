@@ -30,27 +30,17 @@ class Question:
     text: str
 
 
-def _stable_id(text: str) -> str:
-    return "q-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
-
-
-def _hh_question(dialogue: str) -> str:
-    """The first Human turn of an HH-RLHF dialogue."""
-    after = dialogue.split("Human:", 1)[-1]
-    return after.split("Assistant:", 1)[0].strip()
-
-
 def _from_row(row: object, where: str) -> Question:
     if isinstance(row, str):
         row = {"question": row}
     require(isinstance(row, dict), f"{where}: expected a JSON object with a `question` field; fix or remove that line")
     text = next((row[k] for k in _TEXT_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
-    if text is None and isinstance(row.get("chosen"), str):
-        text = _hh_question(row["chosen"])
+    if text is None and isinstance(row.get("chosen"), str):  # HH-RLHF: the dialogue's first Human turn
+        text = row["chosen"].split("Human:", 1)[-1].split("Assistant:", 1)[0]
     if not text or not text.strip():
         raise UserError(f"{where}: no question text (keys question/prompt/text or HH-RLHF `chosen`); fix that line")
     text = text.strip()
-    return Question(str(row.get("id") or _stable_id(text)), text)
+    return Question(str(row.get("id") or "q-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]), text)
 
 
 def load_questions(source: str, limit: int | None = None, split: str = "train") -> list[Question]:
@@ -69,7 +59,10 @@ def load_questions(source: str, limit: int | None = None, split: str = "train") 
     if limit:
         questions = questions[:limit]
     require(bool(questions), f"question set {source!r} is empty; give a file with at least one question")
-    return _dedupe(questions)
+    unique: dict[str, Question] = {}  # the first question of each text, in order
+    for question in questions:
+        unique.setdefault(question.text, question)
+    return list(unique.values())
 
 
 def _read_text(path: Path) -> str:
@@ -110,14 +103,6 @@ def _load_hub(name: str, split: str) -> list[Question]:  # pragma: no cover - ne
             f"cannot load dataset {name!r} from the hub ({type(error).__name__}); use a local file"
         ) from None
     return [_from_row(row, f"{name}[{i}]") for i, row in enumerate(rows)]
-
-
-def _dedupe(questions: list[Question]) -> list[Question]:
-    """The first question of each text, in order."""
-    unique: dict[str, Question] = {}
-    for q in questions:
-        unique.setdefault(q.text, q)
-    return list(unique.values())
 
 
 class QuestionSchedule:
