@@ -174,8 +174,7 @@ def pair_outcome(first: str | None, swapped: str | None) -> str | None:
     if first is None and swapped is None:
         return None
     vote = {"A": 1, "B": -1, "tie": 0, None: 0}  # for the model as A; as B the sign flips
-    total = vote[first] - vote[swapped]
-    return "win" if total > 0 else "loss" if total < 0 else "tie"
+    return outcome(vote[first], vote[swapped])
 
 
 async def rate_answers(rater: Any, questions: Sequence[dict[str, str]], answers: Sequence[str]) -> list[dict[str, Any]]:

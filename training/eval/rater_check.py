@@ -338,7 +338,8 @@ async def rate_pairs(rater: Any, pairs: Sequence[Pair], progress: bool = False) 
 async def judge_pairs(
     backend: Any, pairs: Sequence[Pair], sampling: Any, max_reasks: int, progress: bool = False
 ) -> list[dict[str, Any]]:
-    """The pairwise judge on each pair in both orders (better as A, then as B); one record per pair."""
+    """The pairwise judge on each pair in both orders (better as A, then as B); one record per pair (judge.compare_answers'
+    {id, outcome, verdicts, reasons})."""
     from training.eval.judge import compare_answers
 
     with _progress(progress, len(pairs), "pairwise judge", "pair") as bar:
@@ -347,12 +348,7 @@ async def judge_pairs(
                             max_reasks)
             for i, p in enumerate(pairs)
         ]  # fmt: skip
-        results = await gather_with_progress(jobs, bar.update)
-    return [
-        {"item": p.item, "category": p.category, "verdicts": r[0]["verdicts"], "outcome": r[0]["outcome"],
-         "reasons": r[0]["reasons"]}
-        for p, r in zip(pairs, results, strict=True)
-    ]  # fmt: skip
+        return [record for (record,) in await gather_with_progress(jobs, bar.update)]
 
 
 async def run_rater_check(cfg: DictConfig, folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
