@@ -10,15 +10,12 @@ from memory.store import MemoryStore
 
 async def fill_stores(
     stores: Mapping[int, MemoryStore], embedder: Embedder, priors: Mapping[int, Sequence[tuple[str, str, str]]]
-) -> int:
-    """Add `priors[agent]` (question, answer, label) to `stores[agent]` as round −1, source "prior"; return how many."""
+) -> None:
+    """Add `priors[agent]` (question, answer, label) to `stores[agent]` as round −1, source "prior"."""
     questions = list(dict.fromkeys(q for agent in priors for q, _answer, _label in priors[agent]))
     if not questions:
-        return 0
+        return
     vectors = dict(zip(questions, await embedder.embed(questions), strict=True))
-    added = 0
     for agent, items in priors.items():
         for question, answer, _label in items:
             stores[agent].add(question, answer, vectors[question], round=-1, source="prior")
-            added += 1
-    return added
