@@ -156,16 +156,15 @@ def write_page(run_dir: str | os.PathLike[str]) -> Path:
     return path
 
 
-def write_after_run(run_dir: Path) -> Path | None:
+def write_after_run(run_dir: Path) -> None:
     """sa-simulate's last step (when `run.browser`): the run dir's page; a failure is one warning line, the run is
     kept."""
     try:
         path = write_page(run_dir)
     except Exception as error:  # noqa: BLE001 - a page must never cost the run its exit status
         log.warning("%s not written (%s); the run is saved, retry with `%s %s`", PAGE, one_line(error), PROG, run_dir)
-        return None
-    log.info("episode browser: %s", path)
-    return path
+    else:
+        log.info("episode browser: %s", path)
 
 
 def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
