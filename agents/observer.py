@@ -46,10 +46,5 @@ class Observer:
         )
         ratings = dict(zip(ASPECTS, (r for r, _ in results), strict=True))
         usage = sum((u for _, u in results), Usage())
-        score = ObserverScore(
-            alignment=ratings["alignment"].value,
-            engagement=ratings["engagement"].value,
-            reasons={a: r.reason for a, r in ratings.items()},
-            ratings=ratings,
-        )
-        return score, usage
+        reasons = {a: r.reason for a, r in ratings.items()}
+        return ObserverScore(ratings["alignment"].value, ratings["engagement"].value, reasons, ratings), usage

@@ -29,6 +29,7 @@ from agents.tasks import gather_or_cancel
 MODES = ("generate", "logprob", "likelihood")
 ASPECTS = ("alignment", "engagement")
 _SCALE = range(prompts.SCALE_LOW, prompts.SCALE_HIGH + 1)  # the values a rating can take
+_DIGITS = tuple(f"{space}{value}" for space in ("", " ") for value in _SCALE)  # their tokens (`5`, ` 5`), for logprob
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,7 @@ class Rater:
         if mode == "generate":
             return await ask_rating(self.backend, request.messages(), self.sampling, self.settings.max_reasks)
         try:
-            if mode == "logprob":
-                rating, usage = await self._logprob(request)
-            else:
-                rating, usage = await self._likelihood(request)
+            rating, usage = await (self._logprob if mode == "logprob" else self._likelihood)(request)
         except CallFailed as error:
             return invalid(f"call failed: {error.cause}", mode=mode), Usage()
         if rating.valid and self.settings.reasons and not request.observer:
@@ -102,13 +100,8 @@ class Rater:
         sampling = replace(
             self.sampling, temperature=0.0, max_tokens=min(self.sampling.max_tokens, 4), prefix=prompts.RATING_PREFIX
         )
-        digits = [str(v) for v in _SCALE]
-        completion = await self.backend.top_logprobs(
-            request.messages(digit_only=True),
-            sampling,
-            self.settings.top_k,
-            candidates=digits + [f" {d}" for d in digits],
-        )
+        messages = request.messages(digit_only=True)
+        completion = await self.backend.top_logprobs(messages, sampling, self.settings.top_k, candidates=_DIGITS)
         tokens, tables = completion.extra.get("tokens") or [], completion.extra.get("top_logprobs") or []
         rating = rating_from_top_logprobs(tokens, tables, self.settings.min_mass)
         return replace(rating, raw=completion.text), Usage.of(completion)
