@@ -20,8 +20,6 @@ import conf.schema.world
 from agents.backends.usage import UsageMeter, UsageTotal
 from environment.analysis import society_score
 
-__all__ = ["Budget", "Stopper", "society_score"]
-
 
 class Budget(conf.schema.world.Budget):
     """`stopping.budget` (its fields from the schema): upper bounds on the whole run's calls, tokens and cost (USD);

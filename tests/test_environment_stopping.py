@@ -11,7 +11,8 @@ from agents.backends.base import ChatBackend, Completion
 from agents.backends.usage import UsageAccounting, UsageMeter, UsageTotal
 from conf.errors import UserError
 from conf.schema.world import Plateau, Stopping
-from environment.stopping import Budget, Stopper, society_score
+from environment.analysis import society_score
+from environment.stopping import Budget, Stopper
 from tests.test_environment_episodes import make_record
 
 
