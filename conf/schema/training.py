@@ -207,8 +207,7 @@ class TrainSettings(Checked):
         at_least("train.max_length", self.max_length, 2, int)
         require(0 < self.max_prompt_length < self.max_length,
                 f"train.max_prompt_length={self.max_prompt_length} must be in (0, train.max_length={self.max_length})")  # fmt: skip
-        if self.peak_tflops is not None:
-            must(self.peak_tflops > 0, "train.peak_tflops", self.peak_tflops, "a number > 0")
+        must(self.peak_tflops is None or self.peak_tflops > 0, "train.peak_tflops", self.peak_tflops, "a number > 0")
 
 
 @dataclass
