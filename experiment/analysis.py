@@ -37,6 +37,11 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def difference_text(comparison: dict[str, Any]) -> str:
+    """A paired comparison's difference with its interval, as the report and the sweep print it: +0.120 [+0.010, +0.230]."""
+    return "{:+.3f} [{:+.3f}, {:+.3f}]".format(comparison["difference"], *comparison["interval"])
+
+
 def item_scores(eval_dir: Path, label: str, headline: str = "mean") -> ItemScores:
     """Every metric's per-item scores for one label (multiple choice, HHH per category, judge score, win vs base)."""
     field = "score_norm" if headline == "mean" else "score"
@@ -58,9 +63,7 @@ def item_scores(eval_dir: Path, label: str, headline: str = "mean") -> ItemScore
 def arm_items(per_seed: Sequence[ItemScores], metric: str) -> dict[str, float]:
     """An arm's per-item score: the mean over its seeds, on the items every seed has."""
     present = [s[metric] for s in per_seed if metric in s]
-    if not present:
-        return {}
-    items = set.intersection(*(set(p) for p in present))
+    items = set.intersection(*map(set, present)) if present else set()
     return {item: float(np.mean([p[item] for p in present])) for item in sorted(items)}
 
 

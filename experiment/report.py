@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from environment.metrics import subplots
-from experiment.analysis import BASE, CLAIMS
+from experiment.analysis import BASE, CLAIMS, difference_text
 from experiment.stages import Stage
 from training.eval.report import _fmt, _save
 from training.eval.stats import detectable_difference, items_needed
@@ -40,9 +40,8 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
         if row is None:
             lines.append(f"- **{claim}: not measured** (an arm or the metric is missing)")
             continue
-        low, high = row["interval"]
-        lines.append(f"- **{claim}: {row['verdict']}** — paired difference {row['difference']:+.3f} "
-                     f"[{low:+.3f}, {high:+.3f}] over {row['n']} items, p = {row['p_value']:.3g}")  # fmt: skip
+        lines.append(f"- **{claim}: {row['verdict']}** — paired difference {difference_text(row)} over {row['n']} "
+                     f"items, p = {row['p_value']:.3g}")  # fmt: skip
     lines += ["", "## Every metric: mean over training seeds [95 % t-interval]", "",
               "| metric | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]  # fmt: skip
     for metric in results["metrics"]:
@@ -52,9 +51,8 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
               "| claim | metric | items | A | B | A − B [95 % bootstrap] | p (sign-flip) | verdict |",
               "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in results["comparisons"]:
-        low, high = c["interval"]
         lines.append(f"| {c['claim']} | {c['metric']} | {c['n']} | {c['mean_a']:.3f} | {c['mean_b']:.3f} | "
-                     f"{c['difference']:+.3f} [{low:+.3f}, {high:+.3f}] | {c['p_value']:.3g} | {c['verdict']} |")  # fmt: skip
+                     f"{difference_text(c)} | {c['p_value']:.3g} | {c['verdict']} |")  # fmt: skip
     lines += limits(results)
     lines += ["", "## Stages", "", "| stage | seconds this run | seconds when run | folder |", "|---|---|---|---|"]
     for name, stage in results["stages"].items():
@@ -100,8 +98,7 @@ def training_curves(runs: dict[str, Stage]) -> dict[str, list[tuple[int, float]]
     for label, stage in runs.items():
         points: list[tuple[int, float]] = []
         for events in sorted((stage.folder / "tensorboard").glob("events.out.tfevents.*")):
-            accumulator = EventAccumulator(str(events))
-            accumulator.Reload()
+            accumulator = EventAccumulator(str(events)).Reload()
             if "loss" in accumulator.Tags()["scalars"]:
                 points += [(e.step, e.value) for e in accumulator.Scalars("loss")]
         curves[label] = sorted(points)

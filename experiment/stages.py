@@ -47,9 +47,8 @@ class Stage:
 
     def _marker(self) -> dict[str, Any]:
         """The stage's marker record; {} when there is no readable one."""
-        marker = self.folder / MARKER
         try:
-            return json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else {}
+            return json.loads((self.folder / MARKER).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from conf.errors import UserError
 from environment.metrics import subplots
-from experiment.analysis import CLAIMS
+from experiment.analysis import CLAIMS, difference_text
 from training.eval.report import _save
 
 
@@ -62,8 +62,7 @@ def rows(results: list[dict[str, Any]], common: list[str]) -> list[dict[str, Any
 def _claim_cell(c: dict[str, Any] | None) -> str:
     if c is None:
         return "–"
-    low, high = c["interval"]
-    return f"{c['difference']:+.3f} [{low:+.3f}, {high:+.3f}], p {c['p_value']:.2g}: {c['verdict']}"
+    return f"{difference_text(c)}, p {c['p_value']:.2g}: {c['verdict']}"
 
 
 def markdown(table: list[dict[str, Any]], common: list[str]) -> str:
