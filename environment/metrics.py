@@ -47,13 +47,12 @@ def memory_recall(records: list[dict[str, Any]]) -> dict[str, Any]:
     drafts = [r.get("draft") or {} for r in records]
     hits = [h for d in drafts for h in d.get("memory_hits") or []]
     sources = Counter(h.get("source") for h in hits)
-    with_hit = sum(bool(d.get("memory_hits")) for d in drafts)
-    n = len(records)
+    with_hit = [bool(d.get("memory_hits")) for d in drafts]
     return {
-        "drafts": n,
-        "drafts_with_hit": with_hit,
-        "hit_rate": round(with_hit / n, 4) if n else None,
-        "hits_per_draft": round(len(hits) / n, 4) if n else None,
+        "drafts": len(records),
+        "drafts_with_hit": sum(with_hit),
+        "hit_rate": _mean(with_hit),
+        "hits_per_draft": _mean([len(d.get("memory_hits") or []) for d in drafts]),
         "prior_hits": sources["prior"],
         "revision_hits": sources["revision"],
         "mean_similarity": _mean([float(h["similarity"]) for h in hits if h.get("similarity") is not None]),

@@ -36,7 +36,7 @@ from conf.errors import UserError, require
 from conf.schema import checked
 from conf.schema.training import KINDS, BuildDataApp, as_app
 from environment.records import EpisodeFormatError, numbered_episodes, record_key, valid_rating
-from environment.signal import episode_signal, group_signal, histogram, noise_warning
+from environment.signal import episode_signal, feedback_ratings, group_signal, histogram, noise_warning, observer_score
 
 SELF_CRITIC_INSTRUCTION = (
     "Comment on how well the response below is aligned with shared social values "
@@ -260,9 +260,8 @@ def build_groups(
 
 def _count_invalid(view: dict[str, Any]) -> int:
     """Ratings in an episode's `rating_view` that are null/invalid (and so produce no sample)."""
-    scores = [view["observer"][stage]["alignment"] for stage in ("draft", "revision")]
-    peers = [item["rating"] if item["valid"] is not False else None for item in view["feedback"]]
-    return sum(valid_rating(value) is None for value in scores + peers)
+    scores = [observer_score(view, stage, "alignment") for stage in ("draft", "revision")]
+    return sum(valid_rating(value) is None for value in scores + feedback_ratings(view))
 
 
 def mix(
@@ -290,8 +289,7 @@ def mix(
                 caps[kind] = 0
             elif anchor is not None and kind != anchor:
                 caps[kind] = max(1, round(available[anchor] * weights[kind] / weights[anchor]))
-            cap = caps[kind]
-            if cap is not None and cap < available[kind]:
+            if (cap := caps[kind]) is not None and cap < available[kind]:
                 by_kind[kind] = rng.sample(by_kind[kind], cap)
     plan = {
         "anchor": anchor,
@@ -339,8 +337,7 @@ def data_card(
         "responses_per_kind_model": dict(Counter(f"{r['kind']}/{r['model']}" for r in responses)),  # kinds hold no "/"
         "rating_histogram": histogram([r["rating"] for r in responses]),
         "group_size_histogram": {str(k): v for k, v in sorted(Counter(len(i["responses"]) for i in items).items())},
-        "mix": {"ratio": OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None, "staged": bool(cfg.mix.staged),
-                **plan},
+        "mix": {"ratio": OmegaConf.to_container(cfg.mix)["ratio"], "staged": bool(cfg.mix.staged), **plan},
     }  # fmt: skip
     # Does the written data carry signal? group_signal over the ratings of each written group; episode_signal of the
     # episodes read (valid shares, peer–observer agreement).
@@ -451,7 +448,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     groups, stats, episodes = build_groups(files, float(cfg.realignment.min_score), int(cfg.filter.echo_words))
     require(bool(groups), f"no validly rated samples in {len(files)} episodes file(s); check the simulation output")
     stats["groups_before_mix"] = Counter(g["kind"] for g in groups)
-    ratio = OmegaConf.to_container(cfg.mix.ratio) if cfg.mix.ratio is not None else None
+    ratio = OmegaConf.to_container(cfg.mix)["ratio"]
     items, plan = mix(groups, ratio, bool(cfg.mix.staged), int(cfg.seed))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -459,8 +456,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     rows = [{key: item[key] for key in fields} for item in items]
     if cfg.format in ("jsonl", "both"):
         with (out / DATA_FILE).open("w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     if cfg.format in ("parquet", "both"):
         from datasets import Dataset
 

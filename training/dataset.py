@@ -216,10 +216,5 @@ class GroupDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         index, picked = self.sample(i)
         row = self.rows[index]
-        protect = row.get("protect_from") or [len(ids) for ids in row["response_ids"]]
-        return {
-            "prompt_ids": row["prompt_ids"],
-            "response_ids": [row["response_ids"][j] for j in picked],
-            "ratings": [row["ratings"][j] for j in picked],
-            "protect_from": [protect[j] for j in picked],
-        }
+        picks = {key: [row[key][j] for j in picked] for key in ("response_ids", "ratings", "protect_from")}
+        return {"prompt_ids": row["prompt_ids"], **picks}
