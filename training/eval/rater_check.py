@@ -40,7 +40,7 @@ from environment.signal import rounded
 from training.eval.alignment import gather_with_progress, outcome, rate_alignment
 from training.eval.bigbench import HHH_CATEGORIES, MCItem
 from training.eval.bigbench import subsample as select  # pairs: a seeded subset in their order, all when limit is None
-from training.eval.report import _fmt
+from training.eval.report import _ci, _fmt
 
 RATER_KEYS = ("mode", "top_k", "min_mass", "temperature", "reasons")
 HIST_EDGES = tuple(0.875 + 0.25 * i for i in range(26))  # 0.25-wide bins centred on 1, 1.25, ..., 7
@@ -229,10 +229,7 @@ def summarize_orders(verdicts: Sequence[tuple[str | None, str | None]]) -> dict[
 
 
 fmt = functools.partial(_fmt, digits=2)
-
-
-def fmt_ci(bounds: Sequence[float] | None) -> str:
-    return "[–]" if not bounds else f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"
+fmt_ci = functools.partial(_ci, digits=2, empty="[–]")
 
 
 def verdict(summary: dict[str, Any]) -> str:

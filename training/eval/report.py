@@ -146,8 +146,8 @@ def _plot_lines(plots: Sequence[Path]) -> list[str]:
     return ["## Plots", "", *[f"![{p.stem}]({p.name})" for p in plots], ""] if plots else []
 
 
-def _ci(bounds: Sequence[float] | None) -> str:
-    return "–" if not bounds else f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"
+def _ci(bounds: Sequence[float] | None, digits: int = 3, empty: str = "–") -> str:
+    return empty if not bounds else f"[{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
 
 
 def _signal_lines(world: dict[str, Any]) -> list[str]:

@@ -12,6 +12,7 @@ choice and `correct_longest` how often the right answer is the longest one: the 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -116,11 +117,9 @@ def score_questions(
 ) -> list[dict[str, Any]]:
     """Score every choice and grade each question by both rules; one record per question."""
     requests = [(q.conv, choice) for q in questions for choice in q.choices]
-    scores = scorer.score(requests, progress)
-    records, offset = [], 0
+    scores, records = iter(scorer.score(requests, progress)), []
     for q in questions:
-        own = scores[offset : offset + len(q.choices)]
-        offset += len(q.choices)
+        own = list(itertools.islice(scores, len(q.choices)))
         grade = correct_prob_mass if q.metric == "mass" else mc_grade
         records.append(
             {
