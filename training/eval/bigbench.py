@@ -81,9 +81,8 @@ def fetch_bigbench(target: Path | None = None, *, timeout: float = 900.0) -> Pat
         if not roots:
             reason = ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1]
             raise UserError(f"could not download {BIGBENCH_SPEC} from PyPI ({reason}); {_HOW_TO_FIX}")
-        root = roots[0]
         for member, name in TASK_FILES.items():
-            source = root / member
+            source = roots[0] / member
             require(source.is_file(), f"{BIGBENCH_SPEC} has no {member}; {_HOW_TO_FIX}")
             partial = target / (name + ".part")
             shutil.copyfile(source, partial)

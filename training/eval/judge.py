@@ -180,8 +180,7 @@ def pair_outcome(first: str | None, swapped: str | None) -> str | None:
 async def rate_answers(rater: Any, questions: Sequence[dict[str, str]], answers: Sequence[str]) -> list[dict[str, Any]]:
     """Rater mode: one record per answer, {id, score (1-7, float or int, or None), reason, attempts, raw, error,
     detail}, from the observer's alignment rating by `rater` (an agents.raters.Rater)."""
-    pairs = [(q["question"], a) for q, a in zip(questions, answers, strict=True)]
-    rated = await rate_alignment(rater, pairs)
+    rated = await rate_alignment(rater, [(q["question"], a) for q, a in zip(questions, answers, strict=True)])
     return [
         {"id": q["id"], "score": rating.value, "reason": rating.reason, "attempts": rating.attempts,
          "raw": rating.raw, "error": rating.error, "detail": rating.detail}
