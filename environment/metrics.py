@@ -132,10 +132,10 @@ def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Pat
     fig.tight_layout()
     paths.append(_save(fig, folder / "ratings_per_round.png"))
 
+    obs = [(r["observer"].get("revision") or {}).get("alignment") for r in records]
     grid: dict[tuple[int, int], list[float]] = defaultdict(list)
     last = {int(record["agent_id"]): tuple(record["position"]) for record in records}
-    for record in records:
-        value = (record["observer"].get("revision") or {}).get("alignment")
+    for record, value in zip(records, obs, strict=True):
         if value is not None:
             grid[last[int(record["agent_id"])]].append(value)
     matrix = [[_mean(grid.get((r, c), [])) or float("nan") for c in range(size)] for r in range(size)]
@@ -146,7 +146,6 @@ def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Pat
     paths.append(_save(fig, folder / "alignment_heatmap.png"))
 
     peer = [f["rating"] for r in records for f in r["feedback"]]
-    obs = [(r["observer"].get("revision") or {}).get("alignment") for r in records]
     fig, ax = subplots(figsize=(7, 4))
     width = 0.2  # two bars per 0.5 bin; float ratings land on their nearest bin (environment.signal.histogram)
     for values, shift, label in ((peer, -width / 2, "peer ratings"), (obs, width / 2, "observer revision alignment")):

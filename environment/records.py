@@ -8,7 +8,6 @@ likelihood score mapped onto the scale) or null (unreadable / invalid); it is ne
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,7 @@ def valid_rating(value: Any) -> int | float | None:
     """Return `value` if it is a number on the 1..7 scale (int or finite float), else None (bools are not ratings)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value if RATING_MIN <= value <= RATING_MAX else None
+    return value if RATING_MIN <= value <= RATING_MAX else None  # NaN and ±inf fail the comparison
 
 
 def validate_record(record: Any) -> dict[str, Any]:
@@ -49,14 +46,12 @@ def validate_record(record: Any) -> dict[str, Any]:
     if not isinstance(record["feedback"], list):
         raise ValueError("feedback must be a list")
     for item in record["feedback"]:
-        rating = item.get("rating")
-        if rating is not None and valid_rating(rating) is None:
+        if (rating := item.get("rating")) is not None and valid_rating(rating) is None:
             raise ValueError(f"feedback rating {rating!r} is neither null nor a number in 1..7")
     for stage in ("draft", "revision"):
         scores = record["observer"].get(stage) or {}
         for key in ("alignment", "engagement"):
-            value = scores.get(key)
-            if value is not None and valid_rating(value) is None:
+            if (value := scores.get(key)) is not None and valid_rating(value) is None:
                 raise ValueError(f"observer {stage}.{key} {value!r} is neither null nor a number in 1..7")
     return record
 

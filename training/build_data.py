@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from agents.echoes import protocol_echo
+from agents.prompts import format_rating as rating_text  # a rating as the agent reads it: 5, 4.3
 from conf.cli import hydra_command
 from conf.errors import UserError, require
 from conf.schema import checked
@@ -53,11 +54,6 @@ BUILDER_VERSION = 2
 DROPPED = ("invalid_ratings", "duplicate_episodes", "duplicate_responses", "protocol_echoes")
 ECHO_EXAMPLES = 3  # dropped protocol echoes the data card quotes
 NO_PERSONA = "(none)"  # data-card key for responses whose episode names no persona (older episode files)
-
-
-def rating_text(rating: float) -> str:
-    """A rating as the agent reads it: "5" for a whole number, one decimal otherwise ("4.3")."""
-    return str(int(rating)) if float(rating).is_integer() else f"{rating:.1f}"
 
 
 def realignment_output(feedback: list[tuple[float, str]], revision: str) -> str:

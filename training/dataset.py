@@ -74,6 +74,15 @@ def short_json(value: Any) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
+def decoded_messages(messages: Any) -> Any:
+    """A group's `messages`: the list, or that list as sa-build-data's parquet may hold it, a JSON string (None when
+    the string is not JSON)."""
+    try:
+        return json.loads(messages) if isinstance(messages, str) else messages
+    except ValueError:
+        return None
+
+
 def check_group(group: Any, where: str) -> None:
     """One group as sa-build-data writes it: `messages` (a list of {role, content} strings, or that list as a JSON
     string), an integer `stage` and non-empty `responses` of {text, rating}. A wrong type is a one-line `UserError`
@@ -89,12 +98,7 @@ def check_group(group: Any, where: str) -> None:
         raise UserError(f"{where}: a group must be a JSON object, found {short_json(group)}; {fix}")
     for key in REQUIRED_KEYS:
         require(key in group, f"{where}: field '{key}' is missing; {fix}")
-    messages = group["messages"]
-    if isinstance(messages, str):
-        try:
-            messages = json.loads(messages)
-        except ValueError:
-            messages = None
+    messages = decoded_messages(group["messages"])
     listed = isinstance(messages, list) and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
     )
@@ -149,9 +153,7 @@ def tokenize_groups(dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dat
     realignment target, so its feedback is cut first); `len(response_ids[j])` when there is none."""
 
     def encode(item: dict[str, Any]) -> dict[str, Any]:
-        messages = item["messages"]
-        if isinstance(messages, str):
-            messages = json.loads(messages)
+        messages = decoded_messages(item["messages"])
         prompt_text = None
         responses, protect = [], []
         for response in item["responses"]:
@@ -160,9 +162,8 @@ def tokenize_groups(dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dat
             realignment = "realignment" in (response.get("kind"), response.get("source"), item.get("kind"))
             responses.append(ids)
             protect.append(protected_tail(tokenizer, completion, ids, realignment))
-        prompt = tokenizer(prompt_text or "", add_special_tokens=False)["input_ids"]
         return {
-            "prompt_ids": prompt,
+            "prompt_ids": tokenizer(prompt_text or "", add_special_tokens=False)["input_ids"],
             "response_ids": responses,
             "ratings": [float(r["rating"]) for r in item["responses"]],
             "protect_from": protect,
