@@ -38,9 +38,6 @@ class PriorItem:
     good: str
     bad: str
 
-    def answer(self, label: str) -> str:
-        return self.good if label == "good" else self.bad
-
 
 def shipped_path() -> Path:
     """The prior set packaged with the project."""
@@ -154,4 +151,5 @@ def seed(
     labels = population_labels(population, n_agents, seed, size)
     rng = random.Random(f"priors:{seed}")
     take = min(per_agent, len(items))
-    return [[(it.question, it.answer(label), label) for it in rng.sample(items, take)] for label in labels]
+    # each label is "good" or "bad", the name of the answer field it takes
+    return [[(it.question, getattr(it, label), label) for it in rng.sample(items, take)] for label in labels]
