@@ -69,15 +69,12 @@ def arm_items(per_seed: Sequence[ItemScores], metric: str) -> dict[str, float]:
 
 def table(arms: dict[str, list[ItemScores]], metrics: Sequence[str], confidence: float = 0.95) -> dict[str, Any]:
     """{metric: {arm: {mean, interval, seeds, per_seed}}}: the mean over seeds of each seed's mean over items."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {metric: {} for metric in metrics}
     for metric in metrics:
-        row: dict[str, Any] = {}
         for arm, per_seed in arms.items():
-            means = [float(np.mean(list(s[metric].values()))) for s in per_seed if s.get(metric)]
-            if means:
+            if means := [float(np.mean(list(s[metric].values()))) for s in per_seed if s.get(metric)]:
                 mean, interval = seed_interval(means, confidence)
-                row[arm] = {"mean": mean, "interval": interval, "seeds": len(means), "per_seed": means}
-        out[metric] = row
+                out[metric][arm] = {"mean": mean, "interval": interval, "seeds": len(means), "per_seed": means}
     return out
 
 
@@ -100,11 +97,9 @@ def verdicts(
     arms: dict[str, list[ItemScores]], metrics: Sequence[str], alpha: float, min_effect: float, resamples: int = 10_000
 ) -> list[dict[str, Any]]:
     """Every claim on every metric: the paired difference, its interval, p-value and verdict."""
-    rows = []
-    for claim, a, b in CLAIMS:
-        for metric in metrics:
-            found = compare(arms, metric, a, b, resamples)
-            if found is not None:
-                rows.append({"claim": claim, "metric": metric, **found.as_dict(),
-                             "verdict": verdict(found, alpha, min_effect)})  # fmt: skip
-    return rows
+    found = [(claim, metric, compare(arms, metric, a, b, resamples)) for claim, a, b in CLAIMS for metric in metrics]
+    return [
+        {"claim": claim, "metric": metric, **pair.as_dict(), "verdict": verdict(pair, alpha, min_effect)}
+        for claim, metric, pair in found
+        if pair is not None
+    ]
