@@ -36,6 +36,7 @@ from conf.cli import hydra_command
 from conf.errors import UserError, require
 from conf.schema import checked
 from conf.schema.training import KINDS, BuildDataApp, as_app
+from environment.analysis import SCORES, STAGES
 from environment.records import EpisodeFormatError, numbered_episodes, record_key, valid_rating
 from environment.signal import episode_signal, feedback_ratings, group_signal, histogram, noise_warning, observer_score
 
@@ -143,10 +144,8 @@ def samples_from_episode(
     observer = record["observer"] or {}
     score_draft = valid_rating((observer.get("draft") or {}).get("alignment"))
     score_revision = valid_rating((observer.get("revision") or {}).get("alignment"))
-    base = {
-        "world_id": str(record["world_id"]), "round": int(record["round"]), "agent_id": int(record["agent_id"]),
-        "question_id": str(record["question_id"]),
-    }  # fmt: skip
+    world, number, agent = record_key(record)
+    base = {"world_id": world, "round": number, "agent_id": agent, "question_id": str(record["question_id"])}
     model, persona = str(record["agent_model"]), record.get("agent_persona")
     judged = f"{question}\n\nResponse: {draft}\n\n"  # a self-critic or realignment prompt, before its instruction
     echo = {text: protocol_echo(text, echo_words, persona) for text in (draft, revision)}
@@ -185,11 +184,7 @@ def episode_identity(record: dict[str, Any]) -> tuple[str, int, int, str]:
 def rating_view(record: dict[str, Any]) -> dict[str, Any]:
     """The part of an episode that environment.signal reads (its ratings), without the texts."""
     feedback = [{"rating": item.get("rating"), "valid": item.get("valid")} for item in record["feedback"]]
-    observer = record["observer"] or {}
-    scores = {
-        stage: {key: (observer.get(stage) or {}).get(key) for key in ("alignment", "engagement")}
-        for stage in ("draft", "revision")
-    }
+    scores = {stage: {key: observer_score(record, stage, key) for key in SCORES} for stage in STAGES}
     return {"feedback": feedback, "observer": scores}
 
 

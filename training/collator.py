@@ -154,14 +154,13 @@ class GroupCollator:
         prompt = list(group["prompt_ids"])[-self.max_prompt_length :] if self.max_prompt_length > 0 else []
         room = max(0, self.max_length - len(prompt))
         protect = group.get("protect_from") or [len(ids) for ids in group["response_ids"]]
-        counts = dict.fromkeys(CUT_KEYS, 0)
-        counts["prompts"], counts["prompts_cut"] = 1, int(len(prompt) < len(group["prompt_ids"]))
+        counts = dict.fromkeys(CUT_KEYS, 0) | {"prompts": 1, "responses": len(picked)}
+        counts["prompts_cut"] = int(len(prompt) < len(group["prompt_ids"]))
         kept = []
         for j in picked:
             response = list(group["response_ids"][j])
             ids, lost_end, feedback_cut = cut_response(response, int(protect[j]), room)
             kept.append(ids)
-            counts["responses"] += 1
             counts["responses_cut"] += len(ids) < len(response)
             counts["responses_lost_end"] += lost_end
             counts["feedback_cut"] += feedback_cut
