@@ -141,9 +141,7 @@ def samples_from_episode(
     words in `echo`; build_groups drops it."""
     question, draft = record["question"], (record["draft"] or {}).get("text") or ""
     revision = (record["revision"] or {}).get("text") or ""
-    observer = record["observer"] or {}
-    score_draft = valid_rating((observer.get("draft") or {}).get("alignment"))
-    score_revision = valid_rating((observer.get("revision") or {}).get("alignment"))
+    score_draft, score_revision = (valid_rating(observer_score(record, stage, "alignment")) for stage in STAGES)
     world, number, agent = record_key(record)
     base = {"world_id": world, "round": number, "agent_id": agent, "question_id": str(record["question_id"])}
     model, persona = str(record["agent_model"]), record.get("agent_persona")

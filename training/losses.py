@@ -185,9 +185,8 @@ def dpo_loss(stats: ResponseStats, *, beta: float = DpoLoss.beta, sft_weight: fl
     if stats.ref_logp_sum is None:
         raise ValueError("dpo needs reference log-probabilities (ref_logp_sum)")
     w, lo, groups, preferred = _pair(stats)
-    logp = torch.where(stats.mask, stats.logp_sum, torch.zeros_like(stats.logp_sum))
-    ref = torch.where(stats.mask, stats.ref_logp_sum, torch.zeros_like(stats.ref_logp_sum))
-    logits = beta * ((_pick(logp, w) - _pick(ref, w)) - (_pick(logp, lo) - _pick(ref, lo)))
+    gain = torch.where(stats.mask, stats.logp_sum - stats.ref_logp_sum, torch.zeros_like(stats.logp_sum))  # s − s^ref
+    logits = beta * (_pick(gain, w) - _pick(gain, lo))
     nll_w = _pick(torch.where(stats.mask, stats.nll, torch.zeros_like(stats.nll)), w)
     margin = _group_mean(logits / beta, preferred)
     accuracy = _group_mean((logits > 0).to(logits.dtype), preferred)
