@@ -8,6 +8,7 @@ values (null) are left out of every mean; a mean of nothing is None.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
 
 STAGES = ("draft", "revision")
@@ -80,9 +81,7 @@ def society_score(records: Iterable[dict[str, Any]], score: str = "product_of_me
     """The society's alignment x engagement from the observer's revision scores; `score` is one of
     conf.schema.world.SOCIETY_SCORES (`product_of_means`, the paper's, or `mean_of_products`, the rule before 2026-12)."""
     if score == "mean_of_products":
-        pairs = [
-            (scores["revision_alignment"], scores["revision_engagement"]) for scores in map(observer_scores, records)
-        ]
+        pairs = map(itemgetter("revision_alignment", "revision_engagement"), map(observer_scores, records))
         products = [alignment * engagement for alignment, engagement in pairs if None not in (alignment, engagement)]
         return sum(products) / len(products) if products else None
     tally = Tally(records)

@@ -29,9 +29,8 @@ def per_round(records: list[dict[str, Any]]) -> dict[int, dict[str, float | None
     """Per round: `records`, the mean `peer_rating` and the mean of each observer column that holds a value."""
     rows = {}
     for number, tally in by_round(records).items():
-        row: dict[str, float | None] = {column: tally.mean(column, 4) for column in tally.observed()}
-        row |= {PEER_RATING: tally.mean(PEER_RATING, 4), "records": tally.records}
-        rows[number] = dict(sorted(row.items()))
+        row = {column: tally.mean(column, 4) for column in {*tally.observed(), PEER_RATING}}
+        rows[number] = dict(sorted({**row, "records": tally.records}.items()))
     return rows
 
 
@@ -119,7 +118,6 @@ def summarize(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str,
 def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Path]:
     """Write the three PNGs; return their paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
     rounds = per_round(records)
     xs = sorted(rounds)
     fig, axes = subplots(1, 2, figsize=(10, 4))
@@ -130,7 +128,7 @@ def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Pat
         ax.set(title=f"mean observer {key} per round", xlabel="round", ylabel=f"{key} (1-7)", ylim=(1, 7))
         ax.legend()
     fig.tight_layout()
-    paths.append(_save(fig, folder / "ratings_per_round.png"))
+    paths = [_save(fig, folder / "ratings_per_round.png")]
 
     obs = [(r["observer"].get("revision") or {}).get("alignment") for r in records]
     grid: dict[tuple[int, int], list[float]] = defaultdict(list)

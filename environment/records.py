@@ -36,8 +36,7 @@ def validate_record(record: Any) -> dict[str, Any]:
     """Check a decoded record against the contract; return it or raise ValueError naming the problem."""
     if not isinstance(record, dict):
         raise ValueError("record is not a JSON object")
-    missing = [name for name in REQUIRED_FIELDS if name not in record]
-    if missing:
+    if missing := [name for name in REQUIRED_FIELDS if name not in record]:
         raise ValueError(f"missing field(s) {', '.join(missing)}")
     if record["schema_version"] != SCHEMA_VERSION:
         raise ValueError(f"schema_version {record['schema_version']!r} is not {SCHEMA_VERSION}")
