@@ -16,8 +16,7 @@ from training.eval.stats import detectable_difference, items_needed
 def _cell(entry: dict[str, Any] | None) -> str:
     if not entry:
         return "–"
-    interval = entry["interval"]
-    spread = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+    spread = " [{:.3f}, {:.3f}]".format(*entry["interval"]) if entry["interval"] else ""
     return f"{entry['mean']:.3f}{spread}"
 
 
@@ -56,8 +55,7 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
     lines += limits(results)
     lines += ["", "## Stages", "", "| stage | seconds this run | seconds when run | folder |", "|---|---|---|---|"]
     for name, stage in results["stages"].items():
-        ran = stage.get("ran_s")
-        lines.append(f"| {name} | {stage['seconds']:.0f} | {_fmt(ran, 0)} | `{stage['folder']}` |")
+        lines.append(f"| {name} | {stage['seconds']:.0f} | {_fmt(stage.get('ran_s'), 0)} | `{stage['folder']}` |")
     lines += ["", *[f"![{p.stem}]({p.name})" for p in plots], ""]
     return "\n".join(lines)
 

@@ -108,8 +108,7 @@ def inspect(path: Path) -> Checkpoint | str:
     run_file = path / RUN_FILE
     if run_file.is_file():
         try:
-            saved = json.loads(run_file.read_text(encoding="utf-8"))
-            return Checkpoint(path, step, dict(saved["run"]))
+            return Checkpoint(path, step, dict(json.loads(run_file.read_text(encoding="utf-8"))["run"]))
         except (ValueError, KeyError, TypeError):
             return f"its {RUN_FILE} is unreadable"
     if (path / LAST_FILE).is_file() and (path / LAST_FILE).stat().st_size > 0:
