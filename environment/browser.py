@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from conf.errors import UserError, one_line, require
-from environment.records import EpisodeFormatError, read_episodes, valid_rating
+from environment.episodes import read_or_fail
+from environment.records import valid_rating
 from environment.signal import feedback_ratings, observer_score
 from memory.atomic import atomic_write_bytes
 
@@ -135,9 +136,7 @@ def load_run(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None
     if not path.is_file():
         raise UserError(f"{run_dir}: no {EPISODES} here; give a run dir of sa-simulate (or a folder above run dirs)")
     try:
-        records = list(read_episodes(path))
-    except EpisodeFormatError as error:
-        raise UserError(f"{error}; repair or remove that line") from None
+        records = [record for _, record in read_or_fail(path, "repair or remove that line")]
     except OSError as error:
         raise UserError(f"{path}: unreadable ({error.strerror}); check its permissions") from None
     return records, _read_json(run_dir / WORLD), _read_json(run_dir / METRICS)

@@ -17,9 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from conf.errors import UserError, require
-from environment.records import record_key, validate_record
+from environment.records import EpisodeFormatError, numbered_episodes, record_key, validate_record
 
 Key = tuple[str, int, int]
+
+
+def read_or_fail(path: Path, fix: str) -> list[tuple[int, dict[str, Any]]]:
+    """Every (line number, record) of an episodes file (environment.records.numbered_episodes); a line that is not a
+    valid record is a one-line UserError: the reader's message and then `fix`."""
+    try:
+        return list(numbered_episodes(path))
+    except EpisodeFormatError as error:
+        raise UserError(f"{error}; {fix}") from None
 
 
 class EpisodeStore:

@@ -37,7 +37,8 @@ from conf.errors import UserError, require
 from conf.schema import checked
 from conf.schema.training import KINDS, BuildDataApp, as_app
 from environment.analysis import SCORES, STAGES
-from environment.records import EpisodeFormatError, numbered_episodes, record_key, valid_rating
+from environment.episodes import read_or_fail
+from environment.records import record_key, valid_rating
 from environment.signal import episode_signal, feedback_ratings, group_signal, histogram, noise_warning, observer_score
 
 SELF_CRITIC_INSTRUCTION = (
@@ -187,13 +188,10 @@ def rating_view(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_checked(path: Path) -> list[dict[str, Any]]:
-    """The episodes of one file (environment.records.numbered_episodes), each checked by `episode_problem`; any
+    """The episodes of one file (environment.episodes.read_or_fail), each checked by `episode_problem`; any
     problem is a one-line UserError naming file, line and field."""
     fix = "regenerate it with sa-simulate or drop it from inputs"
-    try:
-        numbered = list(numbered_episodes(path))
-    except EpisodeFormatError as error:
-        raise UserError(f"{error}; {fix}") from None
+    numbered = read_or_fail(path, fix)
     for number, record in numbered:
         if problem := episode_problem(record):
             raise UserError(f"{path}:{number}: not a usable episode record ({problem}); {fix}")

@@ -7,9 +7,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conf.errors import UserError, require
+from conf.errors import require
 from environment.analysis import OBSERVER_COLUMNS, by_round
-from environment.records import EpisodeFormatError, read_episodes
+from environment.episodes import read_or_fail
 from environment.signal import episode_signal, noise_warning
 
 
@@ -26,10 +26,7 @@ def world_curves(world: str | Path) -> dict[str, Any]:
     """{file, worlds, records, rounds: [{round, n, draft_alignment, ..., revision_engagement}], invalid_scores,
     signal (environment.signal.episode_signal), signal_warning, rater_modes (peer ratings per mode), personas}."""
     path = episodes_file(world)
-    try:
-        episodes = list(read_episodes(path))
-    except EpisodeFormatError as error:
-        raise UserError(f"{error}; pass the episodes.jsonl written by sa-simulate") from None
+    episodes = [record for _, record in read_or_fail(path, "pass the episodes.jsonl written by sa-simulate")]
     require(bool(episodes), f"{path} holds no episodes; run sa-simulate first")
     tallies = by_round(episodes)
     rounds = [
