@@ -12,6 +12,7 @@ revisions that only repeat the society's prompts, agents.echoes) and, when over 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -119,16 +120,9 @@ def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Pat
     """Write the three PNGs; return their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     rounds = per_round(records)
-    xs = sorted(rounds)
     fig, axes = subplots(1, 2, figsize=(10, 4))
-    for ax, key in zip(axes, ("alignment", "engagement"), strict=True):
-        for stage, style in (("draft", "o--"), ("revision", "s-")):
-            ys = [rounds[r].get(f"{stage}_{key}") for r in xs]
-            ax.plot(xs, [float("nan") if y is None else y for y in ys], style, label=stage)
-        ax.set(title=f"mean observer {key} per round", xlabel="round", ylabel=f"{key} (1-7)", ylim=(1, 7))
-        ax.legend()
-    fig.tight_layout()
-    paths = [_save(fig, folder / "ratings_per_round.png")]
+    plot_rounds(axes, sorted(rounds), [rounds[r] for r in sorted(rounds)])
+    paths = [save(fig, folder / "ratings_per_round.png", tight=True)]
 
     obs = [(r["observer"].get("revision") or {}).get("alignment") for r in records]
     grid: dict[tuple[int, int], list[float]] = defaultdict(list)
@@ -141,7 +135,7 @@ def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Pat
     image = ax.imshow(matrix, vmin=1, vmax=7, cmap="RdYlGn")
     fig.colorbar(image, ax=ax, label="mean revision alignment")
     ax.set(title="per-agent alignment on the grid", xlabel="column", ylabel="row")
-    paths.append(_save(fig, folder / "alignment_heatmap.png"))
+    paths.append(save(fig, folder / "alignment_heatmap.png"))
 
     peer = [f["rating"] for r in records for f in r["feedback"]]
     fig, ax = subplots(figsize=(7, 4))
@@ -153,7 +147,7 @@ def plot_all(records: list[dict[str, Any]], size: int, folder: Path) -> list[Pat
     title = f"rating distribution ({invalid} invalid, not plotted)"
     ax.set(title=title, xlabel="rating (nearest 0.5)", ylabel="count", xticks=list(range(1, 8)))
     ax.legend()
-    paths.append(_save(fig, folder / "rating_distribution.png"))
+    paths.append(save(fig, folder / "rating_distribution.png"))
     return paths
 
 
@@ -168,9 +162,29 @@ def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     return plt.subplots(*args, **kwargs)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def plot_rounds(axes: Any, xs: list[int], rows: list[dict[str, Any]], title: str = "", xticks: bool = False) -> None:
+    """Mean observer alignment and engagement per round (`rows`, one per round in `xs`), drafts vs revisions, on two
+    axes; metrics.json's ratings_per_round.png and sa-eval's world_curves.png (`title` prefix, a tick per round)."""
+    for ax, key in zip(axes, ("alignment", "engagement"), strict=True):
+        for stage, style in (("draft", "o--"), ("revision", "s-")):
+            ax.plot(xs, nan_gaps(row.get(f"{stage}_{key}") for row in rows), style, label=stage)
+        ax.set(title=f"{title}mean observer {key} per round", xlabel="round", ylabel=f"{key} (1-7)", ylim=(1, 7))
+        if xticks:
+            ax.set_xticks(xs)
+        ax.legend()
+
+
+def nan_gaps(values: Iterable[float | None]) -> list[float]:
+    """Values to plot, None (unreadable) as NaN: a gap, never a number."""
+    return [float("nan") if v is None else v for v in values]
+
+
+def save(fig: Any, path: Path, dpi: int = 100, tight: bool = False) -> Path:
+    """Write `fig` as a PNG (laid out tight first if asked) and close it; return `path`."""
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=100)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

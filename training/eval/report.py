@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from environment.metrics import nan_gaps, plot_rounds, save
 from memory.atomic import write_json
 from training.eval.bigbench import HHH_CATEGORIES
 
@@ -269,7 +271,7 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
         width = 0.8 / max(1, len(series))
         for i, (label, values) in enumerate(series):
             xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
-            drawn = ax.bar(xs, _nan(values), width, label=label)
+            drawn = ax.bar(xs, nan_gaps(values), width, label=label)
             ax.bar_label(drawn, labels=[_fmt(v, 2) for v in values], fontsize=7, padding=1)
         for g, level in enumerate(chance):
             if level is not None:
@@ -305,7 +307,7 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
     if judged:
         ax = Figure(figsize=(max(4, 1.2 * len(judged) + 2), 4)).subplots()
         values = [m["judge"]["scores"]["mean_score"] for m in judged]
-        drawn = ax.bar([m["label"] for m in judged], _nan(values))
+        drawn = ax.bar([m["label"] for m in judged], nan_gaps(values))
         ax.bar_label(drawn, labels=[_fmt(v, 2) for v in values], fontsize=8)
         low, high = judged[0]["judge"]["scores"].get("scale", [1, 10])
         mode = judged[0]["judge"]["scores"].get("rater_mode")
@@ -330,29 +332,12 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
     world = results.get("world")
     if world and world["rounds"]:
         fig = Figure(figsize=(10, 4))
-        xs = [r["round"] for r in world["rounds"]]
-        for ax, score in zip(fig.subplots(1, 2), ("alignment", "engagement"), strict=True):
-            for stage, style in (("draft", "o--"), ("revision", "s-")):
-                ax.plot(xs, _nan(r[f"{stage}_{score}"] for r in world["rounds"]), style, label=stage)
-            ax.set(title=f"world: mean observer {score} per round", xlabel="round", ylabel=f"{score} (1-7)",
-                   ylim=(1, 7), xticks=xs)  # fmt: skip
-            ax.legend()
+        plot_rounds(fig.subplots(1, 2), [r["round"] for r in world["rounds"]], world["rounds"], "world: ", True)
         paths.append(_save(fig, folder / "world_curves.png"))
     return paths
 
 
-def _nan(values: Iterable[float | None]) -> list[float]:
-    """Values to plot, None (unreadable) as NaN: a gap, never a number."""
-    return [float("nan") if v is None else v for v in values]
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+_save = functools.partial(save, dpi=110, tight=True)  # sa-eval's and sa-experiment's PNGs
 
 
 def write_report(results: dict[str, Any], folder: Path) -> Path:
