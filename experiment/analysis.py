@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def verdicts(
     """Every claim on every metric: the paired difference, its interval, p-value and verdict."""
     found = [(claim, metric, compare(arms, metric, a, b, resamples)) for claim, a, b in CLAIMS for metric in metrics]
     return [
-        {"claim": claim, "metric": metric, **pair.as_dict(), "verdict": verdict(pair, alpha, min_effect)}
+        {"claim": claim, "metric": metric, **asdict(pair), "verdict": verdict(pair, alpha, min_effect)}
         for claim, metric, pair in found
         if pair is not None
     ]

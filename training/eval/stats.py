@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,9 +41,6 @@ class PairedDifference:
     p_value: float
     exact: bool
     sd: float = 0.0  # standard deviation of the per-item differences (ddof=1)
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def seed_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, tuple[float, float] | None]:
