@@ -54,38 +54,32 @@ class EpisodeStore:
 
     def _scan(self) -> None:
         data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        tail = lines.pop()  # bytes after the last newline ("" when the file ends cleanly)
+        lines = data.split(b"\n")  # the last: bytes after the last newline ("" when the file ends cleanly)
         for number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
             try:
-                record = validate_record(json.loads(raw.decode("utf-8")))
-            except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as error:
-                raise UserError(f"{self.path}:{number}: corrupt episode record ({error}); "
-                                "repair or remove that line, or choose a new run dir") from None  # fmt: skip
-            key = record_key(record)
-            if key in self.keys:
-                raise UserError(f"{self.path}:{number}: duplicate turn {key}; remove the duplicate line")
-            self.keys.add(key)
-            self.records.append(record)
-        if tail.strip():  # every line before it is a valid record (or this scan raised)
-            if self._complete_tail(tail):
-                with self.path.open("ab") as handle:  # a complete record that only lacks its newline: keep it
-                    handle.write(b"\n")
-            else:
-                self._move_aside(tail, len(data) - len(tail))
+                self._add(raw, number)
+            except UserError:
+                if number < len(lines):
+                    raise
+                self._move_aside(raw, len(data) - len(raw))  # every line before it is a valid record
+                return
+        if lines[-1].strip():  # a complete record that only lacks its newline: keep it
+            with self.path.open("ab") as handle:
+                handle.write(b"\n")
 
-    def _complete_tail(self, tail: bytes) -> bool:
+    def _add(self, raw: bytes, number: int) -> None:
         try:
-            record = validate_record(json.loads(tail.decode("utf-8")))
-        except (ValueError, UnicodeDecodeError, AttributeError, TypeError):
-            return False
-        if record_key(record) in self.keys:
-            return False
-        self.keys.add(record_key(record))
+            record = validate_record(json.loads(raw.decode("utf-8")))
+        except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as error:
+            raise UserError(f"{self.path}:{number}: corrupt episode record ({error}); "
+                            "repair or remove that line, or choose a new run dir") from None  # fmt: skip
+        key = record_key(record)
+        if key in self.keys:
+            raise UserError(f"{self.path}:{number}: duplicate turn {key}; remove the duplicate line")
+        self.keys.add(key)
         self.records.append(record)
-        return True
 
     def _move_aside(self, partial: bytes, good_end: int) -> None:
         n = 1
