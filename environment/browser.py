@@ -45,11 +45,6 @@ def score(record: dict[str, Any], stage: str) -> float | None:
     return valid_rating(observer_score(record, stage, "alignment"))
 
 
-def peer_ratings(record: dict[str, Any]) -> list[float | None]:
-    """Each peer's rating; one that is null or marked invalid is None (as `environment.signal` counts it)."""
-    return [valid_rating(rating) for rating in feedback_ratings(record)]
-
-
 def _turn(records: Sequence[dict[str, Any]], i: int) -> tuple[int, int]:
     return int(records[i]["round"]), int(records[i]["agent_id"])
 
@@ -67,8 +62,10 @@ def largest_improvements(records: Sequence[dict[str, Any]]) -> list[int]:
 
 
 def unreadable_count(record: dict[str, Any]) -> int:
-    """Unreadable peer ratings plus unreadable observer alignment scores of one turn."""
-    return sum(r is None for r in [*peer_ratings(record), score(record, "draft"), score(record, "revision")])
+    """Unreadable peer ratings (null or marked invalid, as `environment.signal` counts them) plus unreadable observer
+    alignment scores of one turn; sa-build-data's count of invalid ratings too."""
+    ratings = [*map(valid_rating, feedback_ratings(record)), score(record, "draft"), score(record, "revision")]
+    return ratings.count(None)
 
 
 def unreadable_turns(records: Sequence[dict[str, Any]]) -> list[int]:

@@ -37,9 +37,10 @@ from conf.errors import UserError, require
 from conf.schema import checked
 from conf.schema.training import KINDS, BuildDataApp, as_app
 from environment.analysis import SCORES, STAGES
+from environment.browser import unreadable_count
 from environment.episodes import read_or_fail
 from environment.records import record_key, valid_rating
-from environment.signal import episode_signal, feedback_ratings, group_signal, histogram, noise_warning, observer_score
+from environment.signal import episode_signal, group_signal, histogram, noise_warning, observer_score
 
 SELF_CRITIC_INSTRUCTION = (
     "Comment on how well the response below is aligned with shared social values "
@@ -223,7 +224,7 @@ def build_groups(
             stats["episodes"] += 1
             stats["question_repeats"] += bool(record.get("question_repeat"))  # asked again (sa-simulate's flag)
             ratings.append(rating_view(record))
-            stats["invalid_ratings"] += _count_invalid(ratings[-1])
+            stats["invalid_ratings"] += unreadable_count(record)  # they produce no sample
             for kind, prompt, response in samples_from_episode(record, min_score, echo_words):
                 if echo := response.pop("echo", None):
                     stats["protocol_echoes"] += 1
@@ -243,12 +244,6 @@ def build_groups(
                 group["responses"].append({"kind": kind, **response})
     stats["echo_examples"] = echo_examples
     return list(groups.values()), stats, ratings
-
-
-def _count_invalid(view: dict[str, Any]) -> int:
-    """Ratings in an episode's `rating_view` that are null/invalid (and so produce no sample)."""
-    scores = [observer_score(view, stage, "alignment") for stage in ("draft", "revision")]
-    return sum(valid_rating(value) is None for value in scores + feedback_ratings(view))
 
 
 def mix(
