@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -148,19 +149,34 @@ def fingerprint_changes(theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> l
     """(key, recorded, now, legacy) for each setting that differs; a key the world.json lacks takes LEGACY's value
     (legacy=True) and one without a legacy value counts as changed."""
     old, new = recorded_settings(theirs), {k: v for k, v in flatten(mine).items() if k != "format"}
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        legacy = key not in old
-        before = LEGACY.get(key, ABSENT) if legacy else old[key]
-        after = new.get(key, ABSENT)
-        if before != UNKNOWN and before != after:
-            changes.append((key, before, after, legacy))
-    return changes
+    changes = changed(old, new, ABSENT, LEGACY)
+    return [(key, before, after, key not in old) for key, before, after in changes if before != UNKNOWN]
+
+
+def changed(
+    old: Mapping[str, Any], new: Mapping[str, Any], missing: Any = None, defaults: Mapping[str, Any] | None = None
+) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for each key of either mapping, sorted, whose values differ; a key one of them
+    lacks counts as `missing` (in `old`: its value in `defaults`, if any). sa-train's checkpoint fingerprints too."""
+    pairs = ((k, old.get(k, (defaults or {}).get(k, missing)), new.get(k, missing)) for k in sorted({*old, *new}))
+    return [(key, before, after) for key, before, after in pairs if before != after]
 
 
 def _shown(value: Any, width: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def require_writable(folder: Path, head: str, fix: str, create: bool = False) -> None:
+    """One `UserError` `<head> is not writable (<why>); <fix>` unless a file can be created in `folder` (made first
+    when `create`): sa-simulate's run dir, sa-train's and sa-eval's output folders."""
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise UserError(f"{head} is not writable ({error.strerror or error}); {fix}") from None
 
 
 def check_fingerprint(run_dir: Path, cfg: DictConfig, questions: list[Any] | None = None) -> None:

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from environment.episodes import EpisodeStore
 from environment.metrics import plot_all, summarize
 from environment.progress import Progress
 from environment.questions import load_questions
-from environment.resume import WORLD, check_fingerprint, config_fingerprint
+from environment.resume import WORLD, check_fingerprint, config_fingerprint, require_writable
 from environment.scheduler import run_world
 from environment.stopping import Budget, Stopper
 from memory.atomic import write_json
@@ -67,12 +66,7 @@ def check_run_dir(run_dir: Path) -> None:
     )
     for folder in (run_dir, memory):
         if folder.is_dir():
-            try:
-                with tempfile.TemporaryFile(dir=folder, prefix=".write-check-"):
-                    pass
-            except OSError as error:
-                raise UserError(f"{folder} is not writable ({error.strerror}); make it writable or choose a new "
-                                "hydra.run.dir") from None  # fmt: skip
+            require_writable(folder, str(folder), "make it writable or choose a new hydra.run.dir")
 
 
 def earlier_usage(cfg: DictConfig, records: list[dict[str, Any]]) -> UsageMeter:

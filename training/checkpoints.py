@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from conf.errors import UserError, require
+from conf.errors import require
+from environment.resume import changed, require_writable
 from memory.atomic import atomic_write_bytes, fsync_dir, fsync_tree
 from training.dataset import resolve_data_file, short_json
 
@@ -97,8 +97,7 @@ def _show(key: str, value: Any) -> str:
 
 def differences(saved: dict[str, Any], mine: dict[str, Any]) -> list[str]:
     """`key (saved → now)` for every key whose value differs."""
-    keys = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
-    return [f"{k} ({_show(k, saved.get(k))} → {_show(k, mine.get(k))})" for k in keys]
+    return [f"{k} ({_show(k, before)} → {_show(k, after)})" for k, before, after in changed(saved, mine)]
 
 
 def inspect(path: Path) -> Checkpoint | str:
@@ -218,9 +217,4 @@ def check_writable(path: Path, key: str) -> None:
     if probe != path:
         require(os.access(probe, os.W_OK | os.X_OK), f"{key}={path} cannot be created: {probe} is read-only; {fix}")
         return
-    try:
-        fd, name = tempfile.mkstemp(prefix=".write-check-", dir=path)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as error:
-        raise UserError(f"{key}={path} is not writable ({error.strerror or error}); {fix}") from None
+    require_writable(path, f"{key}={path}", fix)

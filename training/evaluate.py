@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from conf.cli import hydra_command
 from conf.errors import UserError, require
 from conf.schema import checked
 from conf.schema.training import MC_TASKS, EvalApp, as_app
+from environment.resume import require_writable
 from training.eval import judge as judging
 from training.eval import rater_check
 from training.eval import tasks as mc
@@ -60,19 +60,6 @@ def check_checkpoint(model: str) -> None:
                 pass
         except (SafetensorError, OSError) as error:
             raise UserError(f"{weights} is not a readable safetensors file ({error}); re-save or re-copy it") from None
-
-
-def check_writable(folder: Path) -> None:
-    """Create `folder` and write a probe file there, so a read-only output folder fails before any scoring."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".sa-eval-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise UserError(f"output folder {folder} is not writable ({reason}); pass output_dir=<a writable folder> "
-                        "(or hydra.run.dir=...)") from None  # fmt: skip
 
 
 def check_config(cfg: DictConfig) -> tuple[list[str], list[str]]:
@@ -221,7 +208,8 @@ def evaluate(cfg: DictConfig) -> Path:
     """Run the configured evaluation; return the path of report.md."""
     models, labels = check_config(cfg)
     out = Path(str(cfg.output_dir))
-    check_writable(out)
+    fix = "pass output_dir=<a writable folder> (or hydra.run.dir=...)"
+    require_writable(out, f"output folder {out}", fix, create=True)  # a read-only folder fails before any scoring
     world = world_curves(cfg.world_dir) if cfg.world_dir else None  # fail early on a bad world path
     questions = build_questions(cfg)
     results: dict[str, Any] = {
