@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,18 +163,15 @@ def write_after_run(run_dir: Path) -> None:
         log.info("episode browser: %s", path)
 
 
-def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Each path's run dirs: the path itself when it holds episodes.jsonl, else every run dir beneath it."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_file() and path.name == EPISODES:
-            path = path.parent
-        require(path.is_dir(), f"{path}: no such folder; give a run dir of sa-simulate or a folder above run dirs")
-        beneath = [path] if (path / EPISODES).exists() else sorted(p.parent for p in path.rglob(EPISODES))
-        require(bool(beneath), f"{path}: no {EPISODES} here or beneath; give a run dir of sa-simulate")
-        found += [p for p in beneath if p not in found]
-    return found
+def find_run_dirs(root: str | os.PathLike[str]) -> list[Path]:
+    """The run dirs of `root`: itself when it holds episodes.jsonl (or is that file), else every run dir beneath it."""
+    path = Path(root)
+    if path.is_file() and path.name == EPISODES:
+        path = path.parent
+    require(path.is_dir(), f"{path}: no such folder; give a run dir of sa-simulate or a folder above run dirs")
+    beneath = [path] if (path / EPISODES).exists() else sorted(p.parent for p in path.rglob(EPISODES))
+    require(bool(beneath), f"{path}: no {EPISODES} here or beneath; give a run dir of sa-simulate")
+    return beneath
 
 
 def write_index(root: Path, pages: list[Path]) -> Path:
@@ -218,8 +215,7 @@ def browse(args: argparse.Namespace) -> list[Path]:
     """Write every page (and the index of each folder holding several); print one line per file written."""
     written: list[Path] = []
     for root in args.run_dirs:
-        runs = find_run_dirs([root])
-        pages = [write_page(run) for run in runs]
+        pages = [write_page(run) for run in find_run_dirs(root)]
         written += pages
         if len(pages) > 1 and not args.no_index:
             written.append(write_index(Path(root), pages))
