@@ -88,7 +88,6 @@ class EpisodeStore:
         aside.write_bytes(partial)
         with self.path.open("r+b") as handle:
             handle.truncate(good_end)
-            handle.flush()
             os.fsync(handle.fileno())
         self.moved_aside = aside
 
