@@ -214,8 +214,7 @@ def build_groups(
     texts: dict[tuple[str, str], set[str]] = defaultdict(set)
     echo_examples: list[dict[str, Any]] = []  # the first few dropped, for the data card
     for path in files:
-        records = read_checked(path)
-        for record in tqdm(records, desc=f"episodes {path.parent.name}", leave=False):
+        for record in tqdm(read_checked(path), desc=f"episodes {path.parent.name}", leave=False):
             key = episode_identity(record)
             if key in seen:
                 stats["duplicate_episodes"] += 1
@@ -430,8 +429,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     groups, stats, episodes = build_groups(files, float(cfg.realignment.min_score), int(cfg.filter.echo_words))
     require(bool(groups), f"no validly rated samples in {len(files)} episodes file(s); check the simulation output")
     stats["groups_before_mix"] = Counter(g["kind"] for g in groups)
-    ratio = OmegaConf.to_container(cfg.mix)["ratio"]
-    items, plan = mix(groups, ratio, bool(cfg.mix.staged), int(cfg.seed))
+    items, plan = mix(groups, OmegaConf.to_container(cfg.mix)["ratio"], bool(cfg.mix.staged), int(cfg.seed))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     fields = ("group_id", "kind", "stage", "question_id", "prompt", "messages", "responses")
