@@ -95,13 +95,11 @@ def markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
     others = [t for t in ("truthful_qa_mc1", "truthful_qa_mc2", "moral_permissibility")
               if any(t in m["tasks"] for m in scored)]  # fmt: skip
     if others:
-        lines += ["## Other benchmarks", "", "| task | n | chance | " + " | ".join(m["label"] for m in scored) + " |"]
-        lines.append("|---" * (len(scored) + 3) + "|")
-        for task in others:
-            first = _first(scored, task)
-            cells = " | ".join(_cell(m["tasks"].get(task), headline) for m in scored)
-            lines.append(f"| {TASK_TITLES[task]} | {first['n']} | {_fmt(first['chance'])} | {cells} |")
-        lines += ["", "TruthfulQA MC1: accuracy over the best answer vs false answers (`task_mc.json`); MC2: "
+        firsts = {task: _first(scored, task) for task in others}
+        cells = {task: [_cell(m["tasks"].get(task), headline) for m in scored] for task in others}
+        rows = [[TASK_TITLES[t], firsts[t]["n"], _fmt(firsts[t]["chance"]), *cells[t]] for t in others]
+        lines += ["## Other benchmarks", "", *_table(["task", "n", "chance", *(m["label"] for m in scored)], rows)]
+        lines += ["TruthfulQA MC1: accuracy over the best answer vs false answers (`task_mc.json`); MC2: "
                   "probability mass on all true answers vs all false ones (`questions.json`).", ""]  # fmt: skip
     lines += _length_table(scored)
     judged = [m for m in models if m.get("judge")]
