@@ -19,8 +19,6 @@ from typing import Any
 from conf.errors import UserError, require
 from environment.records import EpisodeFormatError, numbered_episodes, record_key, validate_record
 
-Key = tuple[str, int, int]
-
 
 def read_or_fail(path: Path, fix: str) -> list[tuple[int, dict[str, Any]]]:
     """Every (line number, record) of an episodes file (environment.records.numbered_episodes); a line that is not a
@@ -38,7 +36,7 @@ class EpisodeStore:
         self.path = Path(path)
         self.fsync_every = max(1, fsync_every)
         self.records: list[dict[str, Any]] = []
-        self.keys: set[Key] = set()
+        self.keys: set[tuple[str, int, int]] = set()  # record_key of every record
         self.moved_aside: Path | None = None
         self._fd: int | None = None
         self._unsynced = 0
@@ -99,8 +97,7 @@ class EpisodeStore:
         if key in self.keys:
             raise RuntimeError(f"turn {key} is already stored")
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        written = os.write(self._fd, line)
-        if written != len(line):  # pragma: no cover - disk full
+        if (written := os.write(self._fd, line)) != len(line):  # pragma: no cover - disk full
             raise OSError(f"short write to {self.path} ({written} of {len(line)} bytes)")
         self.keys.add(key)
         self.records.append(record)
