@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,10 +41,5 @@ def assign_models(mix: Sequence[Mapping[str, Any]], agent_ids: Sequence[Any], se
             counts[i] += 1
     order = list(agent_ids)
     random.Random(seed).shuffle(order)
-    assignment: dict[Any, Any] = {}
-    position = 0
-    for entry, count in zip(mix, counts, strict=True):
-        for agent_id in order[position : position + count]:
-            assignment[agent_id] = entry["backend"]
-        position += count
-    return assignment
+    bounds = itertools.pairwise(itertools.accumulate(counts, initial=0))  # each entry takes order[lo:hi], its count
+    return {agent: entry["backend"] for entry, (lo, hi) in zip(mix, bounds, strict=True) for agent in order[lo:hi]}
