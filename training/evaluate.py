@@ -20,6 +20,7 @@ from conf.cli import hydra_command
 from conf.errors import UserError, require
 from conf.schema import checked
 from conf.schema.training import MC_TASKS, EvalApp, as_app
+from environment.assemble import rater_settings
 from environment.resume import require_writable
 from training.eval import judge as judging
 from training.eval import rater_check
@@ -67,7 +68,7 @@ def check_config(cfg: DictConfig) -> tuple[list[str], list[str]]:
     both empty when no task evaluates the models."""
     app = checked(as_app(cfg, EvalApp))
     if "rater" in app.tasks:  # `rater` and the rating sampling, before anything is loaded (one-line errors)
-        rater_check.rater_settings(cfg)
+        rater_settings(cfg, "rater_check")
         rater_check.rating_sampling(cfg)
     if not set(app.tasks) & set(MODEL_TASKS):
         return [], []

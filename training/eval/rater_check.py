@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from conf.errors import UserError, require
 from environment.signal import rounded
@@ -42,7 +42,6 @@ from training.eval.bigbench import HHH_CATEGORIES, MCItem
 from training.eval.bigbench import subsample as select  # pairs: a seeded subset in their order, all when limit is None
 from training.eval.report import _ci, _fmt
 
-RATER_KEYS = ("mode", "top_k", "min_mass", "temperature", "reasons")
 HIST_EDGES = tuple(0.875 + 0.25 * i for i in range(26))  # 0.25-wide bins centred on 1, 1.25, ..., 7
 CHANCE = 0.5
 
@@ -275,29 +274,13 @@ def verdict(summary: dict[str, Any]) -> str:
 # ---- running it -------------------------------------------------------------------------------------------------
 
 
-def rater_settings(cfg: DictConfig) -> Any:
-    """`RaterSettings` from the `rater` group and `rater_check.max_reasks` (as sa-simulate's observer)."""
-    from agents.raters import RaterSettings
-
-    node = OmegaConf.to_container(cfg.rater, resolve=True) if cfg.get("rater") is not None else {}
-    require(
-        isinstance(node, dict), f"rater={node!r} must be a rater node; choose with rater=generate|logprob|likelihood"
-    )
-    unknown = sorted(set(node) - set(RATER_KEYS))
-    require(not unknown, f"unknown rater key(s) {unknown}; use {sorted(RATER_KEYS)}")
-    return RaterSettings(max_reasks=int(cfg.rater_check.max_reasks), **node)  # >= 0: conf/schema/training.py
-
-
 def rating_sampling(cfg: DictConfig) -> Any:
     """The backend's `sampling` with the non-null keys of `rater_check.sampling` on top (as sa-simulate layers
     agent.rating_sampling and observer.sampling over the backend's)."""
-    from agents.factory import sampling_from
+    from environment.assemble import merged_sampling
 
-    override = OmegaConf.to_container(cfg.rater_check.sampling, resolve=True)  # typed: conf/schema/training.py
-    merged = OmegaConf.merge(OmegaConf.create(cfg.backend.get("sampling") or {}),
-                             {k: v for k, v in override.items() if v is not None})  # fmt: skip
     try:
-        return sampling_from(merged)
+        return merged_sampling(cfg.backend, cfg.rater_check.sampling)  # typed: conf/schema/training.py
     except UserError as error:
         raise UserError(f"rater_check.sampling over backend.sampling: {error}") from None
 
@@ -353,9 +336,10 @@ async def run_rater_check(cfg: DictConfig, folder: Path) -> tuple[dict[str, Any]
     records). Builds only the top-level `backend`; closes every backend it built."""
     from agents.factory import build_backend, close_all, sampling_from
     from agents.raters import Rater
+    from environment.assemble import rater_settings
     from training.eval.bigbench import hhh_items
 
-    settings = rater_settings(cfg)
+    settings = rater_settings(cfg, "rater_check")  # the `rater` group, rater_check.max_reasks
     sampling = rating_sampling(cfg)
     pairs = select(hhh_pairs(hhh_items(folder)), cfg.rater_check.limit, int(cfg.seed))
     require(bool(pairs), f"no HHH pairs in {folder}; set `bigbench_dir` to a folder with the HHH task JSONs")
