@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from conf.errors import UserError, one_line, require
-from environment.episodes import read_or_fail
+from environment.episodes import read_json_object, read_or_fail
 from environment.records import valid_rating
 from environment.signal import feedback_ratings, observer_score
 from memory.atomic import atomic_write_bytes
@@ -116,17 +116,6 @@ def render(data: dict[str, Any]) -> str:
     return re.sub(r"@@(TITLE|DATA)@@", lambda m: values[m.group(1)], template)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: unreadable ({error}); restore it or move it away") from None
-    require(isinstance(value, dict), f"{path}: not a JSON object; restore it or move it away")
-    return value
-
-
 def load_run(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any] | None]:
     """The records, world.json and metrics.json of a run dir (one-line UserError for a missing or bad file)."""
     path = run_dir / EPISODES
@@ -136,7 +125,7 @@ def load_run(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None
         records = [record for _, record in read_or_fail(path, "repair or remove that line")]
     except OSError as error:
         raise UserError(f"{path}: unreadable ({error.strerror}); check its permissions") from None
-    return records, _read_json(run_dir / WORLD), _read_json(run_dir / METRICS)
+    return records, read_json_object(run_dir / WORLD), read_json_object(run_dir / METRICS)
 
 
 def write_page(run_dir: str | os.PathLike[str]) -> Path:

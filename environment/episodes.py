@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from conf.errors import UserError, require
+from conf.errors import UserError, one_line, require
 from environment.records import EpisodeFormatError, numbered_episodes, record_key, validate_record
 
 
@@ -27,6 +27,19 @@ def read_or_fail(path: Path, fix: str) -> list[tuple[int, dict[str, Any]]]:
         return list(numbered_episodes(path))
     except EpisodeFormatError as error:
         raise UserError(f"{error}; {fix}") from None
+
+
+def read_json_object(path: Path, fix: str = "restore it or move it away", what: str = "") -> dict[str, Any] | None:
+    """The JSON object in `path`, None when there is no such file (world.json, metrics.json); a one-line UserError
+    `<path>: unreadable <what> (<why>); <fix>` or `<path>: not a <what or JSON> object; <fix>` otherwise."""
+    if not path.exists():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: unreadable {what + ' ' if what else ''}({one_line(error)}); {fix}") from None
+    require(isinstance(value, dict), f"{path}: not a {what or 'JSON'} object; {fix}")
+    return value
 
 
 class EpisodeStore:

@@ -13,7 +13,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from conf import flatten
-from conf.errors import UserError, one_line, require
+from conf.errors import UserError
+from environment.episodes import read_json_object
 from environment.questions import load_questions
 from environment.world import World
 
@@ -184,15 +185,9 @@ def check_fingerprint(run_dir: Path, cfg: DictConfig, questions: list[Any] | Non
 
     A world.json written before a key was recorded stands for that key's value then (`LEGACY`).
     """
-    path = run_dir / WORLD
-    if not path.exists():
+    theirs = read_json_object(run_dir / WORLD, "restore it or choose a new hydra.run.dir", "world settings")
+    if theirs is None:
         return
-    try:
-        theirs = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: unreadable world settings ({one_line(error)}); restore it or choose a new "
-                        "hydra.run.dir") from None  # fmt: skip
-    require(isinstance(theirs, dict), f"{path}: not a world settings object; restore it or choose a new hydra.run.dir")
     changes = fingerprint_changes(theirs, config_fingerprint(cfg, questions))
     if changes:
         shown = ", ".join(f"{key} {_shown(before)} → {_shown(after)}" for key, before, after, _ in changes[:4])
