@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from agents.backends.base import ChatBackend, Completion
@@ -18,6 +18,7 @@ from agents.backends.errors import CallFailed
 from agents.backends.wrapper import Call, Wrapper
 
 log = logging.getLogger(__name__)
+_NOT_REPORTED = ("prices", "in_flight", "watchers")  # UsageMeter fields that its to_dict leaves out
 
 
 def price_of(
@@ -38,8 +39,8 @@ class UsageMeter:
 
     model: str = ""
     prices: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> USD per 1M prompt/completion tokens
-    calls: int = 0
     requests: int = 0
+    calls: int = 0
     retries: int = 0
     failures: int = 0
     prompt_tokens: int = 0
@@ -54,9 +55,6 @@ class UsageMeter:
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        return price_of(self.prices, model if model in self.prices else self.model, prompt_tokens, completion_tokens)
-
     def record(self, completion: Completion) -> None:
         self.requests += 1
         self.calls += completion.calls
@@ -64,9 +62,9 @@ class UsageMeter:
         self.prompt_tokens += completion.prompt_tokens
         self.completion_tokens += completion.completion_tokens
         self.seconds += completion.seconds
-        self.cost_usd += self.cost(
-            completion.model or self.model, completion.prompt_tokens, completion.completion_tokens
-        )
+        model = completion.model or self.model
+        model = model if model in self.prices else self.model  # a model without its own price: the meter's
+        self.cost_usd += price_of(self.prices, model, completion.prompt_tokens, completion.completion_tokens)
         self._spent()
 
     def record_failure(self, error: CallFailed, seconds: float) -> None:
@@ -96,18 +94,10 @@ class UsageMeter:
             watcher()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "requests": self.requests,
-            "calls": self.calls,
-            "retries": self.retries,
-            "failures": self.failures,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "seconds": round(self.seconds, 3),
-            "cost_usd": round(self.cost_usd, 6),
-            "failed": list(self.failed),
-        }
+        """The model and every count, in field order (metrics.json's `backends` rows)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_REPORTED}
+        data.update(seconds=round(self.seconds, 3), cost_usd=round(self.cost_usd, 6), failed=list(self.failed))
+        return data
 
 
 class UsageTotal:
