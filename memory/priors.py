@@ -53,8 +53,7 @@ def load_priors(path: str | Path | None = None) -> list[PriorItem]:
         raise PriorFileError(path, "no such prior file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise PriorFileError(path, f"unreadable ({error})") from None
-    items: list[PriorItem] = []
-    seen: set[str] = set()
+    items: dict[str, PriorItem] = {}  # the first item of each question, in file order
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -63,12 +62,11 @@ def load_priors(path: str | Path | None = None) -> list[PriorItem]:
         except json.JSONDecodeError as error:
             raise PriorFileError(f"{path}:{number}", f"invalid JSON ({error.msg})") from None
         item = _item(row, f"{path}:{number}")
-        if item is not None and item.question not in seen:
-            seen.add(item.question)
-            items.append(item)
+        if item is not None:
+            items.setdefault(item.question, item)
     if not items:
         raise PriorFileError(path, "holds no usable prior (need question/good/bad or chosen/rejected lines)")
-    return items
+    return list(items.values())
 
 
 def _item(row: object, where: str) -> PriorItem | None:
