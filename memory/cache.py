@@ -70,10 +70,8 @@ class EmbeddingCache:
                 self._flushers[loop] = loop.create_task(self._flush(loop))
         for future in waits:
             await asyncio.shield(future)  # a cancelled caller must not cancel a batch others wait for
-        with self._lock:
-            if not texts:
-                return np.zeros((0, self.dim), dtype=np.float32)
-            return np.stack([self._vectors[text] for text in texts]).astype(np.float32, copy=False)
+        with self._lock:  # (0, dim) for no texts
+            return np.array([self._vectors[text] for text in texts], dtype=np.float32).reshape(-1, self.dim)
 
     async def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         """Send everything queued on `loop` to the inner embedder as one batch; resolve the waiting futures."""
