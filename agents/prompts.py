@@ -136,9 +136,7 @@ def format_rating(value: float) -> str:
 
 def persona_prompt(persona: str | None) -> str:
     """The system prompt of a persona name (see PERSONAS), or the text itself when it is a literal prompt."""
-    if not persona:
-        return AGENT_SYSTEM
-    return PERSONAS.get(persona, persona)
+    return PERSONAS.get(persona, persona) if persona else AGENT_SYSTEM
 
 
 def _conversation(system: str, user: str) -> list[Message]:

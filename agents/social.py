@@ -16,7 +16,7 @@ class SocialAgent:
 
     `persona`: a name from `prompts.PERSONAS` (or a literal system prompt) used when drafting and revising; ratings
     use the neutral prompts so that they measure the answer, not the rater's persona. `rater`: how it rates peers
-    (default: generated ratings with `max_reasks` re-asks).
+    (default: generated ratings, re-asked twice at most, with `rating_sampling`, else `sampling`).
     """
 
     def __init__(
@@ -25,17 +25,15 @@ class SocialAgent:
         backend: ChatBackend,
         sampling: Sampling = Sampling(),
         rating_sampling: Sampling | None = None,
-        max_reasks: int = 2,
         persona: str | None = None,
         rater: Rater | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.backend = backend
         self.sampling = sampling
-        self.rating_sampling = rating_sampling or sampling
         self.persona = persona or prompts.DEFAULT_PERSONA
         self.system = prompts.persona_prompt(self.persona)
-        self.rater = rater or Rater(backend, RaterSettings(max_reasks=max_reasks), self.rating_sampling)
+        self.rater = rater or Rater(backend, RaterSettings(), rating_sampling or sampling)
 
     @property
     def model(self) -> str:
