@@ -25,6 +25,7 @@ from memory.base import Embedder
 from memory.errors import SnapshotError
 
 VECTORS_FILE, TEXTS_FILE = "vectors.npy", "texts.json"
+Batch = list[tuple[str, asyncio.Future[np.ndarray]]]  # texts sent to the inner embedder together, and their futures
 
 
 class EmbeddingCache:
@@ -39,13 +40,10 @@ class EmbeddingCache:
         self.dim = int(inner.dim)
         self._vectors: dict[str, np.ndarray] = {}
         self._pending: dict[str, asyncio.Future[np.ndarray]] = {}
-        self._queues: dict[asyncio.AbstractEventLoop, list[tuple[str, asyncio.Future[np.ndarray]]]] = {}
+        self._queues: dict[asyncio.AbstractEventLoop, Batch] = {}
         self._flushers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
         self._lock = threading.Lock()
-        self.requested = 0
-        self.embedded = 0
-        self.inner_calls = 0
-        self.hits = 0
+        self.requested = self.embedded = self.inner_calls = self.hits = 0
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """float32 (len(texts), dim), L2-normalised, in the order asked."""
@@ -95,12 +93,7 @@ class EmbeddingCache:
             return
         self._settle(batch, vectors, None)
 
-    def _settle(
-        self,
-        batch: list[tuple[str, asyncio.Future[np.ndarray]]],
-        vectors: np.ndarray | None,
-        error: BaseException | None,
-    ) -> None:
+    def _settle(self, batch: Batch, vectors: np.ndarray | None, error: BaseException | None) -> None:
         with self._lock:
             for i, (text, future) in enumerate(batch):
                 if vectors is not None:
