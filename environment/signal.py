@@ -68,9 +68,8 @@ def mean_gap(groups: Iterable[Iterable[Any]]) -> float | None:
     gaps = []
     for group in _multi(groups):
         best = max(group)
-        others = list(group)
-        others.remove(best)
-        gaps.append(best - sum(others) / len(others))
+        group.remove(best)  # the others (`_multi` gives fresh lists)
+        gaps.append(best - sum(group) / len(group))
     return sum(gaps) / len(gaps) if gaps else None
 
 
