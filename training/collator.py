@@ -120,33 +120,24 @@ class GroupCollator:
 
     def __call__(self, groups: list[dict[str, Any]]) -> GroupBatch:
         chosen = [select_responses(group["ratings"], self.select) for group in groups]
-        width = max((len(c) for c in chosen), default=1)
-        ratings = torch.zeros(len(groups), width)
-        present = torch.zeros(len(groups), width, dtype=torch.bool)
-        prompts: list[list[int]] = []
-        responses: list[list[list[int]]] = []
-        cut = dict.fromkeys(CUT_KEYS, 0)
-        for g, (group, picked) in enumerate(zip(groups, chosen, strict=True)):
-            prompt, kept, counts = self.truncate(group, picked)
-            prompts.append(prompt)
-            responses.append(kept)
-            cut = {key: cut[key] + counts[key] for key in CUT_KEYS}
-            for k, j in enumerate(picked):
-                ratings[g, k] = float(group["ratings"][j])
-                present[g, k] = len(kept[k]) > 0
+        prompts, responses, counts = zip(*map(self.truncate, groups, chosen), strict=True)
         group_index = [g for g, rs in enumerate(responses) for _ in rs]
-        slot_index = [k for rs in responses for k in range(len(rs))]
         if self.share_prompt:
             rows = list(zip(prompts, responses, strict=True))
         else:
             rows = [(prompts[g], [r]) for g, rs in enumerate(responses) for r in rs]
         packed = pad_rows(rows, self.pad_token_id, positions=self.share_prompt, group_index=group_index)
+        # the [G, K] grid: response n sits at (its group, its slot)
+        grid = (packed.group_index, torch.tensor([k for rs in responses for k in range(len(rs))], dtype=torch.long))
+        shape = (len(groups), max((len(c) for c in chosen), default=1))
+        ratings = [float(group["ratings"][j]) for group, picked in zip(groups, chosen, strict=True) for j in picked]
+        present = torch.tensor([len(r) > 0 for rs in responses for r in rs], dtype=torch.bool)
         return GroupBatch(
             **vars(packed),
-            slot_index=torch.tensor(slot_index, dtype=torch.long),
-            ratings=ratings,
-            present=present,
-            cut=torch.tensor([cut[key] for key in CUT_KEYS], dtype=torch.long),
+            slot_index=grid[1],
+            ratings=torch.zeros(shape).index_put_(grid, torch.tensor(ratings)),
+            present=torch.zeros(shape, dtype=torch.bool).index_put_(grid, present),
+            cut=torch.tensor([sum(c[key] for c in counts) for key in CUT_KEYS], dtype=torch.long),
         )
 
     def truncate(self, group: dict[str, Any], picked: list[int]) -> tuple[list[int], list[list[int]], dict[str, int]]:
@@ -168,11 +159,8 @@ class GroupCollator:
 
     def scan(self, groups: Any) -> dict[str, int]:
         """What truncation cuts over a whole tokenized dataset: every response of every group (before K-sampling)."""
-        totals = dict.fromkeys(CUT_KEYS, 0)
-        for group in groups:
-            _, _, counts = self.truncate(group, list(range(len(group["response_ids"]))))
-            totals = {key: totals[key] + counts[key] for key in CUT_KEYS}
-        return totals
+        counts = [self.truncate(group, list(range(len(group["response_ids"]))))[2] for group in groups]
+        return {key: sum(c[key] for c in counts) for key in CUT_KEYS}
 
 
 def pad_rows(
