@@ -133,11 +133,9 @@ class MemoryStore:
     def search_many(self, vectors: Any, k: int = 1, threshold: float | None = 0.7) -> list[list[MemoryHit]]:
         """`search` for each row of `vectors`, in one FAISS call."""
         queries = as_unit_rows(vectors, self.dim)
-        if k <= 0:
-            return [[] for _ in queries]
         with self._lock:
             n = len(self._records)
-            if n == 0:
+            if k <= 0 or n == 0:
                 return [[] for _ in queries]
             self._ensure_index()
             fetch = min(n, k if self.recency_weight == 0 else max(4 * k, k + 32))
