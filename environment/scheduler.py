@@ -22,8 +22,6 @@ from environment.progress import Progress
 from environment.stopping import Stopper
 from environment.world import World
 
-Hook = Callable[[dict[str, Any]], None]
-
 
 async def run_world(
     world: World,
@@ -32,7 +30,7 @@ async def run_world(
     usage: UsageTotal,
     progress: Progress | None = None,
     max_inflight: int = 0,
-    on_commit: Hook | None = None,
+    on_commit: Callable[[dict[str, Any]], None] | None = None,
     turn: Callable[[World, int, int], Awaitable[dict[str, Any]]] = back_scatter,
 ) -> None:
     """Run every missing turn of rounds 0..world.rounds-1 until done or a stopping rule fires."""

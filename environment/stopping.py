@@ -65,8 +65,8 @@ class Stopper:
         window, epsilon = self.plateau.window, self.plateau.epsilon
         if self.reason or window <= 0:
             return
-        rounds = itertools.takewhile(self.scores.__contains__, range(self.rounds))  # consecutive completed from 0
-        done = [self.scores[r] for r in rounds]
+        # the scores of the rounds completed consecutively from 0
+        done = [self.scores[r] for r in itertools.takewhile(self.scores.__contains__, range(self.rounds))]
         n = len(done)
         if n <= window:
             return
