@@ -111,8 +111,7 @@ async def simulate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         stopper.observe(record)
     started = time.perf_counter()
     collecting = collected = 0.0
-    world = None
-    progress = None
+    world = progress = None
     error: BaseException | None = None
     try:
         world = await build_world(cfg, usage, previous)

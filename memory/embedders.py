@@ -48,8 +48,7 @@ class LocalEncoder:
         self.device = device
         self.max_length = max_length
         self.calls = 0  # encode() calls, i.e. batches asked of this encoder
-        self._model = None
-        self._tokenizer = None
+        self._model = self._tokenizer = None
         self._lock = threading.Lock()
 
     def _load(self) -> None:
