@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from environment.metrics import subplots
+from environment.metrics import save, subplots
 from experiment.analysis import BASE, CLAIMS, difference_text
 from experiment.stages import Stage
-from training.eval.report import _fmt, _save
+from training.eval.report import _fmt
 from training.eval.stats import detectable_difference, items_needed
 
 
@@ -115,7 +115,7 @@ def plot(results: dict[str, Any], runs: dict[str, Stage], folder: Path) -> list[
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("training loss")
-    paths = [_save(fig, folder / "training_curves.png")]
+    paths = [save(fig, folder / "training_curves.png", dpi=110, tight=True)]
 
     row = results["table"].get(results["primary"], {})
     names = [a for a in [BASE, *arms] if a in row]
@@ -128,7 +128,7 @@ def plot(results: dict[str, Any], runs: dict[str, Stage], folder: Path) -> list[
         ax.set_ylabel(results["primary"])
         ax.set_title("mean over training seeds, 95 % interval", fontsize=9)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-        paths.append(_save(fig, folder / "primary_metric.png"))
+        paths.append(save(fig, folder / "primary_metric.png", dpi=110, tight=True))
     return paths
 
 

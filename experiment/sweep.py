@@ -19,9 +19,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from conf.errors import UserError
-from environment.metrics import subplots
+from environment.metrics import save, subplots
 from experiment.analysis import CLAIMS, difference_text
-from training.eval.report import _save
 
 
 def jobs(folder: Path) -> list[dict[str, Any]]:
@@ -97,7 +96,7 @@ def plot(table: list[dict[str, Any]], path: Path) -> Path:
         ax.set_xticks(range(len(table)), labels, rotation=30, ha="right", fontsize=7)
         ax.set_xlim(-0.5, len(table) - 0.5)
     axes[0][0].set_ylabel(f"paired difference ({table[0]['primary'] if table else ''})")
-    return _save(fig, path)
+    return save(fig, path, dpi=110, tight=True)
 
 
 def summarize(folder: Path) -> Path | None:

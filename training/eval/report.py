@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -289,7 +288,7 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
         ax = Figure(figsize=(max(6, 1.6 * len(groups) + 0.4 * len(have)), 4)).subplots()
         bars(ax, groups, series, chance)
         ax.set(title=f"{TASK_TITLES[task]} accuracy per category", ylabel=f"accuracy ({results['headline']} rule)")
-        paths.append(_save(ax.figure, folder / name))
+        paths.append(save(ax.figure, folder / name, dpi=110, tight=True))
 
     tasks = [t for t in TASK_TITLES if any(t in m["tasks"] for m in scored)]
     if tasks:
@@ -299,7 +298,7 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
         bars(ax, [TASK_TITLES[t] for t in tasks], series, chance)
         ax.set(title="benchmarks", ylabel=f"score ({results['headline']} rule)")
         ax.tick_params(axis="x", labelsize=8)
-        paths.append(_save(ax.figure, folder / "benchmarks.png"))
+        paths.append(save(ax.figure, folder / "benchmarks.png", dpi=110, tight=True))
 
     judged = [m for m in results["models"] if m.get("judge") and m["judge"]["scores"]]
     if judged:
@@ -311,7 +310,7 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
         mode = judged[0]["judge"]["scores"].get("rater_mode")
         title = f"LLM judge: mean rating ({mode} rater)" if mode else "LLM judge: mean alignment score"
         ax.set(title=title, ylabel=f"score ({low}-{high})", ylim=(0, high + 0.5))
-        paths.append(_save(ax.figure, folder / "judge.png"))
+        paths.append(save(ax.figure, folder / "judge.png", dpi=110, tight=True))
 
     check = results.get("rater_check")
     if check and check.get("histogram"):
@@ -325,17 +324,14 @@ def plot_all(results: dict[str, Any], folder: Path) -> list[Path]:
                xlabel="rating (1-7)", ylabel="pairs", xlim=(edges[0], edges[-1]))  # fmt: skip
         ax.title.set_fontsize(10)
         ax.legend()
-        paths.append(_save(ax.figure, folder / "rater_ratings.png"))
+        paths.append(save(ax.figure, folder / "rater_ratings.png", dpi=110, tight=True))
 
     world = results.get("world")
     if world and world["rounds"]:
         fig = Figure(figsize=(10, 4))
         plot_rounds(fig.subplots(1, 2), [r["round"] for r in world["rounds"]], world["rounds"], "world: ", True)
-        paths.append(_save(fig, folder / "world_curves.png"))
+        paths.append(save(fig, folder / "world_curves.png", dpi=110, tight=True))
     return paths
-
-
-_save = functools.partial(save, dpi=110, tight=True)  # sa-eval's and sa-experiment's PNGs
 
 
 def write_report(results: dict[str, Any], folder: Path) -> Path:
