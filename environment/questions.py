@@ -56,8 +56,7 @@ def load_questions(source: str, limit: int | None = None, split: str = "train") 
                 f"question file {path} does not exist; set questions.source to a .jsonl/.txt file or builtin"
             )
         questions = _load_file(path)
-    if limit:
-        questions = questions[:limit]
+    questions = questions[: limit or None]  # null or 0: all
     require(bool(questions), f"question set {source!r} is empty; give a file with at least one question")
     unique: dict[str, Question] = {}  # the first question of each text, in order
     for question in questions:
@@ -110,8 +109,7 @@ class QuestionSchedule:
 
     def __init__(self, questions: list[Question], n_agents: int, seed: int, world_id: str, order: str = "walk") -> None:
         one_of("world.question_order", order, ORDERS)
-        self.questions, self.n_agents, self.seed, self.world_id = questions, n_agents, seed, world_id
-        self.order = order
+        self.questions, self.n_agents, self.seed, self.world_id, self.order = questions, n_agents, seed, world_id, order
         self._rounds: dict[int, list[int]] = {}
         n = len(questions)
         self._walk = random.Random(f"questions:{seed}:{world_id}").sample(range(n), n)
