@@ -48,28 +48,6 @@ def conversation(*turns: tuple[str, str]) -> Conversation:
     return tuple((str(role), str(content)) for role, content in turns)
 
 
-def render_pair(
-    tokenizer: PreTrainedTokenizerBase, conv: Conversation, choice: str, end_of_turn: bool
-) -> tuple[str, str]:
-    """(prompt text, completion text) as training renders them; without `end_of_turn` the completion is the bare
-    choice (no end-of-turn token is scored)."""
-    messages = [{"role": role, "content": content} for role, content in conv]
-    prompt, completion = render(tokenizer, messages, choice)
-    return prompt, completion if end_of_turn else choice
-
-
-def choice_ids(tokenizer: PreTrainedTokenizerBase, completion: str, end_of_turn: bool) -> list[int]:
-    """Token ids scored for one completion: cut after its end-of-turn token as in training (`completion_ids`)."""
-    if end_of_turn:
-        return completion_ids(tokenizer, completion)
-    return tokenizer(completion, add_special_tokens=False)["input_ids"]
-
-
-def request_key(prompt_text: str, choice: str) -> str:
-    """Stable identity of one (rendered prompt, choice) pair, used for de-duplication and the score cache."""
-    return hashlib.sha1(f"{prompt_text}\0{choice}".encode()).hexdigest()
-
-
 def encode_row(
     tokenizer: PreTrainedTokenizerBase,
     prompt_text: str,
@@ -82,7 +60,10 @@ def encode_row(
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     encoded = []
     for choice in choices:
-        ids = choice_ids(tokenizer, choice, end_of_turn)
+        # cut after its end-of-turn token as in training (`completion_ids`), or the bare choice's tokens
+        ids = (
+            completion_ids(tokenizer, choice) if end_of_turn else tokenizer(choice, add_special_tokens=False).input_ids
+        )
         if not ids:
             raise ValueError(f"choice {choice!r} has no tokens")
         encoded.append(ids[: max_length - 1])
@@ -199,10 +180,12 @@ class ChoiceScorer:
         self.computed = 0  # pairs scored by a forward pass (not from the cache)
 
     def render(self, conv: Conversation, choice: str) -> tuple[str, str]:
-        """(prompt text, completion text) of one request; the prompt is rendered once per conversation."""
+        """(prompt text, completion text) of one request as training renders them; the prompt is rendered once per
+        conversation. Without `end_of_turn` the completion is the bare choice (no end-of-turn token is scored)."""
+        messages = [{"role": role, "content": content} for role, content in conv]
         if conv not in self._prompts:
-            self._prompts[conv] = render_pair(self.tokenizer, conv, "", self.end_of_turn)[0]
-        return self._prompts[conv], render_pair(self.tokenizer, conv, choice, self.end_of_turn)[1]
+            self._prompts[conv] = render(self.tokenizer, messages, "")[0]
+        return self._prompts[conv], render(self.tokenizer, messages, choice)[1] if self.end_of_turn else choice
 
     def score(
         self,
@@ -211,7 +194,8 @@ class ChoiceScorer:
     ) -> list[ChoiceScore]:
         """Scores in request order. `progress(n)` is called with the number of requests finished after each batch."""
         rendered = [self.render(conv, choice) for conv, choice in requests]
-        keys = [request_key(prompt, completion) for prompt, completion in rendered]
+        # a stable identity of each (rendered prompt, choice) pair, for de-duplication and the score cache
+        keys = [hashlib.sha1(f"{prompt}\0{completion}".encode()).hexdigest() for prompt, completion in rendered]
         results: dict[str, ChoiceScore] = {}
         groups: dict[str, dict[str, str]] = {}  # prompt text -> {key: completion}, first-seen order
         for key, (prompt, completion) in zip(keys, rendered, strict=True):
