@@ -114,10 +114,8 @@ def load_model(cfg: DictConfig) -> PreTrainedModel:
 
 def share_prompt(cfg: DictConfig, model: torch.nn.Module) -> bool:
     """`train.share_prompt`, where the model can take it (sdpa/eager attention); otherwise one row per response."""
-    if not cfg.train.share_prompt:
-        return False
-    if supports_shared_prompt(model):
-        return True
+    if not cfg.train.share_prompt or supports_shared_prompt(model):
+        return bool(cfg.train.share_prompt)
     implementation = attention_implementation(model)
     print(f"sa-train: {implementation} attention takes no custom mask; train.share_prompt off (one row per response)")
     return False
@@ -230,8 +228,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if accelerator.is_main_process:
         save_hydra_config(cfg)  # only now: a refused resume leaves the folder's record as it was
     accelerator.init_trackers("tensorboard", config=_flat_config(cfg))
-    factor = 8.0 if reference is not None else 6.0
-    meter = Throughput(n_params, peak_tflops(accelerator.device, t.peak_tflops), factor)
+    meter = Throughput(n_params, peak_tflops(accelerator.device, t.peak_tflops), 8.0 if reference is not None else 6.0)
     progress = tqdm(
         total=total_steps, initial=state.step, desc=f"sa-train {cfg.loss.name}", disable=not accelerator.is_main_process
     )
@@ -265,15 +262,12 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 optimizer.step()
                 optimizer.zero_grad()
             if trace is not None:
-                samples = [dataset.sample(i) for i in positions]
-                record = {"step": state.step, "epoch": epoch, "lr": lr, "weight": weight}
-                record |= {"rows": [row for row, _ in samples], "picks": [picked for _, picked in samples]}
+                rows, picks = zip(*map(dataset.sample, positions), strict=True)
+                record = {"step": state.step, "epoch": epoch, "lr": lr, "weight": weight, "rows": rows, "picks": picks}
                 trace.write(json.dumps(record) + "\n")
-            real = weight > 0
-            tokens = accelerator.gather((batch.attention_mask.sum() * real).reshape(1)).sum().item()
-            groups_done = accelerator.gather(torch.tensor([len(positions) * real], device=accelerator.device))
-            meter.add(int(tokens), int(groups_done.sum().item()))
-            if real:
+            done = torch.tensor([batch.attention_mask.sum().item(), len(positions)], device=accelerator.device)
+            meter.add(*accelerator.gather(done * (weight > 0)).reshape(-1, 2).sum(dim=0).tolist())  # tokens, groups
+            if weight > 0:
                 cut += batch.cut.cpu()
             for key, value in {"loss": out.loss.item(), **out.parts}.items():
                 parts_sum[key] = parts_sum.get(key, 0.0) + value * weight
@@ -299,8 +293,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 accelerator.log(last, step=state.step)
                 progress.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['throughput/tokens_per_s']:.0f}")
                 parts_sum, cut, logged_steps = {}, torch.zeros_like(cut), 0
-            save_every = int(t.save_every)
-            if save_every and (state.step % save_every == 0 or state.step == total_steps):
+            if t.save_every and (state.step % int(t.save_every) == 0 or state.step == total_steps):
                 checkpoints.save(accelerator, output_dir, state.step, run)
             if state.step >= total_steps:
                 break
