@@ -95,11 +95,6 @@ def _show(key: str, value: Any) -> str:
     return f"{value[:12]}…" if key == "data" and isinstance(value, str) else short_json(value)
 
 
-def differences(saved: dict[str, Any], mine: dict[str, Any]) -> list[str]:
-    """`key (saved → now)` for every key whose value differs."""
-    return [f"{k} ({_show(k, before)} → {_show(k, after)})" for k, before, after in changed(saved, mine)]
-
-
 def inspect(path: Path) -> Checkpoint | str:
     """A complete checkpoint folder, or why it is not one."""
     match = re.fullmatch(r"step-(\d+)", path.name)
@@ -171,10 +166,10 @@ def resume_from(
         )
         say(f"sa-train: {found.path} has no run fingerprint (older sa-train); resuming it as train.resume asks")
         return found.path
-    changed = differences(found.run, run)
+    changes = [f"{key} ({_show(key, saved)} → {_show(key, now)})" for key, saved, now in changed(found.run, run)]
     require(
-        not changed,
-        f"{found.path} belongs to another run: {', '.join(changed)}; resume with the same settings, or start over "
+        not changes,
+        f"{found.path} belongs to another run: {', '.join(changes)}; resume with the same settings, or start over "
         "with train.resume=null or a new hydra.run.dir (to fine-tune a finished model further, pass model.name=<its "
         "folder>)",
     )
@@ -209,9 +204,7 @@ def save(accelerator: Accelerator, output_dir: Path, step: int, run: dict[str, A
 def check_writable(path: Path, key: str) -> None:
     """A one-line `UserError` unless `path` is (or can be created as) a folder this process can write."""
     path = Path(path).expanduser()
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = next((folder for folder in (path, *path.parents) if folder.exists()), Path(path.anchor or "."))
     fix = f"choose a writable folder ({key}=...)"
     require(probe.is_dir(), f"{key}={path} cannot be created: {probe} is not a folder; {fix}")
     if probe != path:

@@ -120,12 +120,11 @@ def stable_alignment_loss(
     """
     if ties not in TIES:
         raise ValueError(f"ties={ties!r}: use include or exclude")
+    mask = torch.ones_like(nll, dtype=torch.bool) if mask is None else mask.bool()
     if nll.dim() == 1:
-        nll, ratings = nll[None], ratings[None]
-        mask = None if mask is None else mask[None]
+        nll, ratings, mask = nll[None], ratings[None], mask[None]
     exact = ratings.float()  # ties are decided before a cast to a low-precision nll dtype could merge close ratings
     ratings = ratings.to(nll.dtype)
-    mask = torch.ones_like(nll, dtype=torch.bool) if mask is None else mask.bool()
     nll = torch.where(mask, nll, torch.zeros_like(nll))  # NaN/garbage in empty slots never reaches the graph
     best = _best_index(exact, mask)
     nll_best, rating_best = _pick(nll, best), _pick(ratings, best)
