@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from conf.cli import hydra_command
@@ -97,7 +98,7 @@ def run(cfg: DictConfig) -> Path:
     results = analyse(cfg, evaluation)
     results |= {
         "experiment": OmegaConf.to_container(cfg.experiment, resolve=True),
-        "overrides": task_overrides(),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],  # [] outside Hydra
         "alpha": float(cfg.alpha), "min_effect": float(cfg.min_effect),
         "stages": {s.name: {"folder": str(s.folder), "key": s.key, "seconds": seconds[s.name],
                             "ran_s": s.recorded_seconds()} for s in [*worlds, data, *runs.values(), evaluation]},
@@ -106,13 +107,6 @@ def run(cfg: DictConfig) -> Path:
     }  # fmt: skip
     (out / "experiment.json").write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
     return write_report(results, runs, out)
-
-
-def task_overrides() -> list[str]:
-    """The command-line overrides of this run (a sweep job's own values), [] outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 @hydra_command("experiment", prog=PROG)

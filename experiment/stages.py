@@ -52,9 +52,6 @@ class Stage:
         except (OSError, ValueError):
             return {}
 
-    def done(self) -> bool:
-        return self._marker().get("key") == self.key
-
     def recorded_seconds(self) -> float | None:
         """The seconds the stage took when it ran (from its marker), None when it has not finished."""
         return self._marker().get("seconds")
@@ -64,7 +61,7 @@ class Stage:
 
     def run(self, log: Path) -> float:
         """Run unless done; returns the seconds spent (0 when cached). A failure is a one-line UserError."""
-        if self.done():
+        if self._marker().get("key") == self.key:  # finished with these settings
             print(f"sa-experiment: {self.name}: cached ({self.folder})", flush=True)
             return 0.0
         self.folder.mkdir(parents=True, exist_ok=True)
