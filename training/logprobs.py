@@ -113,8 +113,7 @@ def _forward_logps(model: nn.Module, chunk: PackedRows) -> tuple[torch.Tensor, t
         inputs.update(position_ids=chunk.position_ids, attention_mask=mask)
     if trim := _accepts(model, "logits_to_keep"):
         inputs["logits_to_keep"] = length - start
-    project = _project_only(model, rows, predictor - start, length - start) if trim else contextlib.nullcontext()
-    with project:
+    with _project_only(model, rows, predictor - start, length - start) if trim else contextlib.nullcontext():
         logits = model(**inputs).logits
     if logits.dim() == 3:  # the model (or a wrapper) did not pass through the hook: select here
         logits = logits[rows, predictor - (length - logits.shape[1])]
@@ -143,12 +142,11 @@ def sequence_logps(model: nn.Module, batch: PackedRows, max_tokens: int = 0) -> 
     if max_tokens <= 0 or rows.numel() <= max_tokens:
         return _forward_logps(model, batch)
     lengths = batch.attention_mask.sum(dim=1).tolist()
-    logp_sum, count = 0, 0
-    for chunk in length_chunks(lengths, max_tokens):
-        index = torch.tensor(chunk, device=rows.device)
-        s, c = _forward_logps(model, batch.take_rows(index, max(lengths[i] for i in chunk)))
-        logp_sum, count = logp_sum + s, count + c
-    return logp_sum, count
+    parts = [
+        _forward_logps(model, batch.take_rows(torch.tensor(chunk, device=rows.device), max(lengths[i] for i in chunk)))
+        for chunk in length_chunks(lengths, max_tokens)
+    ]
+    return sum(s for s, _ in parts), sum(c for _, c in parts)
 
 
 def to_grid(values: torch.Tensor, batch: GroupBatch) -> torch.Tensor:
