@@ -173,14 +173,6 @@ class EndpointPool(ChatBackend):
         """Whether an endpoint this call has not tried is available (maybe busy) to take it now."""
         return any(s.available(now) for i, s in enumerate(self.states) if i not in tried)
 
-    def never_answered_error(self) -> UserError | None:
-        """When every endpoint is benched and none ever answered: one line naming each."""
-        if any(s.answered or s.benched_until is None for s in self.states):
-            return None
-        reasons = "; ".join(s.last_error for s in self.states)
-        return UserError(f"no endpoint of the pool answered ({reasons}); start the servers or fix base_url "
-                         "(backend.base_url / embedder.base_url)")  # fmt: skip
-
     def report(self) -> list[dict[str, Any]]:
         """Per-endpoint calls (attempts sent), ok, failures, times benched and latency of answered calls."""
         return [s.report() for s in self.states]
@@ -229,16 +221,21 @@ class EndpointPool(ChatBackend):
         events, benched = self.bench_events, self.states[index].benched_until is not None
         try:
             completion = await send(self.endpoints[index])
-        except EndpointDown as error:
-            self._failed(index, tried, error, down=True)
-            unanswered = self.never_answered_error()
-            if unanswered is not None:
-                raise unanswered from None
-            raise EndpointDown(str(error), failover=self.can_fail_over(self.clock(), tried)) from None
         except TransientError as error:
-            # 5xx, timeouts and dropped connections count against the endpoint; 408/409/429 do not
-            self._failed(index, tried, error, down=False, counts=error.status is None or error.status >= 500)
-            raise
+            # unreachable (EndpointDown), 5xx, timeouts and dropped connections count against the endpoint (the
+            # first benches it at once); 408/409/429 do not
+            down = isinstance(error, EndpointDown)
+            self.fail(index, self.clock(), error, down, counts=error.status is None or error.status >= 500)
+            tried.add(index)
+            if not down:
+                raise
+            if not any(s.answered or s.benched_until is None for s in self.states):  # all benched, none ever answered
+                reasons = "; ".join(s.last_error for s in self.states)
+                raise UserError(
+                    f"no endpoint of the pool answered ({reasons}); start the servers or fix base_url "
+                    "(backend.base_url / embedder.base_url)"
+                ) from None
+            raise EndpointDown(str(error), failover=self.can_fail_over(self.clock(), tried)) from None
         except asyncio.CancelledError:
             self.release(index)
             raise
@@ -250,10 +247,6 @@ class EndpointPool(ChatBackend):
             return completion
         finally:
             self._notify(everyone=benched or self.bench_events != events)
-
-    def _failed(self, index: int, tried: set[int], error: BaseException, down: bool, counts: bool = True) -> None:
-        self.fail(index, self.clock(), error, down, counts)
-        tried.add(index)
 
     async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
         return await self._route(lambda b: b.chat(messages, sampling))
