@@ -28,9 +28,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.backends.base import ChatBackend, Completion, Message, Sampling
+from agents.backends.base import ChatBackend, Completion
 from agents.backends.errors import TransientError
-from agents.backends.wrapper import PerLoop
+from agents.backends.wrapper import Forward, PerLoop
 from conf.errors import UserError
 
 # The endpoints (indices) that failed the current call; the retry wrapper sets a fresh set per call.
@@ -92,7 +92,7 @@ class EndpointState:
                 "benched": self.benched, "latency_s": latency}  # fmt: skip
 
 
-class EndpointPool(ChatBackend):
+class EndpointPool(Forward):
     """Routes each attempt to one of `endpoints` (ChatBackends for the same model, one per URL)."""
 
     def __init__(
@@ -214,13 +214,14 @@ class EndpointPool(ChatBackend):
             if _wake(waiters.popleft()) and not everyone:
                 return
 
-    async def _route(self, send: Callable[[ChatBackend], Awaitable[Completion]]) -> Completion:
+    async def send(self, call: Callable[[ChatBackend], Awaitable[Completion]], tokens: int) -> Completion:
+        """`call` on the endpoint `_acquire` picks, its outcome counted for that endpoint."""
         tried = TRIED.get()
         tried = tried if tried is not None else set()
         index = await self._acquire(tried)
         events, benched = self.bench_events, self.states[index].benched_until is not None
         try:
-            completion = await send(self.endpoints[index])
+            completion = await call(self.endpoints[index])
         except TransientError as error:
             # unreachable (EndpointDown), 5xx, timeouts and dropped connections count against the endpoint (the
             # first benches it at once); 408/409/429 do not
@@ -247,20 +248,6 @@ class EndpointPool(ChatBackend):
             return completion
         finally:
             self._notify(everyone=benched or self.bench_events != events)
-
-    async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
-        return await self._route(lambda b: b.chat(messages, sampling))
-
-    async def top_logprobs(
-        self, messages: Sequence[Message], sampling: Sampling, top_k: int = 20, candidates: Sequence[str] = ()
-    ) -> Completion:
-        return await self._route(lambda b: b.top_logprobs(messages, sampling, top_k, candidates))
-
-    async def answer_logprobs(self, messages: Sequence[Message], answer: str) -> Completion:
-        return await self._route(lambda b: b.answer_logprobs(messages, answer))
-
-    async def embed(self, texts: Sequence[str]) -> Completion:
-        return await self._route(lambda b: b.embed(texts))  # type: ignore[attr-defined]
 
     async def aclose(self) -> None:
         for endpoint in self.endpoints:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -17,31 +18,44 @@ def estimate_tokens(messages: Sequence[Message], sampling: Sampling | None = Non
     return chars // 4 + 4 * len(messages) + (sampling.max_tokens if sampling else 0)
 
 
-class Wrapper(ChatBackend):
-    """Passes chat and embedding calls through `around(call, tokens)`; subclasses override `around`."""
+class Forward(ChatBackend):
+    """Sends every chat, log-probability and embedding call through `send(call, tokens)`: `call` takes the backend to
+    ask, `tokens` is the call's estimated size. A wrapper asks its `inner` one, an endpoint pool the one it picks."""
+
+    async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
+        return await self.send(lambda layer: layer.chat(messages, sampling), estimate_tokens(messages, sampling))
+
+    async def top_logprobs(
+        self, messages: Sequence[Message], sampling: Sampling, top_k: int = 20, candidates: Sequence[str] = ()
+    ) -> Completion:
+        return await self.send(
+            lambda layer: layer.top_logprobs(messages, sampling, top_k, candidates), estimate_tokens(messages, sampling)
+        )
+
+    async def answer_logprobs(self, messages: Sequence[Message], answer: str) -> Completion:
+        return await self.send(
+            lambda layer: layer.answer_logprobs(messages, answer), estimate_tokens(messages) + len(answer) // 4
+        )
+
+    async def embed(self, texts: Sequence[str]) -> Completion:
+        """Embedding calls (OpenAI-compatible embedders) go through the same stack; vectors in `extra["vectors"]`."""
+        return await self.send(lambda layer: layer.embed(texts), sum(len(t) for t in texts) // 4 + len(texts))
+
+    @abc.abstractmethod
+    def send(self, call: Callable[[ChatBackend], Awaitable[Completion]], tokens: int) -> Awaitable[Completion]:
+        """`call(backend)` on the backend this layer picks."""
+
+
+class Wrapper(Forward):
+    """A layer around one `inner` backend; subclasses override `around(call, tokens)`, `call` asking `inner`."""
 
     def __init__(self, inner: ChatBackend) -> None:
         self.inner = inner
         self.model = inner.model
 
-    async def chat(self, messages: Sequence[Message], sampling: Sampling = Sampling()) -> Completion:
-        return await self.around(lambda: self.inner.chat(messages, sampling), estimate_tokens(messages, sampling))
-
-    async def top_logprobs(
-        self, messages: Sequence[Message], sampling: Sampling, top_k: int = 20, candidates: Sequence[str] = ()
-    ) -> Completion:
-        return await self.around(
-            lambda: self.inner.top_logprobs(messages, sampling, top_k, candidates), estimate_tokens(messages, sampling)
-        )
-
-    async def answer_logprobs(self, messages: Sequence[Message], answer: str) -> Completion:
-        return await self.around(
-            lambda: self.inner.answer_logprobs(messages, answer), estimate_tokens(messages) + len(answer) // 4
-        )
-
-    async def embed(self, texts: Sequence[str]) -> Completion:
-        """Embedding calls (OpenAI-compatible embedders) go through the same stack; vectors in `extra["vectors"]`."""
-        return await self.around(lambda: self.inner.embed(texts), sum(len(t) for t in texts) // 4 + len(texts))
+    def send(self, call: Callable[[ChatBackend], Awaitable[Completion]], tokens: int) -> Awaitable[Completion]:
+        inner = self.inner  # a Forward layer takes the call as it is (its own chat would only build it again)
+        return self.around(lambda: inner.send(call, tokens) if isinstance(inner, Forward) else call(inner), tokens)
 
     async def around(self, call: Call, tokens: int) -> Completion:
         return await call()
