@@ -57,8 +57,7 @@ def protocol_echo(text: str, words: int, persona: str | None = None) -> str | No
     prompt); None when it echoes nothing or `words` is 0 (the check is off)."""
     if words <= 0:
         return None
-    frame = FRAME.search(text)
-    if frame:
+    if frame := FRAME.search(text):
         return frame.group(0)
     shared = runs(text, words) & (protocol_runs(words) | runs(prompts.persona_prompt(persona), words))
     return " ".join(min(shared)) if shared else None

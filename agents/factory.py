@@ -45,8 +45,7 @@ def sampling_from(node: DictConfig | Mapping[str, Any] | None) -> Sampling:
     cfg = _plain(node) if node is not None else {}
     cfg = cfg.get("sampling", cfg) or {}
     allowed = {"temperature", "max_tokens", "top_p", "stop", "seed", "prefix"}
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
+    if unknown := sorted(set(cfg) - allowed):
         raise UserError(f"unknown sampling key(s) {unknown}; use {sorted(allowed)}")
     if "stop" in cfg:
         cfg["stop"] = tuple(cfg["stop"] or ())

@@ -146,8 +146,7 @@ def scale_distribution(table: dict[str, float]) -> dict[int, float]:
     """Probability of each scale value at one position, summing the token variants (`5`, ` 5`) of a digit."""
     probs = dict.fromkeys(_SCALE, 0.0)
     for token, logprob in table.items():
-        value = _scale_digit(token)
-        if value is not None:
+        if (value := _scale_digit(token)) is not None:
             probs[value] += math.exp(logprob)
     return probs
 
