@@ -23,6 +23,7 @@ from agents.backends.endpoint_pool import EndpointPool
 from agents.backends.retry import Retry, Timeout
 from agents.backends.throttle import ConcurrencyCap, Throttle
 from agents.backends.usage import UsageAccounting, UsageMeter
+from agents.raters import RaterSettings
 from conf.errors import UserError
 
 _CACHE: dict[str, ChatBackend] = {}
@@ -52,6 +53,24 @@ def sampling_from(node: DictConfig | Mapping[str, Any] | None) -> Sampling:
     sampling = Sampling(**cfg)
     schema.Sampling(sampling.temperature, sampling.max_tokens, sampling.top_p).check("sampling")
     return sampling
+
+
+def merged_sampling(node: DictConfig | Mapping[str, Any], *overrides: Any) -> Sampling:
+    """The backend node's `sampling` (a partial node may have none), with each override's non-null values on top
+    (sa-simulate's agent.sampling, agent.rating_sampling and observer.sampling; sa-eval's rater_check.sampling)."""
+    merged = _plain(node.get("sampling") or {})
+    for override in filter(None, overrides):
+        merged.update({key: value for key, value in _plain(override).items() if value is not None})
+    return sampling_from(merged)
+
+
+def rater_settings(cfg: DictConfig, role: str) -> RaterSettings:
+    """`RaterSettings` from the `rater` group with `<role>.max_reasks` (`agent`, `observer`, sa-eval's
+    `rater_check`); the observer's `rater_mode`, when set, overrides the mode."""
+    node = _plain(cfg.rater)
+    if role == "observer" and cfg.observer.rater_mode:
+        node["mode"] = cfg.observer.rater_mode
+    return RaterSettings(max_reasks=cfg[role].max_reasks, **node)
 
 
 def full_limits(limits: Any) -> schema.PoolLimits:

@@ -3,6 +3,9 @@ and the command layer (conf/cli.py) prints it as one line `sa-xxx: error: ...` w
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from omegaconf.errors import OmegaConfBaseException
 
 EXIT_USER_ERROR = 2
@@ -31,3 +34,15 @@ def one_line(error: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException):
         parts += [line.strip() for line in str(cause).splitlines() if line.strip() and line.strip() not in parts]
     return "; ".join(p for p in parts if not p.startswith("object_type=")) or type(error).__name__
+
+
+def require_writable(folder: Path, head: str, fix: str, create: bool = False) -> None:
+    """One `UserError` `<head> is not writable (<why>); <fix>` unless a file can be created in `folder` (made first
+    when `create`): sa-simulate's run dir, sa-train's and sa-eval's output folders."""
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise UserError(f"{head} is not writable ({error.strerror or error}); {fix}") from None

@@ -16,13 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from agents.backends.usage import UsageTotal
-from agents.factory import build_backend, meter_of, sampling_from
+from agents.factory import build_backend, merged_sampling, meter_of, rater_settings
 from agents.factory import build_embedder as build_openai
 from agents.observer import Observer
-from agents.raters import Rater, RaterSettings
+from agents.raters import Rater
 from agents.social import SocialAgent
 from agents.society import assign_models
 from conf.errors import UserError, require
@@ -62,20 +62,6 @@ def _group_nodes(cfg: DictConfig, n_agents: int, seed: int) -> list[tuple[Any, s
            for group in cfg.society.groups]  # fmt: skip
     assignment = assign_models(mix, list(range(n_agents)), seed)
     return [assignment[a] for a in range(n_agents)]
-
-
-def rater_settings(cfg: DictConfig, role: str) -> Any:
-    """`RaterSettings` for the peers (`agent`) or the `observer` (its `rater_mode` overrides the mode)."""
-    node = OmegaConf.to_container(cfg.rater, resolve=True)
-    if role == "observer" and cfg.observer.rater_mode:
-        node["mode"] = cfg.observer.rater_mode  # type: ignore[index]
-    return RaterSettings(max_reasks=cfg[role].max_reasks, **node)  # type: ignore[arg-type]
-
-
-def merged_sampling(node: Any, *overrides: Any) -> Any:
-    """The backend node's `sampling` (a partial node may have none), with each override's non-null values on top."""
-    layers = [{k: v for k, v in override.items() if v is not None} for override in overrides if override]
-    return sampling_from(OmegaConf.merge(OmegaConf.create(node.get("sampling") or {}), *layers))
 
 
 def build_embedder(cfg: DictConfig) -> Any:

@@ -27,7 +27,7 @@ from typing import Any
 from conf.errors import UserError, one_line, require
 from environment.episodes import read_json_object, read_or_fail
 from environment.records import valid_rating
-from environment.signal import feedback_ratings, observer_score
+from environment.signal import observer_score, unreadable_count
 from memory.atomic import atomic_write_bytes
 
 PROG = "sa-browse"
@@ -59,13 +59,6 @@ def largest_improvements(records: Sequence[dict[str, Any]]) -> list[int]:
     """Indices of turns with both scores readable, largest (revision − draft) alignment first."""
     both = [i for i, r in enumerate(records) if score(r, "draft") is not None and score(r, "revision") is not None]
     return sorted(both, key=lambda i: (score(records[i], "draft") - score(records[i], "revision"), _turn(records, i)))
-
-
-def unreadable_count(record: dict[str, Any]) -> int:
-    """Unreadable peer ratings (null or marked invalid, as `environment.signal` counts them) plus unreadable observer
-    alignment scores of one turn; sa-build-data's count of invalid ratings too."""
-    ratings = [*map(valid_rating, feedback_ratings(record)), score(record, "draft"), score(record, "revision")]
-    return ratings.count(None)
 
 
 def unreadable_turns(records: Sequence[dict[str, Any]]) -> list[int]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from conf import flatten
+from conf import changed, flatten
 from conf.errors import UserError
 from environment.episodes import read_json_object
 from environment.questions import load_questions
@@ -154,30 +153,9 @@ def fingerprint_changes(theirs: Mapping[str, Any], mine: Mapping[str, Any]) -> l
     return [(key, before, after, key not in old) for key, before, after in changes if before != UNKNOWN]
 
 
-def changed(
-    old: Mapping[str, Any], new: Mapping[str, Any], missing: Any = None, defaults: Mapping[str, Any] | None = None
-) -> list[tuple[str, Any, Any]]:
-    """(key, old value, new value) for each key of either mapping, sorted, whose values differ; a key one of them
-    lacks counts as `missing` (in `old`: its value in `defaults`, if any). sa-train's checkpoint fingerprints too."""
-    pairs = ((k, old.get(k, (defaults or {}).get(k, missing)), new.get(k, missing)) for k in sorted({*old, *new}))
-    return [(key, before, after) for key, before, after in pairs if before != after]
-
-
 def _shown(value: Any, width: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def require_writable(folder: Path, head: str, fix: str, create: bool = False) -> None:
-    """One `UserError` `<head> is not writable (<why>); <fix>` unless a file can be created in `folder` (made first
-    when `create`): sa-simulate's run dir, sa-train's and sa-eval's output folders."""
-    try:
-        if create:
-            folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
-    except OSError as error:
-        raise UserError(f"{head} is not writable ({error.strerror or error}); {fix}") from None
 
 
 def check_fingerprint(run_dir: Path, cfg: DictConfig, questions: list[Any] | None = None) -> None:

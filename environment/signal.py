@@ -132,6 +132,13 @@ def feedback_ratings(record: dict[str, Any]) -> list[Any]:
     return [item.get("rating") if item.get("valid") is not False else None for item in record.get("feedback") or []]
 
 
+def unreadable_count(record: dict[str, Any]) -> int:
+    """Unreadable peer ratings (null or marked invalid) plus unreadable observer alignment scores of one turn:
+    sa-browse's flagged turns and sa-build-data's count of invalid ratings."""
+    scores = (observer_score(record, stage, "alignment") for stage in ("draft", "revision"))
+    return [valid_rating(value) for value in (*feedback_ratings(record), *scores)].count(None)
+
+
 def episode_signal(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per role (peer, observer_alignment, observer_engagement) {n, valid_share, histogram, entropy, mean}; tied_share
     and mean_gap over each interaction's {draft, revision} observer alignment; `peer_observer_agreement`: Spearman

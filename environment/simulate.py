@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from agents.backends.usage import UsageMeter, UsageTotal
 from agents.factory import close_all, usage_report
 from conf.cli import hydra_command, save_hydra_config
-from conf.errors import UserError, one_line, require
+from conf.errors import UserError, one_line, require, require_writable
 from conf.schema import checked
 from conf.schema.world import Plateau
 from environment.assemble import build_world, check_world_memory, grid_from
@@ -32,7 +32,7 @@ from environment.episodes import EpisodeStore
 from environment.metrics import plot_all, summarize
 from environment.progress import Progress
 from environment.questions import load_questions
-from environment.resume import WORLD, check_fingerprint, config_fingerprint, require_writable
+from environment.resume import WORLD, check_fingerprint, config_fingerprint
 from environment.scheduler import run_world
 from environment.stopping import Budget, Stopper
 from memory.atomic import write_json

@@ -121,6 +121,20 @@ def test_backends_memory_and_the_world_import_no_hydra_outside_the_command_entry
     assert offenders == {}
 
 
+# What training/ and experiment/ may import of environment/: the episode files and their analysis, never the
+# simulation itself (world, turns, scheduler, assembly, resume).
+READING = {"environment", "environment.records", "environment.episodes", "environment.analysis", "environment.signal",
+           "environment.metrics"}  # fmt: skip
+
+
+def test_training_reads_episodes_but_never_imports_the_simulation() -> None:
+    graph = import_graph()
+    users = [m for m in graph if m.split(".")[0] in ("training", "experiment")]
+    reach = set().union(*(reached(graph, m) for m in users))
+    assert {"environment.records", "environment.signal", "environment.episodes"} <= reach  # the check sees them
+    assert sorted(m for m in reach if m.split(".")[0] == "environment" and m not in READING) == []
+
+
 def test_importing_a_backend_or_the_world_loads_no_hydra() -> None:
     import subprocess
     import sys

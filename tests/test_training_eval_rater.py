@@ -220,6 +220,18 @@ def test_bad_settings_are_one_line(tmp_path: Path) -> None:
             evaluate(config("tasks=[rater]", *overrides, f"output_dir={tmp_path / 'x'}", "progress=false"))
 
 
+def test_rating_sampling_layers_the_check_over_the_backend() -> None:
+    """rater_check.sampling's non-null keys (the reply `prefix` too, which the backend's typed sampling lacks) go on
+    top of backend.sampling; null keeps the backend's value."""
+    cfg = config("tasks=[rater]", "rater_check.sampling.prefix=Rating:", "rater_check.sampling.max_tokens=8")
+    sampling = rc.rating_sampling(cfg)
+    assert (sampling.prefix, sampling.max_tokens, sampling.temperature) == (
+        "Rating:",
+        8,
+        cfg.backend.sampling.temperature,
+    )
+
+
 def test_rater_cli_end_to_end_with_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "SA_CACHE_DIR": str(tmp_path / "cache")}

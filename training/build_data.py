@@ -37,10 +37,9 @@ from conf.errors import UserError, require
 from conf.schema import checked
 from conf.schema.training import KINDS, BuildDataApp, as_app
 from environment.analysis import SCORES, STAGES
-from environment.browser import unreadable_count
 from environment.episodes import read_or_fail
 from environment.records import record_key, valid_rating
-from environment.signal import episode_signal, group_signal, histogram, noise_warning, observer_score
+from environment.signal import episode_signal, group_signal, histogram, noise_warning, observer_score, unreadable_count
 
 SELF_CRITIC_INSTRUCTION = (
     "Comment on how well the response below is aligned with shared social values "

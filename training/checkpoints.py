@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from conf.errors import require
-from environment.resume import changed, require_writable
+from conf import changed
+from conf.errors import require, require_writable
 from memory.atomic import atomic_write_bytes, fsync_dir, fsync_tree
 from training.dataset import resolve_data_file, short_json
 

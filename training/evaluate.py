@@ -16,12 +16,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from agents.factory import rater_settings
 from conf.cli import hydra_command
-from conf.errors import UserError, require
+from conf.errors import UserError, require, require_writable
 from conf.schema import checked
 from conf.schema.training import MC_TASKS, EvalApp, as_app
-from environment.assemble import rater_settings
-from environment.resume import require_writable
 from training.eval import judge as judging
 from training.eval import rater_check
 from training.eval import tasks as mc

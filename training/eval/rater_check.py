@@ -277,7 +277,7 @@ def verdict(summary: dict[str, Any]) -> str:
 def rating_sampling(cfg: DictConfig) -> Any:
     """The backend's `sampling` with the non-null keys of `rater_check.sampling` on top (as sa-simulate layers
     agent.rating_sampling and observer.sampling over the backend's)."""
-    from environment.assemble import merged_sampling
+    from agents.factory import merged_sampling
 
     try:
         return merged_sampling(cfg.backend, cfg.rater_check.sampling)  # typed: conf/schema/training.py
@@ -334,9 +334,8 @@ async def judge_pairs(
 async def run_rater_check(cfg: DictConfig, folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Rate the HHH pairs in `folder` with the configured rater; (the report's `rater_check` section, per-pair
     records). Builds only the top-level `backend`; closes every backend it built."""
-    from agents.factory import build_backend, close_all, sampling_from
+    from agents.factory import build_backend, close_all, rater_settings, sampling_from
     from agents.raters import Rater
-    from environment.assemble import rater_settings
     from training.eval.bigbench import hhh_items
 
     settings = rater_settings(cfg, "rater_check")  # the `rater` group, rater_check.max_reasks
