@@ -127,14 +127,14 @@ class GroupCollator:
         else:
             rows = [(prompts[g], [r]) for g, rs in enumerate(responses) for r in rs]
         packed = pad_rows(rows, self.pad_token_id, positions=self.share_prompt, group_index=group_index)
-        # the [G, K] grid: response n sits at (its group, its slot)
-        grid = (packed.group_index, torch.tensor([k for rs in responses for k in range(len(rs))], dtype=torch.long))
+        slot_index = torch.tensor([k for rs in responses for k in range(len(rs))], dtype=torch.long)
+        grid = (packed.group_index, slot_index)  # the [G, K] grid: response n sits at (its group, its slot)
         shape = (len(groups), max((len(c) for c in chosen), default=1))
         ratings = [float(group["ratings"][j]) for group, picked in zip(groups, chosen, strict=True) for j in picked]
         present = torch.tensor([len(r) > 0 for rs in responses for r in rs], dtype=torch.bool)
         return GroupBatch(
             **vars(packed),
-            slot_index=grid[1],
+            slot_index=slot_index,
             ratings=torch.zeros(shape).index_put_(grid, torch.tensor(ratings)),
             present=torch.zeros(shape, dtype=torch.bool).index_put_(grid, present),
             cut=torch.tensor([sum(c[key] for c in counts) for key in CUT_KEYS], dtype=torch.long),

@@ -114,8 +114,10 @@ def load_model(cfg: DictConfig) -> PreTrainedModel:
 
 def share_prompt(cfg: DictConfig, model: torch.nn.Module) -> bool:
     """`train.share_prompt`, where the model can take it (sdpa/eager attention); otherwise one row per response."""
-    if not cfg.train.share_prompt or supports_shared_prompt(model):
-        return bool(cfg.train.share_prompt)
+    if not cfg.train.share_prompt:
+        return False
+    if supports_shared_prompt(model):
+        return True
     implementation = attention_implementation(model)
     print(f"sa-train: {implementation} attention takes no custom mask; train.share_prompt off (one row per response)")
     return False
